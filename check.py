@@ -1,0 +1,102 @@
+"""`python bot.py check [--smoke]`: prove a ComfyUI server works before inviting the bot anywhere.
+
+Prints the settings (secrets masked), whether ComfyUI answers, its version and
+queue, the validation of every workflow of the selected set, and with --smoke
+runs text to image, upscale of that image and animate of the upscale.
+Exit status 0 when everything passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from comfy_types import ComfyError
+from comfyui import ComfyClient
+from config import Settings
+from image_gen import ImageRequest, RequestError, text_to_image, upscale
+from outputs import OutputError, OutputFolder
+from runner import Engine, JobResult
+from video_gen import animate
+from workflows import WorkflowError, load_set, validate
+
+Print = Callable[[str], None]
+
+
+def default_values(settings: Settings) -> dict[str, object]:
+    """The operator-chosen values a workflow is validated with (models, default sizes)."""
+    return {
+        "checkpoint": settings.checkpoint,
+        "upscale_model": settings.upscale_model,
+        "video_checkpoint": settings.video_checkpoint,
+        "width": settings.default_width,
+        "height": settings.default_height,
+        "steps": settings.default_steps,
+        "cfg": settings.default_cfg,
+        "frames": settings.default_frames,
+        "fps": settings.default_fps,
+    }
+
+
+async def run_check(settings: Settings, *, smoke: bool = False, out: Print = print) -> int:
+    out("Configuration")
+    for name, value in settings.described().items():
+        out(f"  {name:<22} {value}")
+    try:
+        workflows = load_set(settings.workflow_dir())
+    except WorkflowError as error:
+        out(f"Workflows: the set in {settings.workflow_dir()} cannot be loaded")
+        for problem in error.problems:
+            out(f"  {problem}")
+        return 1
+    async with ComfyClient(settings.comfyui_url, headers=settings.comfyui_headers(),
+                           timeout=settings.comfyui_timeout) as client:
+        out(f"ComfyUI at {settings.comfyui_url}")
+        try:
+            stats = await client.system_stats()
+            running, pending = await client.queue()
+            object_info = await client.object_info()
+        except ComfyError as error:
+            out(f"  does not answer: {error}")
+            return 1
+        system = stats.get("system", {})
+        devices = ", ".join(device.get("name", "?") for device in stats.get("devices", [])) or "unknown"
+        out(f"  answers: ComfyUI {system.get('comfyui_version', '(version unknown)')}, devices: {devices}")
+        out(f"  queue: {len(running)} running, {len(pending)} waiting; {len(object_info)} node classes")
+        out(f"Workflows (set {settings.workflow_set!r} in {settings.workflow_dir()})")
+        failed = False
+        values = default_values(settings)
+        for name, workflow in workflows.items():
+            problems = validate(workflow, object_info, {k: v for k, v in values.items() if k in workflow.params})
+            out(f"  {name:<10} {'ok' if not problems else f'{len(problems)} problem(s)'}")
+            for problem in problems:
+                out(f"    {problem}")
+            failed |= bool(problems)
+        if smoke and not failed:
+            outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
+            await outputs.open()
+            failed = not await _smoke(Engine(client, workflows, outputs, settings), out)
+    out("All checks passed." if not failed else "Some checks failed (see above).")
+    return 1 if failed else 0
+
+
+async def _smoke(engine: Engine, out: Print) -> bool:
+    out("Smoke test")
+    steps: list[tuple[str, Callable[[JobResult | None], object]]] = [
+        ("text to image", lambda _: text_to_image(engine, ImageRequest("bot.py check --smoke", width=256, height=256))),
+        ("upscale x2", lambda previous: upscale(engine, previous.files[0], 2)),
+        ("animate", lambda previous: animate(engine, previous.files[0], frames=8)),
+    ]
+    previous: JobResult | None = None
+    for label, start in steps:
+        began = time.monotonic()
+        try:
+            previous = await start(previous)
+        except (ComfyError, WorkflowError, RequestError, OutputError) as error:
+            out(f"  {label}: FAILED: {error}")
+            return False
+        for path in previous.files:
+            engine.outputs.release(path)
+        seed = f", seed {previous.seed}" if previous.seed is not None else ""
+        out(f"  {label}: ok in {time.monotonic() - began:.2f} s{seed}: {', '.join(map(str, previous.files))}")
+    return True

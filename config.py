@@ -1,0 +1,111 @@
+"""Settings: read once at start from the environment and an optional `.env` file.
+
+Every field maps to an upper-case environment variable of the same name
+(`comfyui_url` <- `COMFYUI_URL`). `load_settings()` turns a bad value into one
+line naming the variable and what is allowed, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Discord
+    discord_token: SecretStr | None = None
+
+    # ComfyUI
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_auth_header: str = "Authorization"
+    comfyui_auth_token: SecretStr | None = None
+    comfyui_timeout: float = Field(30.0, gt=0, le=600)
+    job_timeout: float = Field(1800.0, gt=0, le=24 * 3600)
+
+    # Workflows and models
+    workflows_dir: Path = Path("workflows")
+    workflow_set: str = Field("default", pattern=r"^[A-Za-z0-9_-]+$")
+    checkpoint: str = "v1-5-pruned-emaonly.safetensors"
+    upscale_model: str = "RealESRGAN_x4plus.pth"
+    upscale_model_scale: int = Field(4, ge=1, le=8)
+    video_checkpoint: str = "svd_xt.safetensors"
+
+    # Files
+    outputs_dir: Path = Path("outputs")
+    output_limit: int = Field(100, ge=1, le=100_000)
+    data_dir: Path = Path("data")
+    upload_limit: int = Field(10 * MIB, ge=64 * 1024, le=500 * MIB)
+
+    # Limits on what a request may ask for
+    max_width: int = Field(2048, ge=64, le=16384)
+    max_height: int = Field(2048, ge=64, le=16384)
+    max_steps: int = Field(100, ge=1, le=10000)
+    max_batch: int = Field(4, ge=1, le=16)
+    max_frames: int = Field(48, ge=1, le=1024)
+    default_steps: int = Field(25, ge=1, le=10000)
+    default_cfg: float = Field(7.0, ge=0, le=100)
+    default_width: int = Field(512, ge=16, le=16384)
+    default_height: int = Field(512, ge=16, le=16384)
+    default_frames: int = Field(14, ge=1, le=1024)
+    default_fps: int = Field(8, ge=1, le=120)
+
+    # Logging
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+
+    @field_validator("comfyui_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, for example http://127.0.0.1:8188")
+        return value.rstrip("/")
+
+    def comfyui_headers(self) -> dict[str, str]:
+        """Headers for a ComfyUI behind an authenticating proxy (none by default)."""
+        if self.comfyui_auth_token is None:
+            return {}
+        return {self.comfyui_auth_header: self.comfyui_auth_token.get_secret_value()}
+
+    def workflow_dir(self) -> Path:
+        return self.workflows_dir / self.workflow_set
+
+    def described(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: what `bot.py check` prints."""
+        shown = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = "(set, hidden)" if value.get_secret_value() else "(empty)"
+            elif value is None:
+                value = "(not set)"
+            shown[name.upper()] = str(value)
+        return shown
+
+
+def describe_error(error: ValidationError) -> list[str]:
+    """One line per bad setting: the variable, what was wrong, and the value's kind of rule."""
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"config error: {name}: {message}")
+    return lines
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; on a bad value print why and exit 2 (no traceback)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        for line in describe_error(error):
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None

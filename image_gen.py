@@ -1,0 +1,102 @@
+"""Image jobs: text to image and upscale. A request becomes a bound workflow and files.
+
+Requests are checked here against the configured limits, so a bad value is a
+sentence for the user before anything reaches ComfyUI. Knows nothing of Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import Engine, EventHandler, JobResult, run_workflow
+
+SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
+UPSCALE_FACTORS = (2, 4)
+
+
+class RequestError(ValueError):
+    """A request value is out of bounds; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    seed: int | None = None
+    batch: int = 1
+    checkpoint: str | None = None
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed a job runs with: the one asked for, or a fresh random one. Resolved once."""
+    if seed is None:
+        return secrets.randbelow(SEED_LIMIT)
+    if not 0 <= seed < SEED_LIMIT:
+        raise RequestError(f"seed must be between 0 and {SEED_LIMIT - 1}")
+    return seed
+
+
+def _within(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise RequestError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+
+
+async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: EventHandler | None = None,
+                        prompt_id: str | None = None) -> JobResult:
+    settings = engine.settings
+    if not request.prompt.strip():
+        raise RequestError("prompt must not be empty")
+    width = request.width or settings.default_width
+    height = request.height or settings.default_height
+    steps = request.steps or settings.default_steps
+    cfg = settings.default_cfg if request.cfg is None else request.cfg
+    _within("width", width, 64, settings.max_width)
+    _within("height", height, 64, settings.max_height)
+    _within("steps", steps, 1, settings.max_steps)
+    _within("cfg", cfg, 0, 30)
+    _within("batch", request.batch, 1, settings.max_batch)
+    values = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "cfg": cfg,
+        "seed": resolve_seed(request.seed),
+        "batch": request.batch,
+        "checkpoint": request.checkpoint or settings.checkpoint,
+    }
+    return await run_workflow(engine, "txt2img", values, on_event=on_event, prompt_id=prompt_id)
+
+
+async def upload(engine: Engine, image: Path) -> str:
+    """Send a local image to the server; returns the name its LoadImage must use."""
+    try:
+        data = await asyncio.to_thread(image.read_bytes)
+    except OSError as error:
+        raise RequestError(f"the input image {image.name} cannot be read ({error.strerror})") from None
+    return await engine.client.upload_image(data, image.name)
+
+
+async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHandler | None = None,
+                  prompt_id: str | None = None) -> JobResult:
+    """Upscale by 2x or 4x. A workflow with an upscale model does the model's scale, then resizes to the factor."""
+    if factor not in UPSCALE_FACTORS:
+        raise RequestError(f"upscale factor must be one of {', '.join(map(str, UPSCALE_FACTORS))}")
+    settings = engine.settings
+    uses_model = "upscale_model" in engine.workflow("upscale").params
+    values = {
+        "image": await upload(engine, image),
+        "upscale_model": settings.upscale_model,
+        "scale": factor / settings.upscale_model_scale if uses_model else float(factor),
+    }
+    result = await run_workflow(engine, "upscale", values, on_event=on_event, prompt_id=prompt_id)
+    result.params["factor"] = factor
+    return result

@@ -1,0 +1,125 @@
+"""Run one bound workflow on one ComfyUI server and bring its files home.
+
+Shared by image_gen and video_gen: submit, follow the events, bound the wait,
+stream the output files into the capped output folder. Knows nothing of Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from comfy_types import ComfyError, Event, Finished, Started
+from comfyui import ComfyClient
+from config import Settings
+from outputs import OutputFolder
+from workflows import Workflow, WorkflowError
+
+log = structlog.get_logger(__name__)
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Everything a job needs to run on one server."""
+
+    client: ComfyClient
+    workflows: Mapping[str, Workflow]
+    outputs: OutputFolder
+    settings: Settings
+
+    def workflow(self, name: str) -> Workflow:
+        try:
+            return self.workflows[name]
+        except KeyError:
+            raise WorkflowError([f"the workflow set {self.settings.workflow_set!r} has no {name!r} workflow"]) from None
+
+
+@dataclass
+class JobResult:
+    kind: str
+    files: list[Path]
+    params: dict[str, Any]  # the values that were bound into the workflow
+    server: str
+    prompt_id: str
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: queued, running, download, total
+    text: list[str] = field(default_factory=list)  # text outputs (e.g. PreviewAny)
+
+    @property
+    def seed(self) -> int | None:
+        return self.params.get("seed")
+
+
+async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
+                       on_event: EventHandler | None = None, prompt_id: str | None = None) -> JobResult:
+    """Bind, submit, follow, download. Raises a ComfyError (or WorkflowError) that says what failed."""
+    workflow = engine.workflow(kind)
+    applied = {name: value for name, value in values.items() if name in workflow.params}
+    graph = workflow.bind(applied)
+    began = time.monotonic()
+    run = await engine.client.submit(graph, prompt_id=prompt_id)
+    jlog = log.bind(kind=kind, prompt_id=run.prompt_id, server=engine.client.name)
+    started = began
+    try:
+        async with asyncio.timeout(engine.settings.job_timeout):
+            async for event in run.events():
+                if isinstance(event, Started):
+                    started = time.monotonic()
+                if on_event is not None:
+                    await _deliver(on_event, event, jlog)
+    except TimeoutError:
+        await _abandon(engine, run.prompt_id, jlog)
+        raise ComfyError(f"The job did not finish within {engine.settings.job_timeout / 60:g} minutes and was cancelled.") from None
+    except asyncio.CancelledError:
+        await asyncio.shield(_abandon(engine, run.prompt_id, jlog))
+        raise
+    finished = run.finished.result()
+    ended = time.monotonic()
+    if finished.outcome != "success":
+        raise finished.error or ComfyError("ComfyUI ended the job without saying why.")
+    files = await _download(engine, workflow, finished, jlog)
+    done = time.monotonic()
+    texts = [text for output in finished.outputs.values() for text in output.text]
+    timings = {"queued": started - began, "running": ended - started, "download": done - ended, "total": done - began}
+    jlog.info("job_done", files=len(files), **{k: round(v, 3) for k, v in timings.items()})
+    return JobResult(kind, files, applied, engine.client.name, run.prompt_id, timings, texts)
+
+
+async def _deliver(handler: EventHandler, event: Event, jlog: Any) -> None:
+    """Progress reporting must never break a job: a failing handler is logged and skipped."""
+    try:
+        await handler(event)
+    except Exception:
+        jlog.exception("event_handler_failed", event=type(event).__name__)
+
+
+async def _abandon(engine: Engine, prompt_id: str, jlog: Any) -> None:
+    try:
+        await engine.client.cancel(prompt_id)
+    except ComfyError as error:
+        jlog.warning("cancel_failed", error=str(error))
+
+
+async def _download(engine: Engine, workflow: Workflow, finished: Finished, jlog: Any) -> list[Path]:
+    refs = [ref for node in workflow.outputs if node in finished.outputs for ref in finished.outputs[node].files]
+    if not refs:
+        raise ComfyError(f"The workflow finished, but its output node(s) {', '.join(workflow.outputs)} produced no file.")
+    results = await asyncio.gather(
+        *(engine.outputs.save_stream(ref.filename, engine.client.iter_file(ref)) for ref in refs),
+        return_exceptions=True,
+    )
+    saved = [result for result in results if isinstance(result, Path)]
+    failure = next((result for result in results if isinstance(result, BaseException)), None)
+    if failure is not None:
+        for path in saved:  # nobody will deliver these: let the cap reclaim them
+            engine.outputs.release(path)
+        jlog.warning("download_failed", error=str(failure))
+        raise failure
+    return saved

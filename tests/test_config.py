@@ -1,0 +1,64 @@
+"""Settings: defaults, environment, and the one-line exit for a bad value."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_readme(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    settings = Settings()
+    assert settings.comfyui_url == "http://127.0.0.1:8188"
+    assert settings.workflows_dir == Path("workflows") and settings.workflow_set == "default"
+    assert settings.outputs_dir == Path("outputs") and settings.output_limit == 100
+    assert settings.data_dir == Path("data")
+    assert settings.discord_token is None
+
+
+def test_environment_and_dotenv(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("COMFYUI_URL=http://10.0.0.5:8188/\nOUTPUT_LIMIT=7\n")
+    monkeypatch.setenv("WORKFLOW_SET", "selftest")
+    settings = Settings()
+    assert settings.comfyui_url == "http://10.0.0.5:8188"
+    assert settings.output_limit == 7
+    assert settings.workflow_dir() == Path("workflows/selftest")
+
+
+def test_secrets_are_masked(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "abc.def.ghi")
+    monkeypatch.setenv("COMFYUI_AUTH_TOKEN", "Bearer s3cret")
+    settings = Settings()
+    shown = settings.described()
+    assert shown["DISCORD_TOKEN"] == "(set, hidden)"
+    assert "s3cret" not in str(shown) and "abc.def" not in repr(settings)
+    assert settings.comfyui_headers() == {"Authorization": "Bearer s3cret"}
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("OUTPUT_LIMIT", "0", "config error: OUTPUT_LIMIT: Input should be greater than or equal to 1"),
+    ("COMFYUI_URL", "localhost:8188", "config error: COMFYUI_URL: must be an http:// or https:// URL"),
+    ("LOG_LEVEL", "loud", "config error: LOG_LEVEL: Input should be 'debug', 'info', 'warning' or 'error'"),
+])
+def test_bad_value_exits_2_with_one_line(monkeypatch, tmp_path, capsys, name, value, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(expected)
+
+
+def test_bot_py_bad_setting_has_no_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "OUTPUT_LIMIT": "lots"}
+    done = subprocess.run([sys.executable, str(ROOT / "bot.py"), "check"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "config error: OUTPUT_LIMIT: Input should be a valid integer, unable to parse string as an integer"
