@@ -1,0 +1,548 @@
+"""Tests of the fake Discord (tests/fakes/discord.py), driving a real, unmodified discord.py bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import logging
+import struct
+import time
+import zlib
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+from discord.webhook.async_ import async_context, interaction_response_params
+
+from tests.fakes.discord import FakeDiscord, discord_log_errors, snowflake_time
+
+
+def make_png(width: int = 4, height: int = 3) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+PNG = make_png()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the bot under test (tiny, unmodified discord.py)
+# ---------------------------------------------------------------------------------------------------
+class PingButton(discord.ui.DynamicItem[discord.ui.Button], template=r"ping:(?P<n>[0-9]+)"):
+    def __init__(self, n: int) -> None:
+        super().__init__(discord.ui.Button(label=f"Again {n}", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"ping:{n}"))
+        self.n = n
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):
+        return cls(int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot = interaction.client
+        await interaction.response.defer()  # deferred update (type 6)
+        # the click handler fetches the clicked message back from the fake and downloads its PNG
+        msg = await interaction.channel.fetch_message(interaction.message.id)
+        att = msg.attachments[0]
+        png = await att.read()
+        await interaction.edit_original_response(content=f"{msg.content} (clicked)")
+        await interaction.followup.send(
+            f"clicked {self.n} by {interaction.user.name} on {bot.instance}: {att.filename} {len(png)} bytes "
+            f"{att.width}x{att.height}")
+        bot.events.append(("click", self.n, png == PNG))
+
+
+class Counter(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=60)
+        self.n = 0
+
+    @discord.ui.button(label="Clicked 0", custom_id="counter")
+    async def bump(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.n += 1
+        button.label = f"Clicked {self.n}"
+        await interaction.response.edit_message(content=f"count {self.n}", view=self)  # type 7
+
+
+class BotMixin:
+    def __init__(self, instance: str = "bot1", **kwargs) -> None:
+        intents = discord.Intents.default()
+        intents.members = False
+        intents.message_content = False
+        super().__init__(command_prefix="!", intents=intents, chunk_guilds_at_startup=False,
+                         guild_ready_timeout=0.05, help_command=None, **kwargs)
+        self.instance = instance
+        self.results: dict = {}
+        self.events: list = []
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(PingButton)
+        register_commands(self)
+        await self.tree.sync()
+
+
+class FakeBot(BotMixin, commands.Bot):
+    pass
+
+
+class FakeShardedBot(BotMixin, commands.AutoShardedBot):
+    pass
+
+
+def _err(exc: discord.HTTPException) -> tuple[int, int, str]:
+    return exc.status, exc.code, exc.text
+
+
+def register_commands(bot: commands.Bot) -> None:
+    tree = bot.tree
+
+    @tree.command(description="defer, two progress edits, a followup with a PNG and a button")
+    async def ping(interaction: discord.Interaction, text: str, count: int = 2) -> None:
+        await interaction.response.defer()
+        for i in range(1, count + 1):
+            await interaction.edit_original_response(content=f"working {i}/{count}")
+        view = discord.ui.View(timeout=None)
+        view.add_item(PingButton(1))
+        await interaction.followup.send(f"pong: {text}", file=discord.File(io.BytesIO(PNG), "pong.png"), view=view)
+
+    @tree.command(description="acknowledges too late")
+    async def slow(interaction: discord.Interaction, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await interaction.response.defer()
+        except discord.HTTPException as exc:
+            bot.results["slow"] = _err(exc)
+
+    @tree.command(description="acknowledges twice")
+    async def twice(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("one")
+        # a second, independent acknowledgement of the same interaction (as a second handler would do)
+        adapter = async_context.get()
+        try:
+            await adapter.create_interaction_response(
+                interaction.id, interaction.token, session=interaction._session,
+                params=interaction_response_params(4, {"content": "two"}))
+        except discord.HTTPException as exc:
+            bot.results["twice"] = _err(exc)
+
+    @tree.command(description="uses the token after it expired")
+    async def expire(interaction: discord.Interaction, delay: float) -> None:
+        await interaction.response.defer()
+        await asyncio.sleep(delay)
+        try:
+            await interaction.edit_original_response(content="late edit")
+        except discord.HTTPException as exc:
+            bot.results["expire-edit"] = _err(exc)
+        try:
+            await interaction.followup.send("late followup")
+        except discord.HTTPException as exc:
+            bot.results["expire-followup"] = _err(exc)
+
+    @tree.command(description="uploads size bytes as a followup and to the channel")
+    async def upload(interaction: discord.Interaction, size: int) -> None:
+        await interaction.response.defer()
+        out = bot.results.setdefault("upload", {})
+        try:
+            await interaction.followup.send(file=discord.File(io.BytesIO(b"x" * size), "blob.bin"))
+            out[size, "followup"] = "ok"
+        except discord.HTTPException as exc:
+            out[size, "followup"] = _err(exc)
+        try:
+            await interaction.channel.send(file=discord.File(io.BytesIO(b"y" * size), "blob.bin"))
+            out[size, "channel"] = "ok"
+        except discord.HTTPException as exc:
+            out[size, "channel"] = _err(exc)
+        await interaction.followup.send(f"upload {size} done")
+
+    @tree.command(description="sends something Discord rejects, then recovers")
+    @app_commands.choices(what=[app_commands.Choice(name=n, value=n)
+                                for n in ("label", "custom_id", "duplicate", "content", "fields", "embed_total")])
+    async def badui(interaction: discord.Interaction, what: str) -> None:
+        view = discord.ui.View()
+        kwargs: dict = {}
+        if what == "label":
+            view.add_item(discord.ui.Button(label="x" * 81, custom_id="ok"))
+        elif what == "custom_id":
+            view.add_item(discord.ui.Button(label="long", custom_id="state:" + "0" * 100))
+        elif what == "duplicate":
+            view.add_item(discord.ui.Button(label="a", custom_id="same"))
+            view.add_item(discord.ui.Button(label="b", custom_id="same"))
+        elif what == "content":
+            kwargs["content"] = "x" * 2001
+        elif what == "fields":
+            embed = discord.Embed(title="t")
+            for i in range(26):
+                embed.add_field(name=f"f{i}", value="v")
+            kwargs["embed"] = embed
+        elif what == "embed_total":
+            kwargs["embeds"] = [discord.Embed(description="d" * 4000), discord.Embed(description="d" * 2001)]
+        try:
+            await interaction.response.send_message(view=view, **({"content": "bad"} | kwargs))
+            bot.results[what] = "accepted"
+        except discord.HTTPException as exc:
+            bot.results[what] = _err(exc)
+            # a rejected callback does not acknowledge: the bot can still answer properly
+            await interaction.response.send_message(f"recovered from {what}")
+
+    @tree.command(description="edits the response and a channel message n times, fast")
+    async def edits(interaction: discord.Interaction, n: int) -> None:
+        t0 = time.monotonic()
+        await interaction.response.send_message("edit 0")
+        for i in range(1, n + 1):
+            await interaction.edit_original_response(content=f"edit {i}")
+        msg = await interaction.channel.send("chan 0")
+        for i in range(1, n + 1):
+            await msg.edit(content=f"chan {i}")
+        bot.results["edits"] = (msg.id, time.monotonic() - t0)
+
+    async def fruit_complete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        fruits = ["apple", "apricot", "banana", "cherry"]
+        return [app_commands.Choice(name=f.title(), value=f) for f in fruits if f.startswith(current)]
+
+    @tree.command(description="autocomplete")
+    @app_commands.autocomplete(name=fruit_complete)
+    async def fruit(interaction: discord.Interaction, name: str) -> None:
+        await interaction.response.send_message(f"fruit {name}", ephemeral=True)
+
+    @tree.command(description="typed options")
+    async def opts(interaction: discord.Interaction, number: int, flag: bool, ratio: float, who: discord.User,
+                   where: discord.TextChannel, doc: discord.Attachment) -> None:
+        data = await doc.read()
+        bot.results["opts"] = (number, flag, ratio, who.id, who.name, where.id, doc.filename, doc.content_type, data)
+        await interaction.response.send_message(f"opts ok {number}")
+
+    @tree.command(description="a regular (non-persistent) view updated in place")
+    async def counter(interaction: discord.Interaction, private: bool = False) -> None:
+        await interaction.response.send_message("count 0", view=Counter(), ephemeral=private)
+
+    config = app_commands.Group(name="config", description="settings")
+
+    @config.command(name="set", description="set a key")
+    async def config_set(interaction: discord.Interaction, key: str, value: str) -> None:
+        await interaction.response.send_message(f"set {key}={value}", ephemeral=True)
+
+    tree.add_command(config)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fail_on_discord_errors(caplog):
+    """discord.py only logs exceptions raised in commands/views: turn them into test failures."""
+    yield
+    errors = discord_log_errors(caplog.get_records("setup") + caplog.get_records("call"))
+    if errors:
+        pytest.fail("discord.py logged errors:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+async def make_fake(monkeypatch):
+    fakes: list[FakeDiscord] = []
+
+    async def factory(**kwargs) -> FakeDiscord:
+        fake = FakeDiscord(**kwargs)
+        await fake.start()
+        fake.install(monkeypatch)
+        fakes.append(fake)
+        return fake
+
+    yield factory
+    for fake in fakes:
+        await fake.stop()
+        assert not fake.unhandled, fake.unhandled
+
+
+@contextlib.asynccontextmanager
+async def running(fake: FakeDiscord, cls=FakeBot, instance: str = "bot1"):
+    bot = cls(instance)
+    task = asyncio.create_task(bot.start("fake-token"))
+    ready = asyncio.create_task(fake.wait_ready())
+    try:
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # raises what killed the bot
+            raise AssertionError("bot.start() returned before the bot was ready")
+        ready.result()
+        yield bot
+    finally:
+        ready.cancel()
+        await bot.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def slash_and_followup(fake: FakeDiscord, **options):
+    ia = await fake.slash("ping", {"text": "hi", **options})
+    msg = await fake.wait_for_message(lambda m: m.interaction_id == ia.id and m.attachments)
+    return ia, msg
+
+
+# ---------------------------------------------------------------------------------------------------
+# the happy path
+# ---------------------------------------------------------------------------------------------------
+async def test_slash_defer_edits_followup_with_png_and_button(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        assert {"ping", "slow", "badui", "config"} <= {c["name"] for c in fake.commands}
+        ia, msg = await slash_and_followup(fake)
+        await ia.wait_acked()
+
+    assert ia.response_type == 5 and ia.ack_latency < 1.0
+    assert abs(ia.created_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(seconds=5)
+    assert abs(ia.created_at - discord.utils.snowflake_time(int(ia.id))) < dt.timedelta(milliseconds=1)
+    original = fake.messages[ia.original_message_id]
+    assert original.edits == 2 and original.content == "working 2/2" and not original.loading
+    assert [h["payload"].get("content") for h in original.history if h["kind"] == "edit"] == ["working 1/2",
+                                                                                              "working 2/2"]
+    assert ia.followups == [msg.id] and msg.content == "pong: hi" and msg.interaction_id == ia.id
+    att = msg.attachments[0]
+    assert (att["filename"], att["size"], att["content_type"], att["data"]) == ("pong.png", len(PNG), "image/png", PNG)
+    assert (att["width"], att["height"]) == (4, 3)
+    assert msg.custom_ids == ["ping:1"] and msg.components[0]["components"][0]["label"] == "Again 1"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(att["url"]) as resp:
+            assert resp.status == 200 and await resp.read() == PNG
+    assert att["url"] == fake.cdn_url(f"attachments/{msg.channel_id}/{att['id']}/pong.png")
+    calls = [(r["method"], r["path"]) for r in fake.requests]
+    token = ia.token
+    assert calls == [
+        ("GET", "/users/@me"), ("GET", "/oauth2/applications/@me"), ("PUT", f"/applications/{fake.app_id}/commands"),
+        ("POST", f"/interactions/{ia.id}/{token}/callback"),
+        ("PATCH", f"/webhooks/{fake.app_id}/{token}/messages/@original"),
+        ("PATCH", f"/webhooks/{fake.app_id}/{token}/messages/@original"),
+        ("POST", f"/webhooks/{fake.app_id}/{token}"),
+    ]
+    followup_req = fake.requests[-1]
+    assert followup_req["query"]["wait"] == "1" and followup_req["files"][0]["filename"] == "pong.png"
+    assert followup_req["json"]["attachments"] == [{"id": 0, "filename": "pong.png"}]
+    assert all(r["status"] == 200 for r in fake.requests) and not fake.violations
+
+
+async def test_click_dynamic_item_fetches_message_from_fake(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        _, msg = await slash_and_followup(fake)
+        click = await fake.click(msg.id, "ping:1", user_id="5002", username="bob")
+        reply = await fake.wait_for_message(lambda m: m.content.startswith("clicked 1"))
+        await click.wait_acked()
+    assert reply.content == f"clicked 1 by bob on bot1: pong.png {len(PNG)} bytes 4x3"
+    assert click.response_type == 6 and click.original_message_id == msg.id and click.followups == [reply.id]
+    assert bot.events == [("click", 1, True)]
+    assert msg.content == "pong: hi (clicked)" and msg.edits == 1
+    assert msg.custom_ids == ["ping:1"], "an edit without a view keeps the components"
+    assert ("GET", f"/channels/{fake.channel_id}/messages/{msg.id}") in [(r["method"], r["path"]) for r in fake.requests]
+    with pytest.raises(LookupError):
+        await fake.click(msg.id, "nope")
+    assert not fake.violations
+
+
+async def test_regular_view_click_updates_message_in_place(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        ia = await fake.slash("counter")
+        msg = await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+        for _ in range(2):
+            click = await fake.click(msg.id, "counter")
+            await click.wait_acked()
+        await fake.wait_for_message(lambda m: m.id == msg.id and m.content == "count 2")
+    assert click.response_type == 7 and click.original_message_id == msg.id
+    assert msg.edits == 2 and msg.components[0]["components"][0]["label"] == "Clicked 2"
+    assert [h["kind"] for h in msg.history] == ["response", "update", "update"]
+
+
+async def test_ephemeral_message_only_clickable_by_its_user(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        ia = await fake.slash("counter", {"private": True}, user_id="5001")
+        msg = await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+        assert msg.ephemeral
+        with pytest.raises(ValueError, match="ephemeral"):
+            await fake.click(msg.id, "counter", user_id="5002")
+        await (await fake.click(msg.id, "counter", user_id="5001")).wait_acked()
+        await fake.wait_for_message(lambda m: m.content == "count 1")
+
+
+async def test_first_followup_after_defer_fills_the_thinking_message(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        ia, msg = await slash_and_followup(fake, count=0)  # defer, then straight to the followup
+    assert msg.id == ia.original_message_id and ia.followups == [msg.id]
+    assert not msg.loading and msg.edits == 0 and [h["kind"] for h in msg.history] == ["defer", "followup"]
+
+
+async def test_second_bot_instance_handles_click_on_old_message(make_fake):
+    fake = await make_fake()
+    async with running(fake, instance="bot1"):
+        _, msg = await slash_and_followup(fake)
+    async with running(fake, instance="bot2") as bot2:
+        await fake.click(msg.id, "ping:1")
+        reply = await fake.wait_for_message(lambda m: m.content.startswith("clicked 1"))
+    assert reply.content.endswith(f"on bot2: pong.png {len(PNG)} bytes 4x3")
+    assert bot2.events == [("click", 1, True)]
+    identifies = [g for g in fake.gateway_received if g["op"] == 2]
+    assert [g["connection"] for g in identifies] == [1, 2]
+    assert sum(1 for r in fake.requests if r["method"] == "PUT") == 2
+
+
+async def test_gateway_reconnect_resumes_session(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        await slash_and_followup(fake)
+        await fake.reconnect()
+        ia, _ = await slash_and_followup(fake, text="after resume")
+    ops = [(g["connection"], g["op"]) for g in fake.gateway_received]
+    assert (1, 2) in ops and (2, 6) in ops and (2, 2) not in ops  # identified once, then RESUMEd
+    resume = next(g["d"] for g in fake.gateway_received if g["op"] == 6)
+    assert resume["seq"] >= 3 and resume["session_id"]
+    assert fake.messages[ia.followups[0]].content == "pong: after resume"
+
+
+async def test_auto_sharded_bot(make_fake):
+    fake = await make_fake()
+    async with running(fake, cls=FakeShardedBot) as bot:
+        ia = await fake.slash("config set", {"key": "mode", "value": "fast"})
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+        assert bot.shard_count == 1
+    assert reply.content == "set mode=fast" and reply.ephemeral and ia.response_type == 4
+    assert ("GET", "/gateway/bot") in [(r["method"], r["path"]) for r in fake.requests]
+    assert [g["d"].get("shard") for g in fake.gateway_received if g["op"] == 2] == [[0, 1]]
+
+
+async def test_autocomplete_and_typed_options(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        choices = await fake.autocomplete("fruit", {"name": "ap"}, focused="name")
+        assert choices == [{"name": "Apple", "value": "apple"}, {"name": "Apricot", "value": "apricot"}]
+        ia = await fake.slash("opts", {"number": 7, "flag": True, "ratio": 0.5, "who": {"id": "5003", "username": "carol"},
+                                       "where": fake.channel_id, "doc": ("notes.txt", b"hello")})
+        await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+        with pytest.raises(ValueError):
+            await fake.slash("opts", {"number": 7})  # required options missing: the client would refuse
+        with pytest.raises(ValueError):
+            await fake.slash("badui", {"what": "not-a-choice"})
+        with pytest.raises(LookupError):
+            await fake.slash("nosuchcommand")
+    number, flag, ratio, who_id, who_name, where_id, filename, ctype, data = bot.results["opts"]
+    assert (number, flag, ratio, who_id, who_name, where_id) == (7, True, 0.5, 5003, "carol", int(fake.channel_id))
+    assert (filename, ctype, data) == ("notes.txt", "text/plain; charset=utf-8", b"hello")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Discord's rules
+# ---------------------------------------------------------------------------------------------------
+async def test_late_ack_gets_unknown_interaction(make_fake):
+    fake = await make_fake(ack_deadline=0.2)
+    async with running(fake) as bot:
+        ia = await fake.slash("slow", {"delay": 0.35})
+        await fake.wait_for(lambda: "slow" in bot.results)
+    assert bot.results["slow"][:2] == (404, 10062) and "Unknown interaction" in bot.results["slow"][2]
+    assert ia.acked_at is None and ia.callbacks[0]["status"] == 404
+    assert [v for v in fake.violations if v.startswith("[10062 late-ack]")]
+    with pytest.raises(TimeoutError):
+        await ia.wait_acked(0.05)
+
+
+async def test_double_ack_gets_40060(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        ia = await fake.slash("twice")
+        await fake.wait_for(lambda: "twice" in bot.results)
+    assert bot.results["twice"][:2] == (400, 40060)
+    assert "already been acknowledged" in bot.results["twice"][2]
+    assert fake.messages[ia.original_message_id].content == "one" and ia.response_type == 4
+    assert [v for v in fake.violations if v.startswith("[40060 double-ack]")]
+
+
+async def test_expired_token_gets_50027(make_fake):
+    fake = await make_fake(token_lifetime=0.25)
+    async with running(fake) as bot:
+        await fake.slash("expire", {"delay": 0.35})
+        await fake.wait_for(lambda: "expire-followup" in bot.results)
+    assert bot.results["expire-edit"][:2] == (401, 50027)
+    assert bot.results["expire-followup"][:2] == (401, 50027)
+    assert len([v for v in fake.violations if v.startswith("[50027 token-expired]")]) == 2
+
+
+async def test_oversize_upload_gets_40005(make_fake):
+    fake = await make_fake(attachment_size_limit=4096)  # channel messages
+    async with running(fake) as bot:
+        for size in (2000, 5000):
+            await fake.slash("upload", {"size": size}, attachment_size_limit=1024)  # interaction uploads
+            await fake.wait_for_message(lambda m, s=size: m.content == f"upload {s} done")
+    up = bot.results["upload"]
+    assert up[2000, "followup"][:2] == (413, 40005) and up[2000, "channel"] == "ok"
+    assert up[5000, "followup"][:2] == (413, 40005) and up[5000, "channel"][:2] == (413, 40005)
+    assert len([v for v in fake.violations if v.startswith("[40005 too-large]")]) == 3
+
+
+@pytest.mark.parametrize("what, error_path", [
+    ("label", "components.0.components.0.label"),
+    ("custom_id", "components.0.components.0.custom_id"),
+    ("duplicate", "components.0.components.1.custom_id"),
+    ("content", "content"),
+    ("fields", "embeds.0.fields"),
+    ("embed_total", "embeds"),
+])
+async def test_invalid_form_body_gets_50035(make_fake, what, error_path):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        ia = await fake.slash("badui", {"what": what})
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+    status, code, text = bot.results[what]
+    assert (status, code) == (400, 50035), text
+    assert f"In data.{error_path}:" in text, text
+    assert reply.content == f"recovered from {what}" and ia.response_type == 4
+    assert [v for v in fake.violations if v.startswith("[50035 invalid-form]")]
+
+
+async def test_edit_rate_limit_429_is_retried_by_discord_py(make_fake, caplog):
+    fake = await make_fake(edit_limit=(2, 0.3))
+    async with running(fake) as bot:
+        ia = await fake.slash("edits", {"n": 4})
+        await fake.wait_for(lambda: "edits" in bot.results)
+    channel_msg_id, elapsed = bot.results["edits"]
+    original = fake.messages[ia.original_message_id]
+    channel_msg = fake.messages[str(channel_msg_id)]
+    assert (original.content, original.edits) == ("edit 4", 4)
+    assert (channel_msg.content, channel_msg.edits) == ("chan 4", 4)
+    limited = [r for r in fake.requests if r["status"] == 429]
+    assert {r["path"].split("/")[1] for r in limited} == {"webhooks", "channels"}
+    assert len([v for v in fake.violations if v.startswith("[429 edit-rate]")]) == len(limited)
+    assert elapsed >= 0.5  # two windows waited out
+    warnings = [r.getMessage() for r in caplog.get_records("call") if r.name.startswith("discord")]
+    assert any("rate limited" in w for w in warnings), warnings
+
+
+async def test_rate_limit_headers_make_discord_py_wait_instead(make_fake):
+    fake = await make_fake(edit_limit=(2, 0.3), edit_ratelimit_headers=True)
+    async with running(fake) as bot:
+        await fake.slash("edits", {"n": 4})
+        await fake.wait_for(lambda: "edits" in bot.results)
+    assert not [r for r in fake.requests if r["status"] == 429] and not fake.violations
+    assert bot.results["edits"][1] >= 0.5
+
+
+async def test_fake_never_answers_5xx_and_uses_exact_json_content_type(make_fake):
+    fake = await make_fake()
+    async with aiohttp.ClientSession(headers={"Authorization": "Bot x"}) as http:
+        async with http.get(fake.api_url + "/no/such/route") as resp:
+            assert resp.status == 404 and resp.headers["Content-Type"] == "application/json"
+        async with http.post(fake.api_url + f"/channels/{fake.channel_id}/messages", data=b"{not json",
+                             headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 50109
+        async with http.post(fake.api_url + f"/channels/{fake.channel_id}/messages", json={}) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 50006
+        async with http.post(fake.api_url + "/interactions/1/bad/callback", json={"type": 5}) as resp:
+            assert resp.status == 404 and (await resp.json())["code"] == 10062
+    assert fake.unhandled == ["no route in the fake for GET /api/v10/no/such/route"]
+    fake.unhandled.clear()
+    assert snowflake_time(fake.snowflake()) <= dt.datetime.now(dt.timezone.utc)
