@@ -76,7 +76,7 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
                     await _deliver(on_event, event, jlog)
     except TimeoutError:
         await _abandon(engine, run.prompt_id, jlog)
-        raise ComfyError(f"The job did not finish within {engine.settings.job_timeout / 60:g} minutes and was cancelled.") from None
+        raise ComfyError(f"The job did not finish within {_duration(engine.settings.job_timeout)} and was cancelled.") from None
     except asyncio.CancelledError:
         await asyncio.shield(_abandon(engine, run.prompt_id, jlog))
         raise
@@ -90,6 +90,10 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
     timings = {"queued": started - began, "running": ended - started, "download": done - ended, "total": done - began}
     jlog.info("job_done", files=len(files), **{k: round(v, 3) for k, v in timings.items()})
     return JobResult(kind, files, applied, engine.client.name, run.prompt_id, timings, texts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
 
 
 async def _deliver(handler: EventHandler, event: Event, jlog: Any) -> None:
