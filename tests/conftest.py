@@ -1,0 +1,69 @@
+"""Shared fixtures: a fake ComfyUI on 127.0.0.1, a connected client, an engine on the selftest set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfyui import ComfyClient
+from config import Settings
+from outputs import OutputFolder
+from runner import Engine
+from tests.fakes.comfyui import FakeComfyUI
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {"checkpoints": ["v1-5-pruned-emaonly.safetensors", "sdxl.safetensors"],
+          "upscale_models": ["RealESRGAN_x4plus.pth"]}
+
+
+@pytest.fixture
+async def comfy():
+    fake = FakeComfyUI(models={key: list(value) for key, value in MODELS.items()})
+    await fake.start()
+    yield fake
+    await fake.stop()
+    assert fake.unhandled == []
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    values = {
+        "workflows_dir": ROOT / "workflows",
+        "workflow_set": "selftest",
+        "outputs_dir": tmp_path / "outputs",
+        "data_dir": tmp_path / "data",
+        "comfyui_timeout": 2.0,
+        "job_timeout": 20.0,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path, comfy):
+    return make_settings(tmp_path, comfyui_url=comfy.url)
+
+
+def make_client(url: str, **overrides) -> ComfyClient:
+    options = {"timeout": 2.0, "idle_timeout": 0.6, "backoff": (0.05, 0.4), **overrides}
+    return ComfyClient(url, **options)
+
+
+@pytest.fixture
+async def client(comfy):
+    async with make_client(comfy.url) as connected:
+        await connected.wait_connected(5)
+        yield connected
+
+
+async def make_engine(client: ComfyClient, settings: Settings) -> Engine:
+    from workflows import load_set
+
+    outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
+    await outputs.open()
+    return Engine(client, load_set(settings.workflow_dir()), outputs, settings)
+
+
+@pytest.fixture
+async def engine(client, settings):
+    return await make_engine(client, settings)
