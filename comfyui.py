@@ -112,6 +112,7 @@ class ComfyClient:
         self._ws: Any = None
         self._last_message = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.queue_remaining = 0
         self.reconnects = 0
@@ -134,11 +135,18 @@ class ComfyClient:
             asyncio.create_task(self._watchdog(), name=f"comfy-watchdog {self.name}"),
         ]
 
+    def _spawn(self, coroutine: Any) -> None:
+        """Run a short task in the background, holding a reference until it ends."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for run in list(self._runs.values()):
@@ -278,7 +286,7 @@ class ComfyClient:
             raise
         self._log.info("prompt_submitted", prompt_id=prompt_id, nodes=len(graph))
         if not run.started:
-            asyncio.create_task(self._report_position(run))
+            self._spawn(self._report_position(run))
         return run
 
     async def _report_position(self, run: PromptRun) -> None:
@@ -334,7 +342,7 @@ class ComfyClient:
                     delay = first
                     self._log.info("websocket_connected", reconnects=self.reconnects)
                     if self.reconnects:
-                        asyncio.create_task(self._reconcile_all())
+                        self._spawn(self._reconcile_all())
                     async for message in socket:
                         self._last_message = time.monotonic()
                         self._on_message(message)
@@ -407,7 +415,7 @@ class ComfyClient:
 
     def _end(self, run: PromptRun) -> None:
         if run.ending is None:  # the outcome message was missed (reconnect): history knows it
-            asyncio.create_task(self._reconcile(run.prompt_id))
+            self._spawn(self._reconcile(run.prompt_id))
             return
         self._finish(run, run.ending)
 

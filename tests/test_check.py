@@ -1,0 +1,59 @@
+"""`python bot.py check [--smoke]` as an operator runs it, against the fake ComfyUI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_bot(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "WORKFLOWS_DIR": str(ROOT / "workflows"),
+                   "OUTPUTS_DIR": str(tmp_path / "outputs"), "COMFYUI_TIMEOUT": "5", **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bot.py"), *args, cwd=tmp_path, env=environment,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    return process.returncode, output.decode()
+
+
+async def test_smoke_runs_all_three_jobs_on_the_selftest_set(comfy, tmp_path):
+    code, output = await run_bot(tmp_path, "check", "--smoke", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
+                                 DISCORD_TOKEN="secret-token-value", LOG_LEVEL="warning")
+    assert code == 0, output
+    assert "secret-token-value" not in output and "DISCORD_TOKEN          (set, hidden)" in output
+    assert "answers: ComfyUI 0.3.64, devices: cpu" in output
+    assert "queue: 0 running, 0 waiting" in output
+    for name in ("txt2img", "upscale", "animate"):
+        assert f"  {name:<10} ok" in output
+    lines = {line.split(":")[0].strip(): line for line in output.splitlines() if ": ok in" in line}
+    assert set(lines) == {"text to image", "upscale x2", "animate"}
+    image = Path(lines["text to image"].rsplit(": ", 1)[1])
+    upscaled = Path(lines["upscale x2"].rsplit(": ", 1)[1])
+    video = Path(lines["animate"].rsplit(": ", 1)[1])
+    assert Image.open(image).size == (256, 256) and Image.open(upscaled).size == (512, 512)
+    assert video.suffix == ".mp4" and video.stat().st_size > 0
+    assert output.rstrip().endswith("All checks passed.")
+
+
+async def test_check_names_a_missing_model_and_fails(comfy, tmp_path):
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="default",
+                                 CHECKPOINT="dream.safetensors")
+    assert code == 1
+    assert ("workflows/default/txt2img.json: node 4 (CheckpointLoaderSimple), input 'ckpt_name': 'dream.safetensors' "
+            "is not available (the server has: v1-5-pruned-emaonly.safetensors, sdxl.safetensors)") in output
+    assert "  upscale    ok" in output
+    assert output.rstrip().endswith("Some checks failed (see above).")
+
+
+async def test_check_says_when_comfyui_does_not_answer(tmp_path):
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL="http://127.0.0.1:9", COMFYUI_TIMEOUT="1")
+    assert code == 1
+    assert "does not answer: ComfyUI at http://127.0.0.1:9 is unreachable" in output
+    assert "Traceback" not in output
