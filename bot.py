@@ -1,19 +1,303 @@
-"""Entry point: `python bot.py` runs the Discord bot, `python bot.py check [--smoke]` checks ComfyUI."""
+"""Entry point and the Discord bot.
 
-from __future__ import annotations
+`python bot.py` runs the bot; `python bot.py check [--smoke]` checks ComfyUI.
+The bot acknowledges every interaction first (Discord allows 3 s), writes the
+job to the store, and lets the scheduler run it. Presentation is in views.py,
+message editing in delivery.py.
+"""
+
+# No `from __future__ import annotations` here: discord.py reads the command
+# parameters' annotations (Range limits taken from the settings) at runtime.
 
 import argparse
 import asyncio
 import sys
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
 
 import logs
-from config import load_settings
+from comfyui import ComfyClient
+from config import Settings, load_settings
+from delivery import TOKEN_LIFETIME, Delivery
+from image_gen import SEED_LIMIT
+from outputs import OutputError, OutputFolder
+from runner import Engine
+from scheduler import Scheduler, pin_all
+from store import ACTIVE_STATES, Job, Store
+from views import DYNAMIC_ITEMS, help_embed
+from workflows import WorkflowError, load_set, validate
+
+log = structlog.get_logger("bot")
+
+ASPECTS = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2), "wide": (16, 9), "tall": (9, 16)}
+FETCH_LIMIT = 50 * 1024 * 1024
+
+
+class RateLimiter:
+    """At most `count` hits per `per` seconds for each key (a sliding window)."""
+
+    def __init__(self, count: int, per: float) -> None:
+        self._count, self._per = count, per
+        self._hits: dict[int, deque[float]] = {}
+
+    def hit(self, key: int) -> float:
+        """0 when allowed (and counted); otherwise the seconds until the next hit is allowed."""
+        now = time.monotonic()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self._per:
+            hits.popleft()
+        if len(hits) >= self._count:
+            return hits[0] + self._per - now
+        hits.append(now)
+        if len(self._hits) > 1000:  # forget idle users so memory does not grow with the user count
+            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self._per}
+        return 0.0
+
+
+class ComfyBot(commands.Bot):
+    def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
+                         help_command=None, chunk_guilds_at_startup=False, **options)
+        self.settings = settings
+        self.store = Store(settings.data_dir / "bot.sqlite3")
+        self.outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
+        self.comfy = ComfyClient(settings.comfyui_url, headers=settings.comfyui_headers(),
+                                 timeout=settings.comfyui_timeout)
+        self.limiter = RateLimiter(settings.commands_per_minute, 60.0)
+        self.delivery = Delivery(self, settings, token_lifetime=token_lifetime)
+        self.scheduler: Scheduler | None = None
+        self._fetch_session: aiohttp.ClientSession | None = None
+        self._validation: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        workflows = load_set(settings.workflow_dir())
+        await self.store.open()
+        await self.outputs.open()
+        active = await self.store.jobs_in(ACTIVE_STATES)
+        pin_all(self.outputs, settings.outputs_dir,
+                [*await self.store.pending_files(), *(job.request["input"] for job in active if "input" in job.request)])
+        await self.comfy.start()
+        self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self.scheduler = Scheduler(self.store, Engine(self.comfy, workflows, self.outputs, settings), self.delivery)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        for command in make_commands(settings):
+            self.tree.add_command(command)
+        await self._sync()
+        self._validation = asyncio.create_task(self._validate_workflows(workflows))
+        resumed = await self.scheduler.resume()
+        log.info("bot_ready", resumed_jobs=resumed, workflow_set=settings.workflow_set)
+
+    async def _sync(self) -> None:
+        if not self.settings.discord_guild_ids:
+            await self.tree.sync()
+            return
+        for guild_id in self.settings.discord_guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    async def _validate_workflows(self, workflows) -> None:
+        """Tell the operator early when a workflow does not fit the server; the bot runs either way."""
+        from check import default_values
+
+        try:
+            await self.comfy.wait_connected(self.settings.comfyui_timeout)
+            info = await self.comfy.object_info()
+        except Exception as error:  # ComfyUI may be down at start: jobs will say so
+            log.warning("comfyui_not_checked", error=str(error))
+            return
+        values = default_values(self.settings)
+        for workflow in workflows.values():
+            for problem in validate(workflow, info, {k: v for k, v in values.items() if k in workflow.params}):
+                log.error("workflow_problem", problem=str(problem))
+
+    async def close(self) -> None:
+        if self._validation is not None:
+            self._validation.cancel()
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        await self.comfy.close()
+        if self._fetch_session is not None:
+            await self._fetch_session.close()
+        await self.store.close()
+        await super().close()
+
+    # shared by commands and buttons --------------------------------------------
+
+    async def refuse_if_limited(self, interaction: discord.Interaction) -> bool:
+        """Answer with an ephemeral message and return True when the user must wait."""
+        wait = self.limiter.hit(interaction.user.id)
+        if wait:
+            await interaction.response.send_message(
+                f"⏱️ You are going a bit fast: please try again in {wait:.0f} s.", ephemeral=True)
+            return True
+        try:
+            active = await asyncio.wait_for(self.store.active_job_count(interaction.user.id), 1.0)
+        except TimeoutError:  # never risk the 3 s acknowledgement on a slow disk
+            return False
+        if active >= self.settings.jobs_per_user:
+            await interaction.response.send_message(
+                f"⏱️ You already have {active} jobs waiting or running (the limit is {self.settings.jobs_per_user}). "
+                "Try again when one has finished.", ephemeral=True)
+            return True
+        return False
+
+    async def start_job(self, interaction: discord.Interaction, kind: str, request: dict, **fields) -> None:
+        """After defer: record the job (before anything else can fail) and hand it to the scheduler."""
+        message_id = fields.pop("message_id", None)
+        if message_id is None:
+            original = await interaction.original_response()
+            message_id = original.id
+        request["upload_limit"] = interaction.filesize_limit or self.settings.upload_limit
+        job = await self.scheduler.submit(Job(
+            id=None, kind=kind, user_id=interaction.user.id, channel_id=interaction.channel_id,
+            guild_id=interaction.guild_id, request=request, interaction_token=interaction.token,
+            application_id=interaction.application_id, interaction_created=interaction.created_at.timestamp(),
+            message_id=message_id, **fields))
+        log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id)
+        self.delivery.show_queued(job, None)
+
+    async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
+                              index: int, factor: int) -> None:
+        """Upscale or Animate clicked: a new job whose input is that image of that generation."""
+        if await self.refuse_if_limited(interaction):
+            return
+        generation = await self.store.get_generation(generation_id)
+        if generation is None or index >= len(generation.files):
+            await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
+            return
+        callback = await interaction.response.defer(thinking=True)
+        try:
+            name = await self._input_image(interaction, generation, index)
+        except (OutputError, ValueError) as error:
+            await interaction.edit_original_response(content=f"❌ Cannot use that image: {error}")
+            return
+        request = {"input": name}
+        if kind == "upscale":
+            request["factor"] = factor
+        await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
+                             source_generation_id=generation_id, source_index=index)
+
+    async def _input_image(self, interaction: discord.Interaction, generation, index: int) -> str:
+        """The image's file name in the output folder, pinned; fetched from Discord's CDN if pruned."""
+        path = self.settings.outputs_dir / generation.files[index]
+        if await asyncio.to_thread(path.is_file):
+            try:
+                self.outputs.pin(path)
+                return path.name
+            except OutputError:
+                pass  # pruned between the check and the pin: fall back to the attachment
+        urls = list(generation.attachment_urls)
+        if not urls and interaction.message is not None:
+            urls = [attachment.url for attachment in interaction.message.attachments]
+        if index >= len(urls):
+            raise ValueError("the file is gone from the bot's folder and the message has no attachment to use")
+        return (await self._fetch_attachment(urls[index], generation.files[index])).name
+
+    async def _fetch_attachment(self, url: str, name: str) -> Path:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or parts.hostname not in self.settings.cdn_hosts:
+            log.warning("attachment_host_refused", url=url)
+            raise ValueError("that attachment is not on Discord's CDN, so the bot will not download it")
+        async with self._fetch_session.get(url) as response:
+            if response.status != 200:
+                raise ValueError(f"Discord's CDN answered {response.status} for the attachment")
+            if (response.content_length or 0) > FETCH_LIMIT:
+                raise ValueError("the attachment is too large")
+            return await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024))
+
+
+def make_commands(settings: Settings) -> list[app_commands.Command]:
+    """The slash commands, with ranges and choices taken from the settings."""
+    presets = settings.model_presets
+    max_w, max_h, max_steps, max_batch = settings.max_width, settings.max_height, settings.max_steps, settings.max_batch
+
+    @app_commands.command(description="Make images from a text description")
+    @app_commands.describe(
+        prompt="What to draw", negative_prompt="What to avoid", aspect="Shape of the image (ignored if width/height given)",
+        width=f"Width in pixels (64-{max_w})", height=f"Height in pixels (64-{max_h})", steps=f"Sampling steps (1-{max_steps})",
+        cfg="How closely to follow the prompt (1-30)", seed="Same seed and settings give the same image",
+        batch=f"How many images (1-{max_batch})", model="Which model to use")
+    @app_commands.choices(aspect=[app_commands.Choice(name=f"{name} ({w}:{h})", value=name) for name, (w, h) in ASPECTS.items()])
+    async def generate(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
+                       negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
+                       aspect: app_commands.Choice[str] | None = None,
+                       width: app_commands.Range[int, 64, max_w] | None = None,
+                       height: app_commands.Range[int, 64, max_h] | None = None,
+                       steps: app_commands.Range[int, 1, max_steps] | None = None,
+                       cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+                       seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
+                       batch: app_commands.Range[int, 1, max_batch] = 1,
+                       model: str | None = None) -> None:
+        bot: ComfyBot = interaction.client
+        if model is not None and model not in presets:
+            await interaction.response.send_message(
+                f"There is no model called {model!r}. Choose one of: {', '.join(presets) or 'none configured'}.", ephemeral=True)
+            return
+        if await bot.refuse_if_limited(interaction):
+            return
+        callback = await interaction.response.defer(thinking=True)
+        preset = presets.get(model) if model else None
+        base_w = (preset.width if preset and preset.width else None) or settings.default_width
+        base_h = (preset.height if preset and preset.height else None) or settings.default_height
+        if aspect is not None and width is None and height is None:
+            width, height = aspect_size(ASPECTS[aspect.value], base_w * base_h, max_w, max_h)
+        request = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
+            "width": width or base_w, "height": height or base_h,
+            "steps": steps or (preset.steps if preset else None), "cfg": cfg if cfg is not None else (preset.cfg if preset else None),
+            "seed": seed, "batch": batch,
+            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
+        }
+        await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None)
+
+    @generate.autocomplete("model")
+    async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=name, value=name) for name in presets if current.lower() in name.lower()][:25]
+
+    @app_commands.command(name="help", description="How to use this bot")
+    async def help_command(interaction: discord.Interaction) -> None:
+        limits = {"min_side": 64, "max_width": max_w, "max_height": max_h, "max_steps": max_steps, "max_batch": max_batch,
+                  "jobs_per_user": settings.jobs_per_user, "commands_per_minute": settings.commands_per_minute}
+        await interaction.response.send_message(embed=help_embed(limits, list(presets)), ephemeral=True)
+
+    return [generate, help_command]
+
+
+def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
+    """A width and height with this ratio and about this many pixels, multiples of 64, within limits."""
+    w, h = ratio
+    scale = (area / (w * h)) ** 0.5
+    width = min(max_w, max(64, round(w * scale / 64) * 64))
+    height = min(max_h, max(64, round(h * scale / 64) * 64))
+    return width, height
+
+
+async def run(settings: Settings) -> int:
+    bot = ComfyBot(settings)
+    try:
+        async with bot:
+            await bot.start(settings.discord_token.get_secret_value())
+    except discord.LoginFailure:
+        print("config error: DISCORD_TOKEN: Discord refused this token (reset it in the Developer Portal)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot.py", description="A Discord bot that makes images and videos with ComfyUI.")
-    commands = parser.add_subparsers(dest="command")
-    check = commands.add_parser("check", help="check the settings, the ComfyUI server and the workflows")
+    subcommands = parser.add_subparsers(dest="command")
+    check = subcommands.add_parser("check", help="check the settings, the ComfyUI server and the workflows")
     check.add_argument("--smoke", action="store_true", help="also run text to image, upscale and animate once")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -25,8 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     if settings.discord_token is None:
         print("config error: DISCORD_TOKEN: required to run the bot (see .env.example)", file=sys.stderr)
         return 2
-    print("The Discord side of the bot is not built yet; `python bot.py check --smoke` exercises ComfyUI.", file=sys.stderr)
-    return 2
+    try:
+        load_set(settings.workflow_dir())
+    except WorkflowError as error:
+        print(f"config error: WORKFLOW_SET: the set in {settings.workflow_dir()} cannot be used:\n{error}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

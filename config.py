@@ -12,10 +12,21 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+class ModelPreset(BaseModel):
+    """A named model for /generate: a checkpoint and the defaults that suit it."""
+
+    checkpoint: str
+    width: int | None = Field(None, ge=64, le=16384)
+    height: int | None = Field(None, ge=64, le=16384)
+    steps: int | None = Field(None, ge=1, le=10000)
+    cfg: float | None = Field(None, ge=0, le=30)
+    negative_prompt: str | None = None
 
 
 class Settings(BaseSettings):
@@ -23,6 +34,11 @@ class Settings(BaseSettings):
 
     # Discord
     discord_token: SecretStr | None = None
+    discord_guild_ids: list[int] = []  # sync commands to these guilds (instant) instead of globally
+    model_presets: dict[str, ModelPreset] = {}  # JSON: {"name": {"checkpoint": "...", "steps": 30}}
+    commands_per_minute: int = Field(6, ge=1, le=600)  # per user, commands and button clicks together
+    jobs_per_user: int = Field(3, ge=1, le=100)  # waiting and running at once
+    cdn_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
 
     # ComfyUI
     comfyui_url: str = "http://127.0.0.1:8188"

@@ -426,7 +426,10 @@ def _write_beside(original: Path, suffix: str, data: bytes) -> Path:
 
 
 def _mib(size: int) -> str:
-    return f"{size / MIB:.1f} MiB"
+    """A size as people read it: 12.3 MiB, 640.0 KiB or 900 bytes."""
+    if size >= MIB:
+        return f"{size / MIB:.1f} MiB"
+    return f"{size / 1024:.1f} KiB" if size >= 1024 else f"{size} bytes"
 
 
 def _reason(exc: OSError) -> str:

@@ -266,3 +266,9 @@ async def test_object_info_is_cached(comfy, client):
     second = await client.object_info()
     assert first is second and "EmptyImage" in first
     assert sum(1 for r in comfy.requests if r["path"] == "/object_info") == 1
+
+
+async def test_answer_missing_fields_is_a_clear_error(comfy, client):
+    comfy.system_stats = {"devices": []}
+    with pytest.raises(BadResponse, match="ComfyUI's answer to GET /system_stats has no 'system'"):
+        await client.system_stats()

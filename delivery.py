@@ -1,0 +1,144 @@
+"""Posting and editing job messages on Discord: the `Notifier` the scheduler reports to.
+
+A job's message is edited through the interaction's webhook while its token
+lives (15 minutes), and through the channel after that, so a long video is
+still delivered: as a new channel message that mentions its owner.
+Everything needed is read from the job record, so this works after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import discord
+import structlog
+
+from comfy_types import Event, Preview, Queued
+from config import Settings
+from outputs import fit_to_limit
+from store import Generation, Job
+from views import LiveMessage, Progression, failure_text, queued_text, result_embed, result_view, running_text
+
+log = structlog.get_logger(__name__)
+
+TOKEN_LIFETIME = 15 * 60
+TOKEN_MARGIN = 60  # stop using a token this long before it expires: an upload can take a while
+USERS_ONLY = discord.AllowedMentions(everyone=False, roles=False, users=True)
+
+
+class Delivery:
+    """Implements scheduler.Notifier for one bot."""
+
+    def __init__(self, bot: discord.Client, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME) -> None:
+        self._bot = bot
+        self._settings = settings
+        self._token_lifetime = token_lifetime
+        self._live: dict[int, LiveMessage] = {}
+        self._progress: dict[int, Progression] = {}
+
+    def token_alive(self, job: Job) -> bool:
+        if not job.interaction_token or job.interaction_created is None:
+            return False
+        margin = min(TOKEN_MARGIN, self._token_lifetime / 10)
+        return time.time() < job.interaction_created + self._token_lifetime - margin
+
+    def _editor(self, job: Job) -> Callable[..., Awaitable[Any]]:
+        """Edits the job's message through the webhook while the token lives, then through the channel."""
+        hook = None
+        if job.interaction_token and job.application_id:
+            hook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
+        message = self._bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
+
+        async def edit(**content: Any) -> Any:
+            if hook is not None and self.token_alive(job):
+                return await hook.edit_message(job.message_id, **content)
+            return await message.edit(**content)
+
+        return edit
+
+    def _live_message(self, job: Job) -> LiveMessage:
+        if job.id not in self._live:
+            self._live[job.id] = LiveMessage(self._editor(job))
+        return self._live[job.id]
+
+    def _forget(self, job: Job) -> LiveMessage:
+        self._progress.pop(job.id, None)
+        return self._live.pop(job.id, None) or LiveMessage(self._editor(job))
+
+    def show_queued(self, job: Job, position: int | None) -> None:
+        if job.message_id is not None:
+            self._live_message(job).update(content=queued_text(job.kind, position))
+
+    async def job_progress(self, job: Job, event: Event) -> None:
+        if job.message_id is None:
+            return
+        if isinstance(event, Queued):
+            self.show_queued(job, event.position)
+            return
+        progress = self._progress.setdefault(job.id, Progression())
+        content: dict[str, Any] = {}
+        if isinstance(event, Preview):
+            progress.preview, progress.preview_mime = event.image, event.mime
+        else:
+            progress.apply(event)
+        if progress.preview is not None:
+            extension = "jpg" if progress.preview_mime == "image/jpeg" else "png"
+            content["attachments"] = [discord.File(io.BytesIO(progress.preview), filename=f"preview.{extension}")]
+        self._live_message(job).update(content=running_text(job.kind, progress), **content)
+
+    async def deliver(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int, list[str]]:
+        limit = int(job.request.get("upload_limit") or self._settings.upload_limit)
+        fitted = [await fit_to_limit(path, limit) for path in files]
+        try:
+            attachments = [discord.File(io.BytesIO(await asyncio.to_thread(path.read_bytes)), filename=path.name)
+                           for path in fitted]
+            mention = f"<@{job.user_id}>"
+            view = result_view(generation)
+            extra = {"view": view} if view is not None else {}
+            if self.token_alive(job) and job.message_id is not None:
+                message = await self._forget(job).finish(
+                    content=mention, embeds=[result_embed(generation, mention)], attachments=attachments,
+                    allowed_mentions=USERS_ONLY, **extra)
+            else:
+                message = await self._post_in_channel(job, generation, mention, attachments, extra)
+            if view is not None:
+                view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
+            return message.id, [attachment.url for attachment in message.attachments]
+        finally:
+            for path, original in zip(fitted, files):
+                if path != original:
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def _post_in_channel(self, job: Job, generation: Generation, mention: str,
+                               attachments: list[discord.File], extra: dict[str, Any]) -> discord.Message:
+        """The token has expired: a new message in the channel, and a pointer on the old one."""
+        self._forget(job)
+        channel = self._bot.get_partial_messageable(job.channel_id)
+        message = await channel.send(content=f"{mention} your result is ready.", embed=result_embed(generation, mention),
+                                     files=attachments, allowed_mentions=USERS_ONLY, **extra)
+        if job.message_id is not None:
+            await self._quietly(channel.get_partial_message(job.message_id).edit(
+                content=f"✅ Finished: the result is in {message.jump_url}", attachments=[]))
+        return message
+
+    async def job_failed(self, job: Job, reason: str) -> None:
+        text = failure_text(job.kind, reason)
+        live = self._forget(job)
+        if job.message_id is not None and self.token_alive(job):
+            await live.finish(content=text, attachments=[], embeds=[], view=None)
+            return
+        channel = self._bot.get_partial_messageable(job.channel_id)
+        if job.message_id is not None:
+            await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[]))
+        await channel.send(f"<@{job.user_id}> {text}", allowed_mentions=USERS_ONLY)
+
+    async def _quietly(self, edit: Awaitable[Any]) -> None:
+        try:
+            await edit
+        except discord.HTTPException as error:
+            log.warning("message_edit_failed", status=error.status, error=error.text)

@@ -1,0 +1,57 @@
+"""Running the real bot against the fake Discord and the fake ComfyUI, in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from bot import ComfyBot
+from config import Settings
+from tests.conftest import make_settings
+from tests.fakes.discord import FakeDiscord, Message
+
+
+def bot_settings(tmp_path: Path, comfy_url: str, **overrides) -> Settings:
+    values = {"discord_token": "fake-token", "cdn_hosts": ["127.0.0.1"], "commands_per_minute": 30, **overrides}
+    return make_settings(tmp_path, comfyui_url=comfy_url, **values)
+
+
+class Running:
+    """One bot process-equivalent: start it, stop it, start another on the same data folder."""
+
+    def __init__(self, discord: FakeDiscord) -> None:
+        self.discord = discord
+        self.bot: ComfyBot | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, settings: Settings, **options) -> ComfyBot:
+        self.bot = ComfyBot(settings, guild_ready_timeout=0.05, **options)
+        self._task = asyncio.create_task(self.bot.start("fake-token"))
+        await self.discord.wait_ready()
+        return self.bot
+
+    async def stop(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 10)
+        self.bot = None
+
+
+async def result_of(discord: FakeDiscord, interaction, timeout: float = 15.0) -> Message:
+    """The job's message once it shows a final state (a result with files, or a failure)."""
+    return await discord.wait_for_message(
+        lambda m: m.id == interaction.original_message_id and (m.attachments and m.embeds or "failed" in m.content),
+        timeout=timeout)
+
+
+def image_size(attachment: dict) -> tuple[int, int]:
+    return Image.open(io.BytesIO(attachment["data"])).size
+
+
+def custom_ids(message: Message) -> list[str]:
+    return [item["custom_id"] for row in message.components for item in row.get("components", [])]

@@ -1,0 +1,227 @@
+"""What Discord shows: progress text, result embeds, /help, and the restart-proof buttons.
+
+Buttons are `DynamicItem`s: their `custom_id` names the generation and the image,
+and the click handler loads everything else from the store, so a button works
+on a message posted before any number of restarts. Nothing here holds job state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import structlog
+
+from comfy_types import NodeStarted, Progress
+from store import Generation
+
+log = structlog.get_logger(__name__)
+
+EDIT_INTERVAL = 1.5  # seconds between progress edits of one message
+BAR_WIDTH = 12
+COLOR_OK = 0x2ECC71
+COLOR_FAIL = 0xE74C3C
+
+
+# progress ---------------------------------------------------------------------
+
+
+@dataclass
+class Progression:
+    """What a running job's message shows; fed by ComfyUI events."""
+
+    started: float | None = None
+    value: int = 0
+    maximum: int = 0
+    node: str = ""
+    preview: bytes | None = None
+    preview_mime: str = "image/png"
+
+    def apply(self, event: Any) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        if isinstance(event, NodeStarted):
+            self.node = event.class_type or f"node {event.node}"
+            self.value = self.maximum = 0
+        elif isinstance(event, Progress):
+            self.value, self.maximum = event.value, event.max
+
+
+def queued_text(kind: str, position: int | None) -> str:
+    where = f"position {position + 1} in the queue" if position is not None else "in the queue"
+    return f"⏳ {LABELS.get(kind, kind)}: waiting, {where}."
+
+
+def running_text(kind: str, progress: Progression) -> str:
+    elapsed = time.monotonic() - progress.started if progress.started else 0.0
+    lines = [f"🎨 {LABELS.get(kind, kind)}: running ({elapsed:.0f} s)"]
+    if progress.maximum:
+        share = min(1.0, progress.value / progress.maximum)
+        filled = round(share * BAR_WIDTH)
+        lines.append(f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {share:.0%} · step {progress.value}/{progress.maximum}")
+    if progress.node:
+        lines.append(f"node: {progress.node}")
+    return "\n".join(lines)
+
+
+LABELS = {"txt2img": "Image", "upscale": "Upscale", "animate": "Animation"}
+
+
+class LiveMessage:
+    """One job's message: progress edits coalesced to one per `interval`; the final edit goes at once.
+
+    `update()` only records the latest state; a single flusher task sends it when
+    the interval allows. `finish()` drops any pending progress, waits for an edit
+    already on the wire (so it cannot land after the result), then sends.
+    """
+
+    def __init__(self, edit: Callable[..., Awaitable[Any]], interval: float = EDIT_INTERVAL) -> None:
+        self._edit = edit
+        self._interval = interval
+        self._pending: dict[str, Any] | None = None
+        self._last = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Task[Any] | None = None
+        self._closed = False
+
+    def update(self, **content: Any) -> None:
+        if self._closed:
+            return
+        self._pending = content
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
+        content, self._pending = self._pending, None
+        if content is None or self._closed:
+            return
+        self._last = time.monotonic()
+        self._in_flight = asyncio.create_task(self._edit(**content))
+        try:
+            await self._in_flight
+        except discord.HTTPException as error:
+            log.warning("progress_edit_failed", status=error.status, error=error.text)
+
+    async def finish(self, **content: Any) -> Any:
+        self._closed = True
+        if self._flusher is not None and not self._flusher.done() and (self._in_flight is None or self._in_flight.done()):
+            self._flusher.cancel()
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait([self._in_flight], timeout=10)
+        return await self._edit(**content)
+
+
+# results ----------------------------------------------------------------------
+
+
+def result_embed(generation: Generation, user_mention: str) -> discord.Embed:
+    params = generation.params
+    title = {"txt2img": "Image", "upscale": f"Upscaled {params.get('factor', '')}x", "animate": "Animation"}
+    embed = discord.Embed(title=title.get(generation.kind, generation.kind), color=COLOR_OK)
+    if params.get("prompt"):
+        embed.description = _clip(params["prompt"], 4000)
+    fields = [
+        ("Negative prompt", params.get("negative_prompt")),
+        ("Seed", params.get("seed")),
+        ("Size", f"{params['width']}×{params['height']}" if params.get("width") else None),
+        ("Steps", params.get("steps")),
+        ("CFG", params.get("cfg")),
+        ("Model", params.get("model")),
+        ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
+        ("Time", f"{generation.duration:.1f} s"),
+    ]
+    for name, value in fields:
+        if value not in (None, ""):
+            embed.add_field(name=name, value=_clip(str(value), 1000), inline=name not in ("Negative prompt",))
+    embed.set_footer(text=f"generation {generation.id} · for {user_mention.strip('<@>')} · {generation.server}")
+    return embed
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def failure_text(kind: str, reason: str) -> str:
+    return f"❌ {LABELS.get(kind, kind)} failed: {reason}"
+
+
+class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cf:up:(?P<gen>\d+):(?P<idx>\d+):(?P<factor>[24])"):
+    def __init__(self, generation_id: int, index: int, factor: int) -> None:
+        self.generation_id, self.index, self.factor = generation_id, index, factor
+        super().__init__(discord.ui.Button(
+            label=f"Upscale {factor}x" + (f" #{index + 1}" if index else ""), style=discord.ButtonStyle.secondary,
+            custom_id=f"cf:up:{generation_id}:{index}:{factor}", emoji="🔍", row=min(index, 4)))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> UpscaleButton:
+        return cls(int(match["gen"]), int(match["idx"]), int(match["factor"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_image_button(interaction, "upscale", self.generation_id, self.index, self.factor)
+
+
+class AnimateButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cf:anim:(?P<gen>\d+):(?P<idx>\d+)"):
+    def __init__(self, generation_id: int, index: int) -> None:
+        self.generation_id, self.index = generation_id, index
+        super().__init__(discord.ui.Button(
+            label="Animate" + (f" #{index + 1}" if index else ""), style=discord.ButtonStyle.primary,
+            custom_id=f"cf:anim:{generation_id}:{index}", emoji="🎞️", row=min(index, 4)))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> AnimateButton:
+        return cls(int(match["gen"]), int(match["idx"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_image_button(interaction, "animate", self.generation_id, self.index, 0)
+
+
+def result_view(generation: Generation) -> discord.ui.View | None:
+    """Buttons under a result: per image Upscale 2x/4x and Animate; an upscaled image gets Animate only."""
+    if generation.kind == "animate":
+        return None
+    view = discord.ui.View(timeout=None)
+    for index in range(min(len(generation.files), 5)):
+        if generation.kind == "txt2img":
+            view.add_item(UpscaleButton(generation.id, index, 2))
+            view.add_item(UpscaleButton(generation.id, index, 4))
+        view.add_item(AnimateButton(generation.id, index))
+    return view
+
+
+DYNAMIC_ITEMS = (UpscaleButton, AnimateButton)
+
+
+# help -------------------------------------------------------------------------
+
+
+def help_embed(limits: dict[str, Any], presets: list[str]) -> discord.Embed:
+    embed = discord.Embed(title="How to use this bot", color=COLOR_OK, description=(
+        "Make images and videos with ComfyUI. Everything you make is posted in the channel, "
+        "and anyone here can use the buttons under a result."))
+    embed.add_field(name="/generate prompt:<text>", inline=False, value="\n".join([
+        "Makes images from a description. Options:",
+        "• `negative_prompt`: what you do not want to see",
+        f"• `aspect`: square, portrait or landscape; or `width` and `height` ({limits['min_side']} to {limits['max_width']} × {limits['max_height']})",
+        f"• `steps`: 1 to {limits['max_steps']} (more is slower, often finer)",
+        "• `cfg`: 1 to 30, how closely to follow the prompt",
+        "• `seed`: the same seed and settings give the same image",
+        f"• `batch`: 1 to {limits['max_batch']} images at once",
+        f"• `model`: {', '.join(presets) if presets else 'the default model'}",
+    ]))
+    embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
+        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image",
+        "🎞️ **Animate**: turns that image into a short MP4 video",
+        "Buttons keep working on old results, even after the bot restarts.",
+    ]))
+    embed.add_field(name="Limits", inline=False, value=(
+        f"{limits['jobs_per_user']} jobs per person at a time; about {limits['commands_per_minute']} commands "
+        "and button clicks per minute. If you hit a limit, the bot tells you when to try again."))
+    return embed
