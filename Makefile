@@ -23,3 +23,4 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/engine_latency.py
+	$(PY) bench/bot_latency.py

@@ -11,6 +11,7 @@ message editing in delivery.py.
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections import deque
@@ -27,12 +28,14 @@ import logs
 from comfyui import ComfyClient
 from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
-from image_gen import SEED_LIMIT
+from comfy_types import ComfyError
+from image_gen import SEED_LIMIT, RequestError
 from outputs import OutputError, OutputFolder
 from runner import Engine
-from scheduler import Scheduler, pin_all
-from store import ACTIVE_STATES, Job, Store
-from views import DYNAMIC_ITEMS, help_embed
+from pool import Backend
+from scheduler import QueueFull, Scheduler
+from store import Job, Store
+from views import DYNAMIC_ITEMS, failure_text, help_embed, status_embed
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
@@ -69,8 +72,7 @@ class ComfyBot(commands.Bot):
         self.settings = settings
         self.store = Store(settings.data_dir / "bot.sqlite3")
         self.outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
-        self.comfy = ComfyClient(settings.comfyui_url, headers=settings.comfyui_headers(),
-                                 timeout=settings.comfyui_timeout)
+        self.clients: list[ComfyClient] = []
         self.limiter = RateLimiter(settings.commands_per_minute, 60.0)
         self.delivery = Delivery(self, settings, token_lifetime=token_lifetime)
         self.scheduler: Scheduler | None = None
@@ -82,19 +84,24 @@ class ComfyBot(commands.Bot):
         workflows = load_set(settings.workflow_dir())
         await self.store.open()
         await self.outputs.open()
-        active = await self.store.jobs_in(ACTIVE_STATES)
-        pin_all(self.outputs, settings.outputs_dir,
-                [*await self.store.pending_files(), *(job.request["input"] for job in active if "input" in job.request)])
-        await self.comfy.start()
+        instance = await self.store.instance_id()
+        backends = []
+        for index, url in enumerate(settings.servers()):
+            # the same client id after a restart: ComfyUI sends a prompt's events to its client id only
+            client = ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout,
+                                 client_id=f"{instance}-{index}")
+            await client.start()
+            self.clients.append(client)
+            backends.append(Backend(Engine(client, workflows, self.outputs, settings), settings.server_capacity))
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        self.scheduler = Scheduler(self.store, Engine(self.comfy, workflows, self.outputs, settings), self.delivery)
+        self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         for command in make_commands(settings):
             self.tree.add_command(command)
         await self._sync()
         self._validation = asyncio.create_task(self._validate_workflows(workflows))
-        resumed = await self.scheduler.resume()
-        log.info("bot_ready", resumed_jobs=resumed, workflow_set=settings.workflow_set)
+        resumed = await self.scheduler.start()
+        log.info("bot_ready", resumed_jobs=resumed, workflow_set=settings.workflow_set, servers=len(backends))
 
     async def _sync(self) -> None:
         if not self.settings.discord_guild_ids:
@@ -109,23 +116,25 @@ class ComfyBot(commands.Bot):
         """Tell the operator early when a workflow does not fit the server; the bot runs either way."""
         from check import default_values
 
-        try:
-            await self.comfy.wait_connected(self.settings.comfyui_timeout)
-            info = await self.comfy.object_info()
-        except Exception as error:  # ComfyUI may be down at start: jobs will say so
-            log.warning("comfyui_not_checked", error=str(error))
-            return
         values = default_values(self.settings)
-        for workflow in workflows.values():
-            for problem in validate(workflow, info, {k: v for k, v in values.items() if k in workflow.params}):
-                log.error("workflow_problem", problem=str(problem))
+        for client in self.clients:
+            try:
+                await client.wait_connected(self.settings.comfyui_timeout)
+                info = await client.object_info()
+            except ComfyError as error:  # ComfyUI may be down at start: jobs will say so
+                log.warning("comfyui_not_checked", server=client.name, error=str(error))
+                continue
+            for workflow in workflows.values():
+                for problem in validate(workflow, info, {k: v for k, v in values.items() if k in workflow.params}):
+                    log.error("workflow_problem", server=client.name, problem=str(problem))
 
     async def close(self) -> None:
         if self._validation is not None:
             self._validation.cancel()
         if self.scheduler is not None:
             await self.scheduler.close()
-        await self.comfy.close()
+        for client in self.clients:
+            await client.close()
         if self._fetch_session is not None:
             await self._fetch_session.close()
         await self.store.close()
@@ -158,13 +167,36 @@ class ComfyBot(commands.Bot):
             original = await interaction.original_response()
             message_id = original.id
         request["upload_limit"] = interaction.filesize_limit or self.settings.upload_limit
-        job = await self.scheduler.submit(Job(
-            id=None, kind=kind, user_id=interaction.user.id, channel_id=interaction.channel_id,
-            guild_id=interaction.guild_id, request=request, interaction_token=interaction.token,
-            application_id=interaction.application_id, interaction_created=interaction.created_at.timestamp(),
-            message_id=message_id, **fields))
+        try:
+            job = await self.scheduler.submit(Job(
+                id=None, kind=kind, user_id=interaction.user.id, channel_id=interaction.channel_id,
+                guild_id=interaction.guild_id, request=request, interaction_token=interaction.token,
+                application_id=interaction.application_id, interaction_created=interaction.created_at.timestamp(),
+                message_id=message_id, **fields))
+        except (QueueFull, RequestError) as error:
+            if "input" in request:
+                self.outputs.release(self.settings.outputs_dir / request["input"])
+            log.info("job_refused", kind=kind, user_id=interaction.user.id, reason=str(error))
+            await interaction.edit_original_response(content=failure_text(kind, str(error)))
+            return
         log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id)
-        self.delivery.show_queued(job, None)
+        await self.delivery.job_queued(job, self.scheduler.position(job.id))
+
+    async def on_cancel_button(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Cancel: the job's owner, or anyone who may manage messages in the channel."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job = await self.store.get_job(job_id)
+        if job is None:
+            await interaction.followup.send("That job is not known to this bot.", ephemeral=True)
+            return
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            await interaction.followup.send("Only the person who started this job, or a moderator, can cancel it.",
+                                            ephemeral=True)
+            return
+        await interaction.followup.send(await self.scheduler.cancel(job_id, interaction.user.id), ephemeral=True)
+
+    def may_use_priority(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
 
     async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
                               index: int, factor: int) -> None:
@@ -216,6 +248,10 @@ class ComfyBot(commands.Bot):
             return await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024))
 
 
+class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):
+    """The same bot as several gateway shards, for very large deployments (DISCORD_SHARDED=true)."""
+
+
 def make_commands(settings: Settings) -> list[app_commands.Command]:
     """The slash commands, with ranges and choices taken from the settings."""
     presets = settings.model_presets
@@ -226,7 +262,8 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         prompt="What to draw", negative_prompt="What to avoid", aspect="Shape of the image (ignored if width/height given)",
         width=f"Width in pixels (64-{max_w})", height=f"Height in pixels (64-{max_h})", steps=f"Sampling steps (1-{max_steps})",
         cfg="How closely to follow the prompt (1-30)", seed="Same seed and settings give the same image",
-        batch=f"How many images (1-{max_batch})", model="Which model to use")
+        batch=f"How many images (1-{max_batch})", model="Which model to use",
+        priority="Admins only: put this job ahead of the queue")
     @app_commands.choices(aspect=[app_commands.Choice(name=f"{name} ({w}:{h})", value=name) for name, (w, h) in ASPECTS.items()])
     async def generate(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
                        negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
@@ -237,8 +274,11 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
                        seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
                        batch: app_commands.Range[int, 1, max_batch] = 1,
-                       model: str | None = None) -> None:
+                       model: str | None = None, priority: bool = False) -> None:
         bot: ComfyBot = interaction.client
+        if priority and not bot.may_use_priority(interaction):
+            await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
+            return
         if model is not None and model not in presets:
             await interaction.response.send_message(
                 f"There is no model called {model!r}. Choose one of: {', '.join(presets) or 'none configured'}.", ephemeral=True)
@@ -259,7 +299,8 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             "seed": seed, "batch": batch,
             "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
         }
-        await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None)
+        await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
+                            priority=1 if priority else 0)
 
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -271,26 +312,44 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                   "jobs_per_user": settings.jobs_per_user, "commands_per_minute": settings.commands_per_minute}
         await interaction.response.send_message(embed=help_embed(limits, list(presets)), ephemeral=True)
 
-    return [generate, help_command]
+    @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
+    async def status_command(interaction: discord.Interaction) -> None:
+        bot: ComfyBot = interaction.client
+        await interaction.response.send_message(embed=status_embed(bot.scheduler.status(interaction.user.id)),
+                                                ephemeral=True)
+
+    return [generate, help_command, status_command]
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
-    """A width and height with this ratio and about this many pixels, multiples of 64, within limits."""
+    """A width and height of exactly this ratio, about this many pixels, multiples of 8, within limits."""
     w, h = ratio
-    scale = (area / (w * h)) ** 0.5
-    width = min(max_w, max(64, round(w * scale / 64) * 64))
-    height = min(max_h, max(64, round(h * scale / 64) * 64))
-    return width, height
+    unit = max(8, round((area / (w * h)) ** 0.5 / 8) * 8)
+    unit = min(unit, max(8, max_w // w // 8 * 8), max(8, max_h // h // 8 * 8))
+    return w * unit, h * unit
 
 
 async def run(settings: Settings) -> int:
-    bot = ComfyBot(settings)
-    try:
-        async with bot:
-            await bot.start(settings.discord_token.get_secret_value())
-    except discord.LoginFailure:
-        print("config error: DISCORD_TOKEN: Discord refused this token (reset it in the Developer Portal)", file=sys.stderr)
-        return 2
+    """Run until Discord refuses the token or SIGINT/SIGTERM asks for a clean stop (jobs resume next start)."""
+    bot = (ShardedComfyBot if settings.discord_sharded else ComfyBot)(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with bot:
+        running = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not running.done():
+            log.info("bot_stopping")
+            await bot.close()
+        try:
+            await running
+        except discord.LoginFailure:
+            print("config error: DISCORD_TOKEN: Discord refused this token (reset it in the Developer Portal)",
+                  file=sys.stderr)
+            return 2
     return 0
 
 
@@ -314,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkflowError as error:
         print(f"config error: WORKFLOW_SET: the set in {settings.workflow_dir()} cannot be used:\n{error}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(run(settings))
-    except KeyboardInterrupt:
-        return 0
+    return asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

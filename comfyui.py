@@ -96,10 +96,12 @@ class ComfyClient:
         idle_timeout: float = 15.0,
         backoff: tuple[float, float] = (0.25, 30.0),
         name: str | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name or self.base_url
-        self.client_id = uuid.uuid4().hex
+        # stable across restarts when given: ComfyUI sends a prompt's events to its client_id only
+        self.client_id = client_id or uuid.uuid4().hex
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._idle_timeout = idle_timeout
@@ -289,6 +291,20 @@ class ComfyClient:
             self._spawn(self._report_position(run))
         return run
 
+    async def attach(self, prompt_id: str, graph: dict[str, Any]) -> PromptRun:
+        """Follow a prompt submitted earlier (by a previous process with the same client_id).
+
+        If the server has already finished it, the run ends at once from `/history`;
+        if the server knows nothing of it, it ends as lost.
+        """
+        await self.wait_connected()
+        run = PromptRun(prompt_id, graph)
+        self._runs[prompt_id] = run
+        await self._reconcile(prompt_id)
+        if prompt_id in self._runs:
+            self._log.info("prompt_attached", prompt_id=prompt_id)
+        return run
+
     async def _report_position(self, run: PromptRun) -> None:
         """Tell a freshly queued prompt how many prompts are ahead of it (best effort)."""
         try:
@@ -317,6 +333,13 @@ class ComfyClient:
 
     def open_prompts(self) -> list[str]:
         return list(self._runs)
+
+    def fail_open(self, error: ComfyError) -> int:
+        """End every open prompt with `error`: the server is gone and its jobs must move."""
+        runs = list(self._runs.values())
+        for run in runs:
+            self._finish(run, Finished("error", run.outputs, error))
+        return len(runs)
 
     # websocket ---------------------------------------------------------------
 

@@ -39,9 +39,15 @@ class Settings(BaseSettings):
     commands_per_minute: int = Field(6, ge=1, le=600)  # per user, commands and button clicks together
     jobs_per_user: int = Field(3, ge=1, le=100)  # waiting and running at once
     cdn_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
+    waiting_per_guild: int = Field(100, ge=1, le=100_000)  # jobs one server (guild) may have waiting
+    admin_user_ids: list[int] = []  # may use /generate priority:True (so may members with Manage Server)
+    discord_sharded: bool = False  # run as AutoShardedBot, for bots in very many servers
 
     # ComfyUI
     comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_urls: list[str] = []  # several servers used as one pool; when empty, COMFYUI_URL alone
+    server_capacity: int = Field(2, ge=1, le=16)  # our prompts per server at once: one running, one waiting
+    server_grace: float = Field(5.0, gt=0, le=600)  # seconds a server may be silent before its jobs move
     comfyui_auth_header: str = "Authorization"
     comfyui_auth_token: SecretStr | None = None
     comfyui_timeout: float = Field(30.0, gt=0, le=600)
@@ -81,10 +87,19 @@ class Settings(BaseSettings):
     @field_validator("comfyui_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL, for example http://127.0.0.1:8188")
-        return value.rstrip("/")
+        return _checked_url(value)
+
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _http_urls(cls, values: list[str]) -> list[str]:
+        checked = [_checked_url(value) for value in values]
+        if len(set(checked)) != len(checked):
+            raise ValueError("lists the same server twice")
+        return checked
+
+    def servers(self) -> list[str]:
+        """The ComfyUI servers of the pool."""
+        return self.comfyui_urls or [self.comfyui_url]
 
     def comfyui_headers(self) -> dict[str, str]:
         """Headers for a ComfyUI behind an authenticating proxy (none by default)."""
@@ -105,6 +120,13 @@ class Settings(BaseSettings):
                 value = "(not set)"
             shown[name.upper()] = str(value)
         return shown
+
+
+def _checked_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL, for example http://127.0.0.1:8188")
+    return value.rstrip("/")
 
 
 def describe_error(error: ValidationError) -> list[str]:

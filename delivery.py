@@ -18,11 +18,21 @@ from typing import Any
 import discord
 import structlog
 
-from comfy_types import Event, Preview, Queued
+from comfy_types import Event, Preview
 from config import Settings
 from outputs import fit_to_limit
 from store import Generation, Job
-from views import LiveMessage, Progression, failure_text, queued_text, result_embed, result_view, running_text
+from views import (
+    LiveMessage,
+    Progression,
+    cancel_view,
+    cancelled_text,
+    failure_text,
+    queued_text,
+    result_embed,
+    result_view,
+    running_text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +65,13 @@ class Delivery:
         message = self._bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
 
         async def edit(**content: Any) -> Any:
-            if hook is not None and self.token_alive(job):
-                return await hook.edit_message(job.message_id, **content)
-            return await message.edit(**content)
+            try:
+                if hook is not None and self.token_alive(job):
+                    return await hook.edit_message(job.message_id, **content)
+                return await message.edit(**content)
+            finally:
+                if content.get("view") is not None:
+                    content["view"].stop()  # DynamicItems dispatch by custom_id: keep no view in memory
 
         return edit
 
@@ -70,18 +84,15 @@ class Delivery:
         self._progress.pop(job.id, None)
         return self._live.pop(job.id, None) or LiveMessage(self._editor(job))
 
-    def show_queued(self, job: Job, position: int | None) -> None:
+    async def job_queued(self, job: Job, position: int | None) -> None:
         if job.message_id is not None:
-            self._live_message(job).update(content=queued_text(job.kind, position))
+            self._live_message(job).update(content=queued_text(job.kind, position), view=cancel_view(job.id))
 
     async def job_progress(self, job: Job, event: Event) -> None:
         if job.message_id is None:
             return
-        if isinstance(event, Queued):
-            self.show_queued(job, event.position)
-            return
         progress = self._progress.setdefault(job.id, Progression())
-        content: dict[str, Any] = {}
+        content: dict[str, Any] = {"view": cancel_view(job.id)}
         if isinstance(event, Preview):
             progress.preview, progress.preview_mime = event.image, event.mime
         else:
@@ -99,13 +110,12 @@ class Delivery:
                            for path in fitted]
             mention = f"<@{job.user_id}>"
             view = result_view(generation)
-            extra = {"view": view} if view is not None else {}
             if self.token_alive(job) and job.message_id is not None:
                 message = await self._forget(job).finish(
                     content=mention, embeds=[result_embed(generation, mention)], attachments=attachments,
-                    allowed_mentions=USERS_ONLY, **extra)
+                    allowed_mentions=USERS_ONLY, view=view)  # None clears the Cancel button
             else:
-                message = await self._post_in_channel(job, generation, mention, attachments, extra)
+                message = await self._post_in_channel(job, generation, mention, attachments, view)
             if view is not None:
                 view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
             return message.id, [attachment.url for attachment in message.attachments]
@@ -115,15 +125,16 @@ class Delivery:
                     await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _post_in_channel(self, job: Job, generation: Generation, mention: str,
-                               attachments: list[discord.File], extra: dict[str, Any]) -> discord.Message:
+                               attachments: list[discord.File], view: discord.ui.View | None) -> discord.Message:
         """The token has expired: a new message in the channel, and a pointer on the old one."""
         self._forget(job)
         channel = self._bot.get_partial_messageable(job.channel_id)
+        extra = {"view": view} if view is not None else {}
         message = await channel.send(content=f"{mention} your result is ready.", embed=result_embed(generation, mention),
                                      files=attachments, allowed_mentions=USERS_ONLY, **extra)
         if job.message_id is not None:
             await self._quietly(channel.get_partial_message(job.message_id).edit(
-                content=f"✅ Finished: the result is in {message.jump_url}", attachments=[]))
+                content=f"✅ Finished: the result is in {message.jump_url}", attachments=[], view=None))
         return message
 
     async def job_failed(self, job: Job, reason: str) -> None:
@@ -134,8 +145,15 @@ class Delivery:
             return
         channel = self._bot.get_partial_messageable(job.channel_id)
         if job.message_id is not None:
-            await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[]))
+            await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[], view=None))
         await channel.send(f"<@{job.user_id}> {text}", allowed_mentions=USERS_ONLY)
+
+    async def job_cancelled(self, job: Job, by_user_id: int) -> None:
+        text = cancelled_text(job.kind, by_user_id)
+        live = self._forget(job)
+        if job.message_id is not None:
+            await self._quietly(live.finish(content=text, attachments=[], embeds=[], view=None,
+                                            allowed_mentions=discord.AllowedMentions.none()))
 
     async def _quietly(self, edit: Awaitable[Any]) -> None:
         try:

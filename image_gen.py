@@ -10,7 +10,9 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from config import Settings
 from runner import Engine, EventHandler, JobResult, run_workflow
 
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
@@ -48,9 +50,8 @@ def _within(name: str, value: float, low: float, high: float) -> None:
         raise RequestError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
 
 
-async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: EventHandler | None = None,
-                        prompt_id: str | None = None) -> JobResult:
-    settings = engine.settings
+def txt2img_values(settings: Settings, request: ImageRequest) -> dict[str, Any]:
+    """The workflow values of a text-to-image request, checked against the limits; the seed resolved."""
     if not request.prompt.strip():
         raise RequestError("prompt must not be empty")
     width = request.width or settings.default_width
@@ -62,7 +63,7 @@ async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: Even
     _within("steps", steps, 1, settings.max_steps)
     _within("cfg", cfg, 0, 30)
     _within("batch", request.batch, 1, settings.max_batch)
-    values = {
+    return {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "width": width,
@@ -73,7 +74,12 @@ async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: Even
         "batch": request.batch,
         "checkpoint": request.checkpoint or settings.checkpoint,
     }
-    return await run_workflow(engine, "txt2img", values, on_event=on_event, prompt_id=prompt_id)
+
+
+async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: EventHandler | None = None,
+                        prompt_id: str | None = None, attach: bool = False) -> JobResult:
+    values = txt2img_values(engine.settings, request)
+    return await run_workflow(engine, "txt2img", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
 
 
 async def upload(engine: Engine, image: Path) -> str:
@@ -86,7 +92,7 @@ async def upload(engine: Engine, image: Path) -> str:
 
 
 async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHandler | None = None,
-                  prompt_id: str | None = None) -> JobResult:
+                  prompt_id: str | None = None, attach: bool = False) -> JobResult:
     """Upscale by 2x or 4x. A workflow with an upscale model does the model's scale, then resizes to the factor."""
     if factor not in UPSCALE_FACTORS:
         raise RequestError(f"upscale factor must be one of {', '.join(map(str, UPSCALE_FACTORS))}")
@@ -97,6 +103,6 @@ async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHa
         "upscale_model": settings.upscale_model,
         "scale": factor / settings.upscale_model_scale if uses_model else float(factor),
     }
-    result = await run_workflow(engine, "upscale", values, on_event=on_event, prompt_id=prompt_id)
+    result = await run_workflow(engine, "upscale", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
     result.params["factor"] = factor
     return result

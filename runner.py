@@ -58,13 +58,21 @@ class JobResult:
 
 
 async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
-                       on_event: EventHandler | None = None, prompt_id: str | None = None) -> JobResult:
-    """Bind, submit, follow, download. Raises a ComfyError (or WorkflowError) that says what failed."""
+                       on_event: EventHandler | None = None, prompt_id: str | None = None,
+                       attach: bool = False) -> JobResult:
+    """Bind, submit, follow, download. Raises a ComfyError (or WorkflowError) that says what failed.
+
+    With `attach`, the prompt `prompt_id` was submitted before (by a previous
+    process): it is followed, not submitted again, so it never runs twice.
+    """
     workflow = engine.workflow(kind)
     applied = {name: value for name, value in values.items() if name in workflow.params}
     graph = workflow.bind(applied)
     began = time.monotonic()
-    run = await engine.client.submit(graph, prompt_id=prompt_id)
+    if attach and prompt_id is not None:
+        run = await engine.client.attach(prompt_id, graph)
+    else:
+        run = await engine.client.submit(graph, prompt_id=prompt_id)
     jlog = log.bind(kind=kind, prompt_id=run.prompt_id, server=engine.client.name)
     started = began
     try:

@@ -1,23 +1,34 @@
-"""The job queue: every job is written to the store before it runs, and each state change after.
+"""The job queue over a pool of ComfyUI servers: fair, capped per server, cancellable, crash-proof.
 
-A job runs on the engine, becomes a generation in the store, and is handed to
-the notifier to deliver. The scheduler knows Discord only as ids; everything a
-user sees goes through the `Notifier` the bot implements.
+Every job is in the store, and each state change is written before it is acted
+on (waiting -> submitted -> running -> delivering -> done, or failed/cancelled).
+Waiting jobs are taken round-robin across users, a priority lane first. Each
+server holds at most `capacity` of our prompts (one running and one queued keeps
+a GPU busy without hoarding work). After a restart, waiting jobs continue in
+order and submitted ones are found again on their server by prompt id, so none
+is lost and none runs twice. The scheduler knows Discord only as ids: people are
+reached through the `Notifier`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from comfy_types import ComfyError, Event, Queued, Started
-from image_gen import ImageRequest, RequestError, text_to_image, upscale
-from outputs import OutputError
+from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Started, Unreachable
+from config import Settings
+from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
+from outputs import OutputError, OutputFolder
+from pool import Backend, Pool, model_values
 from runner import Engine, JobResult
 from store import ACTIVE_STATES, Generation, Job, Store
 from video_gen import animate
@@ -26,12 +37,21 @@ from workflows import WorkflowError
 log = structlog.get_logger(__name__)
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
+SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "batch", "frames", "fps")
+POSITION_INTERVAL = 0.5  # seconds between recomputations of the queue positions shown to people
+FAR_POSITION, FAR_INTERVAL = 5, 30.0  # positions past 5 are refreshed at most every 30 s (edit budget)
+
+
+class QueueFull(Exception):
+    """A limit on waiting jobs was reached; the message says which."""
 
 
 class Notifier(Protocol):
     """How jobs reach people; implemented by the bot."""
+
+    async def job_queued(self, job: Job, position: int) -> None: ...
 
     async def job_progress(self, job: Job, event: Event) -> None: ...
 
@@ -41,94 +61,327 @@ class Notifier(Protocol):
 
     async def job_failed(self, job: Job, reason: str) -> None: ...
 
+    async def job_cancelled(self, job: Job, by_user_id: int) -> None: ...
+
+
+@dataclass
+class Flight:
+    """A job handed to a server: its prompt id is set just before the POST."""
+
+    job: Job
+    backend: Backend
+    task: asyncio.Task[None] | None = None
+    cancel_sent: bool = False
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    healthy: bool
+    load: int
+    capacity: int
+    last_model: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    servers: list[ServerStatus]
+    waiting: int
+    running: int
+    mine: list[tuple[Job, int | None]]  # the caller's active jobs, with queue positions for waiting ones
+
 
 class Scheduler:
-    def __init__(self, store: Store, engine: Engine, notifier: Notifier) -> None:
+    def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
+                 notifier: Notifier, *, instance: str = "") -> None:
         self._store = store
-        self._engine = engine
+        self._outputs = outputs
+        self._settings = settings
         self._notifier = notifier
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._prefix = f"cf{instance[:8]}-"  # our prompt ids on shared servers: cf<instance>-<job>-<random>
+        self.pool = Pool(backends, settings.server_grace, self._wake_up, self._clean_server)
+        self._waiting: dict[int, deque[Job]] = {}  # user -> waiting jobs, oldest first
+        self._turns: deque[int] = deque()  # users in round-robin order: the first one goes next
+        self._priority: deque[Job] = deque()
+        self._flights: dict[int, Flight] = {}
+        self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
+        self._avoid: dict[int, set[str]] = {}  # job id -> servers it failed on
+        self._shown: dict[int, tuple[int, float]] = {}  # job id -> (position, when) last shown
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._waiting_since: float | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
-    async def submit(self, job: Job) -> Job:
-        """Persist a new job, then start it. Returns the job with its id."""
-        job = await self._store.add_job(job)
-        log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id)
-        self._start(job)
-        return job
+    # lifecycle -------------------------------------------------------------------
 
-    async def resume(self) -> int:
-        """At start: pick up every job a previous process left unfinished."""
+    async def start(self) -> int:
+        """Take up what a previous process left, then start dispatching. Returns the jobs resumed."""
         jobs = await self._store.jobs_in(ACTIVE_STATES)
+        self._pin([*await self._store.pending_files(), *(job.request["input"] for job in jobs if "input" in job.request)])
         for job in jobs:
-            log.info("job_resumed", job_id=job.id, state=job.state)
-            self._start(job)
+            backend = self.pool.get(job.server)
+            if job.state == "waiting":
+                self._enqueue(job)
+            elif job.state == "delivering":
+                self._spawn(self._deliver_stored(job))
+            elif backend is not None and job.prompt_id:
+                self._launch(job, backend, attach=True)
+            else:
+                self._enqueue(await self._store.update_job(job.id, state="waiting", prompt_id=None, server=None))
+            log.info("job_resumed", job_id=job.id, state=job.state, server=job.server)
+        self._loops = [asyncio.create_task(self._dispatch_loop(), name="dispatch"),
+                       asyncio.create_task(self.pool.watch(), name="pool-watch"),
+                       asyncio.create_task(self._position_loop(), name="positions")]
+        self._wake_up()
         return len(jobs)
 
-    def active(self) -> int:
-        return len(self._tasks)
-
     async def close(self) -> None:
-        """Stop running jobs; they stay active in the store and resume at the next start."""
-        tasks = list(self._tasks.values())
+        """Stop; active jobs stay in the store and are taken up by the next start."""
+        tasks = [*self._loops, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self._run(job), name=f"job {job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+    def _pin(self, names: list[str]) -> None:
+        """After a restart, keep files still to be used or delivered out of the cap's reach."""
+        for name in names:
+            try:
+                self._outputs.pin(self._settings.outputs_dir / name)
+            except OutputError:
+                log.warning("pending_file_missing", file=name)
 
-    async def _run(self, job: Job) -> None:
-        jlog = log.bind(job_id=job.id, kind=job.kind, user_id=job.user_id)
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    # accepting -----------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Job:
+        """Check, persist and queue a new job. Raises QueueFull or RequestError with a sentence."""
+        self._check_limits(job)
+        request = dict(job.request)
+        if job.kind in ("txt2img", "animate"):
+            request["seed"] = resolve_seed(request.get("seed"))  # resolved once: a retry gives the same image
+        if job.kind == "txt2img":
+            txt2img_values(self._settings, ImageRequest(**{k: v for k, v in request.items() if k in IMAGE_FIELDS}))
+        reasons = self.pool.unservable(job.kind, model_values(self._settings, job.kind, request))
+        if reasons:
+            raise RequestError(f"no ComfyUI server here can run this: {reasons[0]}")
+        job = await self._store.add_job(dataclasses.replace(job, request=request))
+        log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
+        self._enqueue(job)
+        self._wake_up()
+        return job
+
+    def _check_limits(self, job: Job) -> None:
+        if job.guild_id is not None:
+            in_guild = sum(1 for queued in self.waiting_jobs() if queued.guild_id == job.guild_id)
+            if in_guild >= self._settings.waiting_per_guild:
+                raise QueueFull(f"This server already has {in_guild} jobs waiting; please try again in a while.")
+
+    def _enqueue(self, job: Job, *, front: bool = False) -> None:
+        if job.priority > 0:
+            self._priority.appendleft(job) if front else self._priority.append(job)
+        else:
+            queue = self._waiting.setdefault(job.user_id, deque())
+            queue.appendleft(job) if front else queue.append(job)
+            if job.user_id not in self._turns:
+                self._turns.append(job.user_id)
+        self._waiting_since = self._waiting_since or time.monotonic()
+
+    def _dequeue(self, job: Job) -> bool:
+        if job in self._priority:
+            self._priority.remove(job)
+            return True
+        queue = self._waiting.get(job.user_id)
+        if queue is None or job not in queue:
+            return False
+        queue.remove(job)
+        if not queue:
+            del self._waiting[job.user_id]
+            self._turns.remove(job.user_id)
+        return True
+
+    def waiting_jobs(self) -> Iterator[Job]:
+        """Waiting jobs in the order they will be taken: priority lane, then round-robin over users."""
+        yield from self._priority
+        queues = [self._waiting[user] for user in self._turns]
+        depth = 0
+        while queues:
+            queues = [queue for queue in queues if depth < len(queue)]
+            for queue in queues:
+                yield queue[depth]
+            depth += 1
+
+    def position(self, job_id: int) -> int | None:
+        return next((index for index, job in enumerate(self.waiting_jobs()) if job.id == job_id), None)
+
+    # dispatching -----------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (pick := self._pick()) is not None:
+                job, backend = pick
+                self._dequeue(job)
+                if job.user_id in self._turns:  # this user had a turn: to the back
+                    self._turns.remove(job.user_id)
+                    self._turns.append(job.user_id)
+                self._launch(job, backend, attach=False)
+            await self._expire_unservable()
+
+    def _pick(self) -> tuple[Job, Backend] | None:
+        if not any(backend.free() for backend in self.pool.backends):
+            return None
+        for job in self.waiting_jobs():
+            backend = self.pool.choose(job.kind, self._models(job), self._avoid.get(job.id, set()))
+            if backend is not None:
+                return job, backend
+        return None
+
+    def _models(self, job: Job) -> dict[str, Any]:
+        return model_values(self._settings, job.kind, job.request)
+
+    async def _expire_unservable(self) -> None:
+        """Waiting jobs fail in words, not silence: when no server can run them, or none has answered for long."""
+        if not any(True for _ in self.waiting_jobs()):
+            self._waiting_since = None
+            return
+        down_too_long = not self.pool.any_healthy() and self._waiting_since is not None and (
+            time.monotonic() - self._waiting_since > self._settings.comfyui_timeout)
+        for job in list(self.waiting_jobs()):
+            reasons = self.pool.unservable(job.kind, self._models(job))
+            if reasons:
+                await self._fail_waiting(job, f"no ComfyUI server here can run this: {reasons[0]}")
+            elif down_too_long:
+                names = ", ".join(backend.name for backend in self.pool.backends)
+                await self._fail_waiting(job, f"ComfyUI is unreachable ({names}). Please try again later.")
+        if down_too_long:
+            self._waiting_since = None
+        elif not self.pool.any_healthy():
+            self._spawn(self._wake_later(1.0))
+
+    async def _wake_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._wake_up()
+
+    async def _fail_waiting(self, job: Job, reason: str) -> None:
+        self._dequeue(job)
+        await self._fail(job, reason)
+
+    def _launch(self, job: Job, backend: Backend, *, attach: bool) -> None:
+        backend.jobs.add(job.id)
+        flight = Flight(job, backend)
+        self._flights[job.id] = flight
+        flight.task = self._spawn(self._attempt(flight, attach))
+
+    def _free(self, flight: Flight) -> None:
+        """The prompt left the server: its slot can take the next job at once."""
+        if flight.job.id in flight.backend.jobs:
+            flight.backend.jobs.discard(flight.job.id)
+            self._wake_up()
+
+    # running -----------------------------------------------------------------------
+
+    async def _attempt(self, flight: Flight, attach: bool) -> None:
+        backend = flight.backend
+        job = flight.job
+        jlog = log.bind(job_id=job.id, kind=job.kind, server=backend.name)
+        started = job.state == "running"
         try:
-            if job.state == "delivering" and job.generation_id is not None:
-                generation = await self._store.get_generation(job.generation_id)
+            if not attach:
+                job = flight.job = await self._store.update_job(
+                    job.id, state="submitted", server=backend.name, prompt_id=f"{self._prefix}{job.id}-{uuid.uuid4().hex[:8]}")
+            if job.id in self._cancelled:
+                raise Interrupted("Cancelled before it started.")
+
+            async def on_event(event: Event) -> None:
+                nonlocal started
+                if job.id in self._cancelled and not flight.cancel_sent:  # cancelled during the POST
+                    flight.cancel_sent = True
+                    await backend.client.cancel(job.prompt_id)
+                if isinstance(event, Started) and not started:
+                    started = True
+                    flight.job = await self._store.update_job(job.id, state="running")
+                if isinstance(event, Finished):
+                    self._free(flight)
+                if not isinstance(event, Queued):
+                    await self._notifier.job_progress(job, event)
+
+            result = await self._execute(job, backend.engine, on_event, attach)
+            backend.last_model = next(iter(self._models(job).values()), None)
+        except SERVER_FAILURES as error:
+            self._free(flight)
+            self._flights.pop(job.id, None)
+            if job.id in self._cancelled:
+                await self._notify_cancelled(job)
             else:
-                generation = await self._produce(job, jlog)
-            await self._deliver(job, generation, jlog)
+                await self._retry(job, backend, started, error, jlog)
+            return
         except EXPECTED_ERRORS as error:
-            await self._fail(job, str(error), jlog)
+            await self._end_badly(flight, str(error), jlog)
+            return
         except asyncio.CancelledError:
             raise
         except Exception:
             jlog.exception("job_crashed")
-            await self._fail(job, "something went wrong inside the bot; the operator can find it in the log.", jlog)
+            await self._end_badly(flight, "something went wrong inside the bot; the operator can find it in the log.", jlog)
+            return
         finally:
-            self._release_input(job)
+            self._free(flight)
+        self._flights.pop(job.id, None)
+        await self._finish(job, result, jlog)
 
-    async def _produce(self, job: Job, jlog: Any) -> Generation:
-        await self._store.update_job(job.id, state="submitted")
-
-        async def on_event(event: Event) -> None:
-            if isinstance(event, Started):
-                await self._store.update_job(job.id, state="running")
-            if not isinstance(event, Queued) or event.position > 0:
-                await self._notifier.job_progress(job, event)
-
-        result = await self._execute(job, on_event)
-        generation = await self._store.add_generation(Generation(
-            id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
-            channel_id=job.channel_id, params=self._shown(job, result),
-            files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
-        await self._store.update_job(job.id, state="delivering", generation_id=generation.id,
-                                     prompt_id=result.prompt_id, server=result.server)
-        jlog.info("job_produced", generation_id=generation.id, files=len(result.files))
-        return generation
-
-    async def _execute(self, job: Job, on_event: Any) -> JobResult:
-        request = job.request
+    async def _execute(self, job: Job, engine: Engine, on_event: Any, attach: bool) -> JobResult:
+        request, options = job.request, {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
         if job.kind == "txt2img":
             fields = {key: value for key, value in request.items() if key in IMAGE_FIELDS}
-            return await text_to_image(self._engine, ImageRequest(**fields), on_event=on_event)
-        source = self._engine.settings.outputs_dir / request["input"]
+            return await text_to_image(engine, ImageRequest(**fields), **options)
+        source = self._settings.outputs_dir / request["input"]
         if job.kind == "upscale":
-            return await upscale(self._engine, source, int(request["factor"]), on_event=on_event)
+            return await upscale(engine, source, int(request["factor"]), **options)
         if job.kind == "animate":
-            return await animate(self._engine, source, on_event=on_event)
+            return await animate(engine, source, seed=request.get("seed"), **options)
         raise RequestError(f"unknown job kind {job.kind!r}")
 
-    def _shown(self, job: Job, result: JobResult) -> dict[str, Any]:
+    async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:
+        """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
+        attempts = job.attempts + (1 if started else 0)
+        if attempts > 1:
+            await self._fail(job, f"ComfyUI failed twice while running this job ({backend.name} was the last). "
+                                  "Please try again later.")
+            return
+        jlog.warning("job_moved", error=str(error), started=started, attempts=attempts)
+        self._avoid.setdefault(job.id, set()).add(backend.name)
+        job = await self._store.update_job(job.id, state="waiting", attempts=attempts, prompt_id=None, server=None)
+        self._enqueue(job, front=True)
+        self._wake_up()
+
+    async def _end_badly(self, flight: Flight, reason: str, jlog: Any) -> None:
+        self._flights.pop(flight.job.id, None)
+        if flight.job.id in self._cancelled:
+            await self._notify_cancelled(flight.job)
+        else:
+            await self._fail(flight.job, reason)
+
+    async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
+        try:
+            generation = await self._store.add_generation(Generation(
+                id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
+                channel_id=job.channel_id, params=self._shown_params(job, result),
+                files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
+            job = await self._store.update_job(job.id, state="delivering", generation_id=generation.id)
+            await self._deliver(job, generation, jlog)
+        except EXPECTED_ERRORS as error:
+            await self._fail(job, str(error))
+
+    def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
         """What the result embed shows: the values actually used, plus the preset's name."""
         shown = {key: result.params[key] for key in SHOWN if key in result.params}
         for key in ("model", "factor"):
@@ -136,35 +389,116 @@ class Scheduler:
                 shown[key] = job.request[key]
         return shown
 
+    async def _deliver_stored(self, job: Job) -> None:
+        generation = await self._store.get_generation(job.generation_id) if job.generation_id else None
+        if generation is None:
+            await self._fail(job, "the result was lost before it could be posted. Please try again.")
+            return
+        try:
+            await self._deliver(job, generation, log.bind(job_id=job.id))
+        except EXPECTED_ERRORS as error:
+            await self._fail(job, str(error))
+
     async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
-        outputs = self._engine.outputs
-        files = [self._engine.settings.outputs_dir / name for name in generation.files]
+        files = [self._settings.outputs_dir / name for name in generation.files]
         try:
             message_id, urls = await self._notifier.deliver(job, generation, files)
         finally:
             for path in files:
-                outputs.release(path)
+                self._outputs.release(path)
+            self._release_input(job)
         await self._store.set_generation_message(generation.id, message_id, urls)
         await self._store.update_job(job.id, state="done")
         jlog.info("job_delivered", generation_id=generation.id, message_id=message_id)
 
-    async def _fail(self, job: Job, reason: str, jlog: Any) -> None:
-        jlog.warning("job_failed", reason=reason)
-        await self._store.update_job(job.id, state="failed", error=reason)
+    async def _fail(self, job: Job, reason: str) -> None:
+        log.warning("job_failed", job_id=job.id, reason=reason)
+        self._release_input(job)
+        self._forget(job.id)
+        job = await self._store.update_job(job.id, state="failed", error=reason)
         try:
             await self._notifier.job_failed(job, reason)
         except Exception:
-            jlog.exception("failure_not_shown")
+            log.exception("failure_not_shown", job_id=job.id)
 
     def _release_input(self, job: Job) -> None:
         if "input" in job.request:
-            self._engine.outputs.release(self._engine.settings.outputs_dir / job.request["input"])
+            self._outputs.release(self._settings.outputs_dir / job.request["input"])
 
+    def _forget(self, job_id: int) -> None:
+        self._avoid.pop(job_id, None)
+        self._shown.pop(job_id, None)
+        self._cancelled.pop(job_id, None)
 
-def pin_all(outputs: Any, directory: Path, names: Iterable[str]) -> None:
-    """After a restart, keep the files of undelivered results out of the cap's reach."""
-    for name in names:
+    # cancelling -------------------------------------------------------------------
+
+    async def cancel(self, job_id: int, by_user_id: int) -> str:
+        """Cancel a job in any state before delivery. Returns what happened, in words."""
+        job = await self._store.get_job(job_id)
+        if job is None or job.state not in ("waiting", "submitted", "running"):
+            return "This job has already finished."
+        await self._store.update_job(job_id, state="cancelled", error=f"cancelled by <@{by_user_id}>")
+        self._cancelled[job_id] = by_user_id
+        waiting = next((queued for queued in self.waiting_jobs() if queued.id == job_id), None)
+        if waiting is not None:
+            self._dequeue(waiting)
+            await self._notify_cancelled(waiting)
+            return "Cancelled: it left the queue."
+        flight = self._flights.get(job_id)
+        if flight is not None and flight.job.prompt_id:
+            flight.cancel_sent = True
+            try:
+                await flight.backend.client.cancel(flight.job.prompt_id)
+            except ComfyError as error:
+                log.warning("cancel_failed", job_id=job_id, error=str(error))
+        return "Cancelling: ComfyUI is stopping it."
+
+    async def _notify_cancelled(self, job: Job) -> None:
+        by = self._cancelled.get(job.id, job.user_id)
+        log.info("job_cancelled", job_id=job.id, by=by)
+        self._release_input(job)
+        self._forget(job.id)
         try:
-            outputs.pin(directory / name)
-        except OutputError:
-            log.warning("pending_file_missing", file=name)
+            await self._notifier.job_cancelled(job, by)
+        except Exception:
+            log.exception("cancel_not_shown", job_id=job.id)
+
+    async def _clean_server(self, backend: Backend) -> None:
+        """A server (re)joined the pool: remove prompts of ours it holds that no job follows any more."""
+        try:
+            running, pending = await backend.client.queue()
+        except ComfyError as error:
+            log.warning("server_not_cleaned", server=backend.name, error=str(error))
+            return
+        followed = {(f.backend.name, f.job.prompt_id) for f in self._flights.values()}
+        for prompt_id in running + pending:
+            if prompt_id.startswith(self._prefix) and (backend.name, prompt_id) not in followed:
+                log.warning("stale_prompt_removed", server=backend.name, prompt_id=prompt_id)
+                try:
+                    await backend.client.cancel(prompt_id)
+                except ComfyError as error:
+                    log.warning("stale_prompt_kept", prompt_id=prompt_id, error=str(error))
+
+    # what people see ----------------------------------------------------------------
+
+    async def _position_loop(self) -> None:
+        """Keep each waiting job's shown position current, within the edit budget."""
+        while True:
+            await asyncio.sleep(POSITION_INTERVAL)
+            now = time.monotonic()
+            for position, job in enumerate(self.waiting_jobs()):
+                shown = self._shown.get(job.id)
+                if shown is not None and (shown[0] == position or (position >= FAR_POSITION and now - shown[1] < FAR_INTERVAL)):
+                    continue
+                self._shown[job.id] = (position, now)
+                try:
+                    await self._notifier.job_queued(job, position)
+                except Exception:
+                    log.exception("position_not_shown", job_id=job.id)
+
+    def status(self, user_id: int) -> Status:
+        servers = [ServerStatus(b.name, b.healthy, len(b.jobs), b.capacity, b.last_model) for b in self.pool.backends]
+        waiting = list(self.waiting_jobs())
+        mine: list[tuple[Job, int | None]] = [(job, index) for index, job in enumerate(waiting) if job.user_id == user_id]
+        mine += [(flight.job, None) for flight in self._flights.values() if flight.job.user_id == user_id]
+        return Status(servers, len(waiting), len(self._flights), mine)

@@ -83,6 +83,11 @@ _MIGRATIONS = (
     ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_by_user ON jobs (user_id, state);
     """,
+    # 3: facts about this installation, e.g. the id its ComfyUI clients are known by.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('instance_id', lower(hex(randomblob(16))));
+    """,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -251,6 +256,11 @@ class Store:
         After a restart the output folder pins these, so they survive until delivered.
         """
         return await self._run(_select_pending_files)
+
+    async def instance_id(self) -> str:
+        """A random id made once per database: the bot's ComfyUI client ids derive from it,
+        so a restarted bot still receives the events of prompts it submitted before."""
+        return await self._run(_select_instance_id)
 
     # --- the worker thread ----------------------------------------------------------------
 
@@ -437,3 +447,7 @@ def _explain(path: Path, exc: sqlite3.Error) -> str:
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     explanation = _EXPLANATIONS.get(code, "{path} cannot be used ({error})")
     return explanation.format(path=path, timeout=_BUSY_TIMEOUT, error=exc)
+
+
+def _select_instance_id(db: sqlite3.Connection) -> str:
+    return db.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()[0]

@@ -31,7 +31,7 @@ def _image_size(image: Path) -> tuple[int, int]:
 
 async def animate(engine: Engine, image: Path, *, frames: int | None = None, fps: int | None = None,
                   seed: int | None = None, on_event: EventHandler | None = None,
-                  prompt_id: str | None = None) -> JobResult:
+                  prompt_id: str | None = None, attach: bool = False) -> JobResult:
     settings = engine.settings
     frames = frames or settings.default_frames
     fps = fps or settings.default_fps
@@ -49,4 +49,4 @@ async def animate(engine: Engine, image: Path, *, frames: int | None = None, fps
         "fps": fps,
         "seed": resolve_seed(seed),
     }
-    return await run_workflow(engine, "animate", values, on_event=on_event, prompt_id=prompt_id)
+    return await run_workflow(engine, "animate", values, on_event=on_event, prompt_id=prompt_id, attach=attach)

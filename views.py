@@ -53,8 +53,17 @@ class Progression:
 
 
 def queued_text(kind: str, position: int | None) -> str:
-    where = f"position {position + 1} in the queue" if position is not None else "in the queue"
+    if position is None:
+        where = "in the queue"
+    elif position == 0:
+        where = "next in the queue"
+    else:
+        where = f"position {position + 1} in the queue ({position} ahead)"
     return f"⏳ {LABELS.get(kind, kind)}: waiting, {where}."
+
+
+def cancelled_text(kind: str, by_user_id: int) -> str:
+    return f"🚫 {LABELS.get(kind, kind)} cancelled by <@{by_user_id}>."
 
 
 def running_text(kind: str, progress: Progression) -> str:
@@ -183,6 +192,27 @@ class AnimateButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cf:ani
         await interaction.client.on_image_button(interaction, "animate", self.generation_id, self.index, 0)
 
 
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cf:cancel:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(discord.ui.Button(label="Cancel", style=discord.ButtonStyle.danger,
+                                           custom_id=f"cf:cancel:{job_id}", emoji="✖️"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> CancelButton:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_cancel_button(interaction, self.job_id)
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
 def result_view(generation: Generation) -> discord.ui.View | None:
     """Buttons under a result: per image Upscale 2x/4x and Animate; an upscaled image gets Animate only."""
     if generation.kind == "animate":
@@ -196,7 +226,7 @@ def result_view(generation: Generation) -> discord.ui.View | None:
     return view
 
 
-DYNAMIC_ITEMS = (UpscaleButton, AnimateButton)
+DYNAMIC_ITEMS = (UpscaleButton, AnimateButton, CancelButton)
 
 
 # help -------------------------------------------------------------------------
@@ -224,4 +254,22 @@ def help_embed(limits: dict[str, Any], presets: list[str]) -> discord.Embed:
     embed.add_field(name="Limits", inline=False, value=(
         f"{limits['jobs_per_user']} jobs per person at a time; about {limits['commands_per_minute']} commands "
         "and button clicks per minute. If you hit a limit, the bot tells you when to try again."))
+    return embed
+
+
+def status_embed(status: Any) -> discord.Embed:
+    """/status: each server's state and load, the queue, and the caller's own jobs."""
+    embed = discord.Embed(title="Status", color=COLOR_OK if any(s.healthy for s in status.servers) else COLOR_FAIL)
+    for server in status.servers:
+        state = "🟢 up" if server.healthy else "🔴 down"
+        loaded = f", last model: {server.last_model}" if server.last_model else ""
+        embed.add_field(name=_clip(server.name, 250), inline=False,
+                        value=f"{state}, {server.load}/{server.capacity} of our jobs{loaded}")
+    embed.add_field(name="Queue", inline=False,
+                    value=f"{status.waiting} waiting, {status.running} on the servers")
+    lines = []
+    for job, position in status.mine[:10]:
+        where = f"position {position + 1}" if position is not None else job.state
+        lines.append(f"• job {job.id} ({LABELS.get(job.kind, job.kind)}): {where}")
+    embed.add_field(name="Your jobs", inline=False, value="\n".join(lines) or "none")
     return embed

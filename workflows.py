@@ -53,7 +53,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}: node {self.node}"
+        return f"{self.file}: {self.short()}"
+
+    def short(self) -> str:
+        """Without the file: what a user may be shown."""
+        where = f"node {self.node}"
         if self.class_type:
             where += f" ({self.class_type})"
         if self.input:

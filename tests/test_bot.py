@@ -161,8 +161,9 @@ async def test_rejected_parameter_is_explained(comfy, discord_fake, running, tmp
     await running.start(settings)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
     assert message.content == (
-        "❌ Image failed: ComfyUI rejected the workflow:\n- node 4 (CheckpointLoaderSimple), input 'ckpt_name': "
-        "'missing.safetensors' is not one of the allowed values (allowed: v1-5-pruned-emaonly.safetensors, sdxl.safetensors)")
+        "❌ Image failed: no ComfyUI server here can run this: node 4 (CheckpointLoaderSimple), input 'ckpt_name': "
+        "'missing.safetensors' is not available (the server has: v1-5-pruned-emaonly.safetensors, sdxl.safetensors)")
+    assert comfy.prompts == {}  # refused before anything reached ComfyUI
 
 
 async def test_out_of_memory_is_explained(comfy, discord_fake, running, tmp_path):
@@ -191,7 +192,7 @@ async def test_comfyui_down_at_start_bot_still_answers(discord_fake, running, tm
     await running.start(bot_settings(tmp_path, "http://127.0.0.1:9", comfyui_timeout=0.5))
     assert any(r["path"].endswith("/commands") and r["method"] == "PUT" for r in discord_fake.requests)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x"}))
-    assert message.content == "❌ Image failed: ComfyUI at http://127.0.0.1:9 is unreachable (no websocket connection)."
+    assert message.content == "❌ Image failed: ComfyUI is unreachable (http://127.0.0.1:9). Please try again later."
 
 
 async def test_too_big_to_post_is_fitted_or_refused(comfy, discord_fake, running, tmp_path):

@@ -313,6 +313,7 @@ class FakeComfyUI:
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.unhandled: list[str] = []
         self.end_sent: dict[str, float] = {}  # prompt id -> perf_counter() when `executing null` was sent (benchmarks)
+        self.prompt_received: dict[str, float] = {}  # prompt id -> perf_counter() when POST /prompt was handled (benchmarks)
         self.object_info: dict[str, Any] = load_object_info()
         self.system_stats: dict[str, Any] = load_system_stats()
         self.url = ""
@@ -571,6 +572,7 @@ class FakeComfyUI:
     # ------------------------------------------------------------------ HTTP plumbing
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
+        arrived = time.perf_counter()
         body: bytes = b""
         parsed: Any = None
         try:
@@ -582,7 +584,8 @@ class FakeComfyUI:
         except Exception:  # noqa: BLE001 - e.g. body too large; the handler answers
             pass
         self.requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
-                              "json": parsed, "headers": dict(request.headers), "body": body})
+                              "json": parsed, "headers": dict(request.headers), "body": body,
+                              "time": arrived})  # perf_counter() when the request arrived (benchmarks)
         path = _api_less(request.path)
         slow = self._take_fault("slow", path)
         if slow is not None:
@@ -746,6 +749,7 @@ class FakeComfyUI:
 
     # ------------------------------------------------------------------ POST handlers
     async def _h_post_prompt(self, request: web.Request) -> web.Response:
+        received_at = time.perf_counter()
         try:
             json_data = await self._json_body(request)
             received = copy.deepcopy(json_data)
@@ -781,6 +785,7 @@ class FakeComfyUI:
         item = _QueueItem(number, prompt_id, prompt, extra_data, outputs, sensitive, next(self._seq))
         heapq.heappush(self._queue, (item.key(), item))
         self.prompts[prompt_id] = received
+        self.prompt_received[prompt_id] = received_at
         self._queue_updated()
         self._wake.set()
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
