@@ -24,3 +24,4 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/engine_latency.py
 	$(PY) bench/bot_latency.py
+	$(PY) bench/pool_makespan.py

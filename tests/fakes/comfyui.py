@@ -313,6 +313,7 @@ class FakeComfyUI:
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.unhandled: list[str] = []
         self.end_sent: dict[str, float] = {}  # prompt id -> perf_counter() when `executing null` was sent (benchmarks)
+        self.start_sent: dict[str, float] = {}  # prompt id -> perf_counter() when `execution_start` was sent
         self.prompt_received: dict[str, float] = {}  # prompt id -> perf_counter() when POST /prompt was handled (benchmarks)
         self.object_info: dict[str, Any] = load_object_info()
         self.system_stats: dict[str, Any] = load_system_stats()
@@ -948,6 +949,7 @@ class FakeComfyUI:
         self._client_id = run.client_id
         self._interrupt = False
         prompt, pid = run.prompt, run.prompt_id
+        self.start_sent[pid] = time.perf_counter()
         run.add_message("execution_start", {"prompt_id": pid})
         run.compute_signatures()
         live = set(run.sigs.values())
