@@ -49,35 +49,42 @@ async def run_check(settings: Settings, *, smoke: bool = False, out: Print = pri
         for problem in error.problems:
             out(f"  {problem}")
         return 1
-    async with ComfyClient(settings.comfyui_url, headers=settings.comfyui_headers(),
-                           timeout=settings.comfyui_timeout) as client:
-        out(f"ComfyUI at {settings.comfyui_url}")
+    failed = False
+    for url in settings.servers():
+        failed |= not await _check_server(settings, url, workflows, smoke, out)
+    out("All checks passed." if not failed else "Some checks failed (see above).")
+    return 1 if failed else 0
+
+
+async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bool, out: Print) -> bool:
+    """One server of the pool: answers, version, queue, workflows, and optionally the smoke jobs."""
+    async with ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout) as client:
+        out(f"ComfyUI at {url}")
         try:
             stats = await client.system_stats()
             running, pending = await client.queue()
             object_info = await client.object_info()
         except ComfyError as error:
             out(f"  does not answer: {error}")
-            return 1
+            return False
         system = stats.get("system", {})
         devices = ", ".join(device.get("name", "?") for device in stats.get("devices", [])) or "unknown"
         out(f"  answers: ComfyUI {system.get('comfyui_version', '(version unknown)')}, devices: {devices}")
         out(f"  queue: {len(running)} running, {len(pending)} waiting; {len(object_info)} node classes")
         out(f"Workflows (set {settings.workflow_set!r} in {settings.workflow_dir()})")
-        failed = False
+        ok = True
         values = default_values(settings)
         for name, workflow in workflows.items():
             problems = validate(workflow, object_info, {k: v for k, v in values.items() if k in workflow.params})
             out(f"  {name:<10} {'ok' if not problems else f'{len(problems)} problem(s)'}")
             for problem in problems:
                 out(f"    {problem}")
-            failed |= bool(problems)
-        if smoke and not failed:
+            ok &= not problems
+        if smoke and ok:
             outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
             await outputs.open()
-            failed = not await _smoke(Engine(client, workflows, outputs, settings), out)
-    out("All checks passed." if not failed else "Some checks failed (see above).")
-    return 1 if failed else 0
+            ok = await _smoke(Engine(client, workflows, outputs, settings), out)
+    return ok
 
 
 async def _smoke(engine: Engine, out: Print) -> bool:

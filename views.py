@@ -245,12 +245,15 @@ def help_embed(limits: dict[str, Any], presets: list[str]) -> discord.Embed:
         "• `seed`: the same seed and settings give the same image",
         f"• `batch`: 1 to {limits['max_batch']} images at once",
         f"• `model`: {', '.join(presets) if presets else 'the default model'}",
+        "• `priority`: admins only, puts the job ahead of the queue",
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
         "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image",
         "🎞️ **Animate**: turns that image into a short MP4 video",
+        "✖️ **Cancel** (while a job waits or runs): for whoever started it, or a moderator",
         "Buttons keep working on old results, even after the bot restarts.",
     ]))
+    embed.add_field(name="/status", inline=False, value="The ComfyUI servers, the queue, and your jobs with their positions.")
     embed.add_field(name="Limits", inline=False, value=(
         f"{limits['jobs_per_user']} jobs per person at a time; about {limits['commands_per_minute']} commands "
         "and button clicks per minute. If you hit a limit, the bot tells you when to try again."))
