@@ -133,6 +133,7 @@ class ComfyBot(commands.Bot):
             self._validation.cancel()
         if self.scheduler is not None:
             await self.scheduler.close()
+        self.delivery.close()
         for client in self.clients:
             await client.close()
         if self._fetch_session is not None:

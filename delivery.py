@@ -51,6 +51,12 @@ class Delivery:
         self._live: dict[int, LiveMessage] = {}
         self._progress: dict[int, Progression] = {}
 
+    def close(self) -> None:
+        for live in self._live.values():
+            live.close()
+        self._live.clear()
+        self._progress.clear()
+
     def token_alive(self, job: Job) -> bool:
         if not job.interaction_token or job.interaction_created is None:
             return False

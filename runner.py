@@ -85,9 +85,7 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
     except TimeoutError:
         await _abandon(engine, run.prompt_id, jlog)
         raise ComfyError(f"The job did not finish within {_duration(engine.settings.job_timeout)} and was cancelled.") from None
-    except asyncio.CancelledError:
-        await asyncio.shield(_abandon(engine, run.prompt_id, jlog))
-        raise
+    # A cancelled task (the bot stopping) leaves the prompt on the server: the next start picks it up.
     finished = run.finished.result()
     ended = time.monotonic()
     if finished.outcome != "success":

@@ -117,6 +117,12 @@ class LiveMessage:
         except discord.HTTPException as error:
             log.warning("progress_edit_failed", status=error.status, error=error.text)
 
+    def close(self) -> None:
+        """Drop any pending progress edit (the bot is stopping)."""
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+
     async def finish(self, **content: Any) -> Any:
         self._closed = True
         if self._flusher is not None and not self._flusher.done() and (self._in_flight is None or self._in_flight.done()):

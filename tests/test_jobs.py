@@ -125,13 +125,17 @@ async def test_output_cap_holds_across_jobs(comfy, client, tmp_path):
     assert len(list(settings.outputs_dir.glob("*.png"))) == 3
 
 
-async def test_cancelling_the_job_task_cancels_the_prompt(comfy, engine):
-    comfy.node_delay = 0.5
-    task = asyncio.create_task(text_to_image(engine, ImageRequest("x", width=64, height=64)))
+async def test_stopping_the_job_task_leaves_the_prompt_to_finish(comfy, engine):
+    """The bot stopping must not kill work a restarted bot will pick up by prompt id."""
+    comfy.node_delay = 0.2
+    task = asyncio.create_task(text_to_image(engine, ImageRequest("x", width=64, height=64), prompt_id="keep-me"))
     async with asyncio.timeout(5):
-        while comfy.running_id() is None:
+        while comfy.running_id() != "keep-me":
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert any(r["path"] == "/interrupt" for r in comfy.requests)
+    async with asyncio.timeout(5):
+        while "keep-me" not in comfy.history_ids():
+            await asyncio.sleep(0.02)
+    assert not any(r["path"] == "/interrupt" for r in comfy.requests)
