@@ -88,8 +88,9 @@ class ComfyBot(commands.Bot):
         backends = []
         for index, url in enumerate(settings.servers()):
             # the same client id after a restart: ComfyUI sends a prompt's events to its client id only
+            label = "ComfyUI" if len(settings.servers()) == 1 else f"ComfyUI server {index + 1}"
             client = ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout,
-                                 client_id=f"{instance}-{index}")
+                                 client_id=f"{instance}-{index}", name=label)
             await client.start()
             self.clients.append(client)
             backends.append(Backend(Engine(client, workflows, self.outputs, settings), settings.server_capacity))

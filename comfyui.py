@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -99,7 +100,8 @@ class ComfyClient:
         client_id: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.name = name or self.base_url
+        # what messages and logs call this server: never the URL itself, which may hold credentials
+        self.name = name or f"ComfyUI at {_without_credentials(self.base_url)}"
         # stable across restarts when given: ComfyUI sends a prompt's events to its client_id only
         self.client_id = client_id or uuid.uuid4().hex
         self._headers = dict(headers or {})
@@ -111,6 +113,7 @@ class ComfyClient:
         self._running_prompt: str | None = None
         self._object_info: dict[str, Any] | None = None
         self._connected = asyncio.Event()
+        self._poked = asyncio.Event()
         self._ws: Any = None
         self._last_message = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,7 +121,7 @@ class ComfyClient:
         self._closing = False
         self.queue_remaining = 0
         self.reconnects = 0
-        self._log = log.bind(server=self.name)
+        self._log = log.bind(server=self.name, url=_without_credentials(self.base_url))
 
     # lifecycle ---------------------------------------------------------------
 
@@ -157,6 +160,11 @@ class ComfyClient:
         if self._session is not None:
             await self._session.close()
 
+    def poke(self) -> None:
+        """Try to reconnect now instead of at the end of the backoff (someone is waiting for this server)."""
+        if not self._connected.is_set():
+            self._poked.set()
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -166,7 +174,7 @@ class ComfyClient:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
                 await self._connected.wait()
         except TimeoutError:
-            raise Unreachable(f"ComfyUI at {self.base_url} is unreachable (no websocket connection).") from None
+            raise Unreachable(f"{self.name} is unreachable (no websocket connection).") from None
 
     # HTTP --------------------------------------------------------------------
 
@@ -181,9 +189,9 @@ class ComfyClient:
             ) as response:
                 body = await response.read()
         except TimeoutError:
-            raise Unreachable(f"ComfyUI at {self.base_url} did not answer {method} {path} within {limit:g} s.") from None
+            raise Unreachable(f"{self.name} did not answer {method} {path} within {limit:g} s.") from None
         except aiohttp.ClientError as error:
-            raise Unreachable(f"ComfyUI at {self.base_url} is unreachable ({error.__class__.__name__}: {error}).") from None
+            raise Unreachable(f"{self.name} is unreachable ({error.__class__.__name__}).") from None
         if response.status >= 500:
             first_line = body.decode("utf-8", "replace").strip().splitlines()[:1]
             raise BadResponse(f"ComfyUI answered {response.status} to {method} {path}: {' '.join(first_line) or 'no details'}.")
@@ -377,7 +385,9 @@ class ComfyClient:
             if self._closing:
                 return
             self.reconnects += 1
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            with contextlib.suppress(TimeoutError):  # poke() cuts the wait short
+                await asyncio.wait_for(self._poked.wait(), random.uniform(delay / 2, delay))
+            self._poked.clear()
             delay = min(delay * 2, ceiling)
 
     def _on_message(self, message: str | bytes) -> None:
@@ -492,6 +502,11 @@ class ComfyClient:
         else:
             self._finish(run, Finished.from_history(entry, run.outputs))
         return True
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _decode(body: bytes, what: str) -> Any:

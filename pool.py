@@ -50,6 +50,12 @@ class Backend:
 
     @property
     def name(self) -> str:
+        """The server's identity, kept in the store with its jobs: its URL."""
+        return self.engine.client.base_url
+
+    @property
+    def label(self) -> str:
+        """What people are shown: never the URL."""
         return self.engine.client.name
 
     @property
@@ -101,10 +107,19 @@ class Pool:
         if len(known) < len(self.backends):
             return None
         reasons = [b.problems(kind, models) for b in known]
-        return None if any(not r for r in reasons) else reasons[0]
+        if any(not r for r in reasons):
+            return None
+        if len(known) == 1:
+            return reasons[0]
+        return [f"{b.label}: {'; '.join(r)}" for b, r in zip(known, reasons)]
 
     def any_healthy(self) -> bool:
         return any(backend.healthy for backend in self.backends)
+
+    def poke(self) -> None:
+        """Someone waits for a server: make every disconnected client try again now."""
+        for backend in self.backends:
+            backend.client.poke()
 
     async def watch(self) -> None:
         """Follow each server's health; runs until cancelled."""
@@ -119,18 +134,18 @@ class Pool:
             try:
                 backend.learn(await backend.client.object_info(refresh=True))
             except ComfyError as error:
-                log.warning("server_not_ready", server=backend.name, error=str(error))
+                log.warning("server_not_ready", server=backend.label, error=str(error))
                 return
             backend.healthy, backend.down_since = True, None
-            log.info("server_up", server=backend.name, node_classes=len(backend.object_info))
+            log.info("server_up", server=backend.label, node_classes=len(backend.object_info))
             await self._on_up(backend)
             self._on_change()
         elif not connected:
             if backend.healthy:
                 backend.healthy, backend.down_since = False, time.monotonic()
-                log.warning("server_down", server=backend.name, open_prompts=len(backend.client.open_prompts()))
+                log.warning("server_down", server=backend.label, open_prompts=len(backend.client.open_prompts()))
                 self._on_change()
             elif backend.down_since is not None and time.monotonic() - backend.down_since > self._grace:
-                lost = backend.client.fail_open(PromptLost(f"Lost contact with the ComfyUI server {backend.name}."))
+                lost = backend.client.fail_open(PromptLost(f"Lost contact with {backend.label}."))
                 if lost:
-                    log.warning("server_jobs_moved", server=backend.name, prompts=lost)
+                    log.warning("server_jobs_moved", server=backend.label, prompts=lost)

@@ -101,7 +101,8 @@ class Scheduler:
         self._prefix = f"cf{instance[:8]}-"  # our prompt ids on shared servers: cf<instance>-<job>-<random>
         self.pool = Pool(backends, settings.server_grace, self._wake_up, self._clean_server)
         self._waiting: dict[int, deque[Job]] = {}  # user -> waiting jobs, oldest first
-        self._turns: deque[int] = deque()  # users in round-robin order: the first one goes next
+        self._served: dict[int, int] = {}  # user -> when (a serial number) a job of theirs last started
+        self._serial = 0
         self._priority: deque[Job] = deque()
         self._flights: dict[int, Flight] = {}
         self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
@@ -109,7 +110,7 @@ class Scheduler:
         self._shown: dict[int, tuple[int, float]] = {}  # job id -> (position, when) last shown
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        self._waiting_since: float | None = None
+        self._since: dict[int, float] = {}  # job id -> when it started waiting with no server to take it
         self._loops: list[asyncio.Task[None]] = []
 
     # lifecycle -------------------------------------------------------------------
@@ -171,10 +172,12 @@ class Scheduler:
             txt2img_values(self._settings, ImageRequest(**{k: v for k, v in request.items() if k in IMAGE_FIELDS}))
         reasons = self.pool.unservable(job.kind, model_values(self._settings, job.kind, request))
         if reasons:
-            raise RequestError(f"no ComfyUI server here can run this: {reasons[0]}")
+            raise RequestError(f"no ComfyUI server here can run this: {' / '.join(reasons)}")
         job = await self._store.add_job(dataclasses.replace(job, request=request))
         log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
         self._enqueue(job)
+        if not self.pool.any_healthy():
+            self.pool.poke()
         self._wake_up()
         return job
 
@@ -190,11 +193,10 @@ class Scheduler:
         else:
             queue = self._waiting.setdefault(job.user_id, deque())
             queue.appendleft(job) if front else queue.append(job)
-            if job.user_id not in self._turns:
-                self._turns.append(job.user_id)
-        self._waiting_since = self._waiting_since or time.monotonic()
+        self._since.setdefault(job.id, time.monotonic())
 
     def _dequeue(self, job: Job) -> bool:
+        self._since.pop(job.id, None)
         if job in self._priority:
             self._priority.remove(job)
             return True
@@ -204,13 +206,17 @@ class Scheduler:
         queue.remove(job)
         if not queue:
             del self._waiting[job.user_id]
-            self._turns.remove(job.user_id)
         return True
 
     def waiting_jobs(self) -> Iterator[Job]:
-        """Waiting jobs in the order they will be taken: priority lane, then round-robin over users."""
+        """Waiting jobs in the order they will be taken: priority lane, then round-robin over users.
+
+        The user served longest ago goes first (one never served before anyone), so one
+        user's many jobs never hold back another user's first.
+        """
         yield from self._priority
-        queues = [self._waiting[user] for user in self._turns]
+        users = sorted(self._waiting, key=lambda user: (self._served.get(user, -1), self._waiting[user][0].id))
+        queues = [self._waiting[user] for user in users]
         depth = 0
         while queues:
             queues = [queue for queue in queues if depth < len(queue)]
@@ -230,9 +236,7 @@ class Scheduler:
             while (pick := self._pick()) is not None:
                 job, backend = pick
                 self._dequeue(job)
-                if job.user_id in self._turns:  # this user had a turn: to the back
-                    self._turns.remove(job.user_id)
-                    self._turns.append(job.user_id)
+                self._serve(job.user_id)
                 self._launch(job, backend, attach=False)
             await self._expire_unservable()
 
@@ -245,27 +249,34 @@ class Scheduler:
                 return job, backend
         return None
 
+    def _serve(self, user_id: int) -> None:
+        """Note that this user had a turn: to the back of the round."""
+        self._serial += 1
+        self._served[user_id] = self._serial
+        if len(self._served) > 10_000:  # forget users long gone so memory does not grow with history
+            self._served = {user: when for user, when in self._served.items() if when > self._serial - 10_000}
+
     def _models(self, job: Job) -> dict[str, Any]:
         return model_values(self._settings, job.kind, job.request)
 
     async def _expire_unservable(self) -> None:
-        """Waiting jobs fail in words, not silence: when no server can run them, or none has answered for long."""
-        if not any(True for _ in self.waiting_jobs()):
-            self._waiting_since = None
-            return
-        down_too_long = not self.pool.any_healthy() and self._waiting_since is not None and (
-            time.monotonic() - self._waiting_since > self._settings.comfyui_timeout)
+        """Waiting jobs fail in words, not silence: when no server can run them, or none answered in time."""
+        healthy = self.pool.any_healthy()
+        now = time.monotonic()
         for job in list(self.waiting_jobs()):
             reasons = self.pool.unservable(job.kind, self._models(job))
             if reasons:
-                await self._fail_waiting(job, f"no ComfyUI server here can run this: {reasons[0]}")
-            elif down_too_long:
-                names = ", ".join(backend.name for backend in self.pool.backends)
-                await self._fail_waiting(job, f"ComfyUI is unreachable ({names}). Please try again later.")
-        if down_too_long:
-            self._waiting_since = None
-        elif not self.pool.any_healthy():
+                await self._fail_waiting(job, f"no ComfyUI server here can run this: {' / '.join(reasons)}")
+            elif healthy:
+                self._since[job.id] = now
+            elif now - self._since.get(job.id, now) > self._settings.comfyui_timeout:
+                await self._fail_waiting(job, f"{self._unreachable()} right now. Please try again later.")
+        if not healthy and self._since:
             self._spawn(self._wake_later(1.0))
+
+    def _unreachable(self) -> str:
+        labels = [backend.label for backend in self.pool.backends]
+        return f"{labels[0]} is unreachable" if len(labels) == 1 else f"none of {', '.join(labels)} is reachable"
 
     async def _wake_later(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -292,7 +303,7 @@ class Scheduler:
     async def _attempt(self, flight: Flight, attach: bool) -> None:
         backend = flight.backend
         job = flight.job
-        jlog = log.bind(job_id=job.id, kind=job.kind, server=backend.name)
+        jlog = log.bind(job_id=job.id, kind=job.kind, server=backend.label)
         started = job.state == "running"
         try:
             if not attach:
@@ -354,8 +365,8 @@ class Scheduler:
         """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
         attempts = job.attempts + (1 if started else 0)
         if attempts > 1:
-            await self._fail(job, f"ComfyUI failed twice while running this job ({backend.name} was the last). "
-                                  "Please try again later.")
+            jlog.warning("job_failed_twice", error=str(error))
+            await self._fail(job, "ComfyUI failed twice while running this job. Please try again later.")
             return
         jlog.warning("job_moved", error=str(error), started=started, attempts=attempts)
         self._avoid.setdefault(job.id, set()).add(backend.name)
@@ -380,6 +391,9 @@ class Scheduler:
             await self._deliver(job, generation, jlog)
         except EXPECTED_ERRORS as error:
             await self._fail(job, str(error))
+        except Exception as error:  # Discord refused the post: say so rather than leave the job hanging
+            jlog.exception("delivery_failed")
+            await self._fail(job, f"the result could not be posted ({error.__class__.__name__}). Please try again.")
 
     def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
         """What the result embed shows: the values actually used, plus the preset's name."""
@@ -398,6 +412,9 @@ class Scheduler:
             await self._deliver(job, generation, log.bind(job_id=job.id))
         except EXPECTED_ERRORS as error:
             await self._fail(job, str(error))
+        except Exception as error:
+            log.exception("delivery_failed", job_id=job.id)
+            await self._fail(job, f"the result could not be posted ({error.__class__.__name__}). Please try again.")
 
     async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
         files = [self._settings.outputs_dir / name for name in generation.files]
@@ -468,12 +485,12 @@ class Scheduler:
         try:
             running, pending = await backend.client.queue()
         except ComfyError as error:
-            log.warning("server_not_cleaned", server=backend.name, error=str(error))
+            log.warning("server_not_cleaned", server=backend.label, error=str(error))
             return
         followed = {(f.backend.name, f.job.prompt_id) for f in self._flights.values()}
         for prompt_id in running + pending:
             if prompt_id.startswith(self._prefix) and (backend.name, prompt_id) not in followed:
-                log.warning("stale_prompt_removed", server=backend.name, prompt_id=prompt_id)
+                log.warning("stale_prompt_removed", server=backend.label, prompt_id=prompt_id)
                 try:
                     await backend.client.cancel(prompt_id)
                 except ComfyError as error:
@@ -497,7 +514,7 @@ class Scheduler:
                     log.exception("position_not_shown", job_id=job.id)
 
     def status(self, user_id: int) -> Status:
-        servers = [ServerStatus(b.name, b.healthy, len(b.jobs), b.capacity, b.last_model) for b in self.pool.backends]
+        servers = [ServerStatus(b.label, b.healthy, len(b.jobs), b.capacity, b.last_model) for b in self.pool.backends]
         waiting = list(self.waiting_jobs())
         mine: list[tuple[Job, int | None]] = [(job, index) for index, job in enumerate(waiting) if job.user_id == user_id]
         mine += [(flight.job, None) for flight in self._flights.values() if flight.job.user_id == user_id]

@@ -11,6 +11,7 @@ from config import Settings
 from outputs import OutputFolder
 from runner import Engine
 from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord import FakeDiscord, discord_log_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"checkpoints": ["v1-5-pruned-emaonly.safetensors", "sdxl.safetensors"],
@@ -67,3 +68,34 @@ async def make_engine(client: ComfyClient, settings: Settings) -> Engine:
 @pytest.fixture
 async def engine(client, settings):
     return await make_engine(client, settings)
+
+
+# the whole bot end to end ----------------------------------------------------------
+
+
+@pytest.fixture
+async def discord_fake(monkeypatch):
+    fake = FakeDiscord(ack_deadline=3.0)
+    await fake.start()
+    fake.install(monkeypatch)
+    yield fake
+    await fake.stop()
+    assert fake.unhandled == []
+
+
+@pytest.fixture(autouse=True)
+def no_discord_errors(caplog):
+    """discord.py only logs exceptions in callbacks: any such log fails the test."""
+    yield
+    errors = discord_log_errors(caplog.get_records("call"))
+    if errors:
+        pytest.fail("discord.py logged errors:\n" + "\n".join(errors))
+
+
+@pytest.fixture
+async def running(discord_fake):
+    from tests.bot_harness import Running
+
+    harness = Running(discord_fake)
+    yield harness
+    await harness.stop()

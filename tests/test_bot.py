@@ -6,37 +6,10 @@ import asyncio
 import io
 import os
 
-import pytest
 from PIL import Image
 
 from tests.bot_harness import Running, bot_settings, custom_ids, image_size, result_of
-from tests.fakes.discord import FakeDiscord, discord_log_errors
-
-
-@pytest.fixture
-async def discord_fake(monkeypatch):
-    fake = FakeDiscord(ack_deadline=3.0)
-    await fake.start()
-    fake.install(monkeypatch)
-    yield fake
-    await fake.stop()
-    assert fake.unhandled == []
-
-
-@pytest.fixture(autouse=True)
-def no_discord_errors(caplog):
-    """discord.py only logs exceptions in callbacks: any such log fails the test."""
-    yield
-    errors = discord_log_errors(caplog.get_records("call"))
-    if errors:
-        pytest.fail("discord.py logged errors:\n" + "\n".join(errors))
-
-
-@pytest.fixture
-async def running(discord_fake):
-    harness = Running(discord_fake)
-    yield harness
-    await harness.stop()
+from tests.fakes.discord import FakeDiscord
 
 
 async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_fake, running, tmp_path):
@@ -57,7 +30,7 @@ async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_f
     assert embed["description"] == 'a "red" {fox} 🦊'
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Seed"] == "42" and fields["Size"] == "128×96"
-    assert custom_ids(message) == [f"cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
+    assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
     assert message.content == "<@5001>"
     (posted,) = comfy.prompts.values()
     assert posted["prompt"]["4"]["inputs"]["string_a"] == 'a "red" {fox} 🦊'
@@ -192,7 +165,7 @@ async def test_comfyui_down_at_start_bot_still_answers(discord_fake, running, tm
     await running.start(bot_settings(tmp_path, "http://127.0.0.1:9", comfyui_timeout=0.5))
     assert any(r["path"].endswith("/commands") and r["method"] == "PUT" for r in discord_fake.requests)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x"}))
-    assert message.content == "❌ Image failed: ComfyUI is unreachable (http://127.0.0.1:9). Please try again later."
+    assert message.content == "❌ Image failed: ComfyUI is unreachable right now. Please try again later."
 
 
 async def test_too_big_to_post_is_fitted_or_refused(comfy, discord_fake, running, tmp_path):

@@ -60,9 +60,10 @@ async def test_check_says_when_comfyui_does_not_answer(tmp_path):
 
 
 async def test_check_covers_every_server_of_the_pool(comfy, tmp_path):
-    code, output = await run_bot(tmp_path, "check", WORKFLOW_SET="selftest", COMFYUI_TIMEOUT="1",
+    code, output = await run_bot(tmp_path, "check", WORKFLOW_SET="selftest", COMFYUI_TIMEOUT="1", LOG_LEVEL="error",
                                  COMFYUI_URLS=f'["{comfy.url}", "http://127.0.0.1:9"]')
     assert code == 1
-    first, second = output.split(f"ComfyUI at {comfy.url}")[1].split("ComfyUI at http://127.0.0.1:9\n", 1)
-    assert "  txt2img    ok" in first and "answers: ComfyUI 0.3.64" in first
-    assert "does not answer: ComfyUI at http://127.0.0.1:9 is unreachable" in second
+    lines = output.splitlines()
+    first, second = lines.index(f"ComfyUI at {comfy.url}"), lines.index("ComfyUI at http://127.0.0.1:9")
+    assert "  txt2img    ok" in lines[first:second] and "  answers: ComfyUI 0.3.64, devices: cpu" in lines[first:second]
+    assert lines[second + 1] == "  does not answer: ComfyUI at http://127.0.0.1:9 is unreachable (ClientConnectorError)."

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import io
-import logging
 import struct
 import time
 import zlib
