@@ -116,11 +116,17 @@ class Delivery:
                            for path in fitted]
             mention = f"<@{job.user_id}>"
             view = result_view(generation)
+            message = None
             if self.token_alive(job) and job.message_id is not None:
-                message = await self._forget(job).finish(
-                    content=mention, embeds=[result_embed(generation, mention)], attachments=attachments,
-                    allowed_mentions=USERS_ONLY, view=view)  # None clears the Cancel button
-            else:
+                try:
+                    message = await self._forget(job).finish(
+                        content=mention, embeds=[result_embed(generation, mention)], attachments=attachments,
+                        allowed_mentions=USERS_ONLY, view=view)  # None clears the Cancel button
+                except discord.NotFound:  # someone deleted the job's message: post the result anyway
+                    log.info("job_message_gone", job_id=job.id)
+                    for attachment in attachments:
+                        attachment.reset()
+            if message is None:
                 message = await self._post_in_channel(job, generation, mention, attachments, view)
             if view is not None:
                 view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
@@ -147,8 +153,11 @@ class Delivery:
         text = failure_text(job.kind, reason)
         live = self._forget(job)
         if job.message_id is not None and self.token_alive(job):
-            await live.finish(content=text, attachments=[], embeds=[], view=None)
-            return
+            try:
+                await live.finish(content=text, attachments=[], embeds=[], view=None)
+                return
+            except discord.NotFound:  # the job's message was deleted: tell the user in the channel
+                log.info("job_message_gone", job_id=job.id)
         channel = self._bot.get_partial_messageable(job.channel_id)
         if job.message_id is not None:
             await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[], view=None))

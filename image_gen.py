@@ -7,6 +7,7 @@ sentence for the user before anything reaches ComfyUI. Knows nothing of Discord.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +84,17 @@ async def text_to_image(engine: Engine, request: ImageRequest, *, on_event: Even
 
 
 async def upload(engine: Engine, image: Path) -> str:
-    """Send a local image to the server; returns the name its LoadImage must use."""
+    """Send a local image to the server; returns the name its LoadImage must use.
+
+    The name is the content's hash, so ComfyUI keeps one copy of an image however
+    often it is upscaled or animated (it answers an identical upload with the same name).
+    """
     try:
         data = await asyncio.to_thread(image.read_bytes)
     except OSError as error:
         raise RequestError(f"the input image {image.name} cannot be read ({error.strerror})") from None
-    return await engine.client.upload_image(data, image.name)
+    name = f"bot-{hashlib.sha256(data).hexdigest()[:24]}{image.suffix.lower() or '.png'}"
+    return await engine.client.upload_image(data, name)
 
 
 async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHandler | None = None,

@@ -113,6 +113,10 @@ class Pool:
             return reasons[0]
         return [f"{b.label}: {'; '.join(r)}" for b, r in zip(known, reasons)]
 
+    def can_serve(self, kind: str, models: Mapping[str, Any]) -> bool:
+        """Whether a healthy server (busy or not) can run such a job."""
+        return any(b.healthy and not b.problems(kind, models) for b in self.backends)
+
     def any_healthy(self) -> bool:
         return any(backend.healthy for backend in self.backends)
 

@@ -72,6 +72,7 @@ class Flight:
     backend: Backend
     task: asyncio.Task[None] | None = None
     cancel_sent: bool = False
+    finished: bool = False  # ComfyUI is done with it: only the download and delivery are left
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Scheduler:
         self._shown: dict[int, tuple[int, float]] = {}  # job id -> (position, when) last shown
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
-        self._since: dict[int, float] = {}  # job id -> when it started waiting with no server to take it
+        self._stalled: dict[int, float] = {}  # job id -> since when no healthy server could take it
+        self._waker: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     # lifecycle -------------------------------------------------------------------
@@ -188,15 +190,17 @@ class Scheduler:
                 raise QueueFull(f"This server already has {in_guild} jobs waiting; please try again in a while.")
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
-        if job.priority > 0:
-            self._priority.appendleft(job) if front else self._priority.append(job)
+        """Queue a job; `front` (a job moved off a failed server) puts it ahead of everyone."""
+        if front:
+            self._priority.appendleft(job)
+        elif job.priority > 0:
+            self._priority.append(job)
         else:
-            queue = self._waiting.setdefault(job.user_id, deque())
-            queue.appendleft(job) if front else queue.append(job)
-        self._since.setdefault(job.id, time.monotonic())
+            self._waiting.setdefault(job.user_id, deque()).append(job)
+
 
     def _dequeue(self, job: Job) -> bool:
-        self._since.pop(job.id, None)
+        self._stalled.pop(job.id, None)
         if job in self._priority:
             self._priority.remove(job)
             return True
@@ -260,19 +264,25 @@ class Scheduler:
         return model_values(self._settings, job.kind, job.request)
 
     async def _expire_unservable(self) -> None:
-        """Waiting jobs fail in words, not silence: when no server can run them, or none answered in time."""
-        healthy = self.pool.any_healthy()
+        """Waiting jobs fail in words, not silence: when no server can run them, or none able to is
+        reachable for `comfyui_timeout` (counted from when the job lost its last server, not from
+        when it was queued, so a brief outage fails nobody)."""
         now = time.monotonic()
+        verdicts: dict[tuple[Any, ...], tuple[list[str] | None, bool]] = {}  # jobs alike share one answer
         for job in list(self.waiting_jobs()):
-            reasons = self.pool.unservable(job.kind, self._models(job))
+            models = self._models(job)
+            key = (job.kind, *models.values())
+            if key not in verdicts:
+                verdicts[key] = (self.pool.unservable(job.kind, models), self.pool.can_serve(job.kind, models))
+            reasons, served = verdicts[key]
             if reasons:
                 await self._fail_waiting(job, f"no ComfyUI server here can run this: {' / '.join(reasons)}")
-            elif healthy:
-                self._since[job.id] = now
-            elif now - self._since.get(job.id, now) > self._settings.comfyui_timeout:
+            elif served:
+                self._stalled.pop(job.id, None)
+            elif now - self._stalled.setdefault(job.id, now) > self._settings.comfyui_timeout:
                 await self._fail_waiting(job, f"{self._unreachable()} right now. Please try again later.")
-        if not healthy and self._since:
-            self._spawn(self._wake_later(1.0))
+        if self._stalled and (self._waker is None or self._waker.done()):
+            self._waker = self._spawn(self._wake_later(min(1.0, self._settings.comfyui_timeout / 2)))
 
     def _unreachable(self) -> str:
         labels = [backend.label for backend in self.pool.backends]
@@ -287,6 +297,7 @@ class Scheduler:
         await self._fail(job, reason)
 
     def _launch(self, job: Job, backend: Backend, *, attach: bool) -> None:
+        self._shown.pop(job.id, None)
         backend.jobs.add(job.id)
         flight = Flight(job, backend)
         self._flights[job.id] = flight
@@ -319,8 +330,10 @@ class Scheduler:
                     await backend.client.cancel(job.prompt_id)
                 if isinstance(event, Started) and not started:
                     started = True
-                    flight.job = await self._store.update_job(job.id, state="running")
+                    if job.id not in self._cancelled:
+                        flight.job = await self._store.update_job(job.id, state="running")
                 if isinstance(event, Finished):
+                    flight.finished = True
                     self._free(flight)
                 if not isinstance(event, Queued):
                     await self._notifier.job_progress(job, event)
@@ -426,6 +439,7 @@ class Scheduler:
             self._release_input(job)
         await self._store.set_generation_message(generation.id, message_id, urls)
         await self._store.update_job(job.id, state="done")
+        self._forget(job.id)
         jlog.info("job_delivered", generation_id=generation.id, message_id=message_id)
 
     async def _fail(self, job: Job, reason: str) -> None:
@@ -443,6 +457,7 @@ class Scheduler:
             self._outputs.release(self._settings.outputs_dir / job.request["input"])
 
     def _forget(self, job_id: int) -> None:
+        self._stalled.pop(job_id, None)
         self._avoid.pop(job_id, None)
         self._shown.pop(job_id, None)
         self._cancelled.pop(job_id, None)
@@ -452,7 +467,8 @@ class Scheduler:
     async def cancel(self, job_id: int, by_user_id: int) -> str:
         """Cancel a job in any state before delivery. Returns what happened, in words."""
         job = await self._store.get_job(job_id)
-        if job is None or job.state not in ("waiting", "submitted", "running"):
+        flight = self._flights.get(job_id)
+        if job is None or job.state not in ("waiting", "submitted", "running") or (flight and flight.finished):
             return "This job has already finished."
         await self._store.update_job(job_id, state="cancelled", error=f"cancelled by <@{by_user_id}>")
         self._cancelled[job_id] = by_user_id
@@ -461,7 +477,6 @@ class Scheduler:
             self._dequeue(waiting)
             await self._notify_cancelled(waiting)
             return "Cancelled: it left the queue."
-        flight = self._flights.get(job_id)
         if flight is not None and flight.job.prompt_id:
             flight.cancel_sent = True
             try:

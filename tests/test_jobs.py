@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 from PIL import Image
@@ -62,8 +63,12 @@ async def test_upscale_doubles_the_image(comfy, engine, tmp_path):
     assert Image.open(path).size == (80, 60)
     assert result.params["factor"] == 2 and result.params["scale"] == 2.0
     posted = comfy.prompts[result.prompt_id]["prompt"]
-    assert posted["1"]["inputs"]["image"] == "source.png"
-    assert comfy.files[("input", "", "source.png")] == source.read_bytes()
+    name = f"bot-{hashlib.sha256(source.read_bytes()).hexdigest()[:24]}.png"  # by content: one copy per image
+    assert posted["1"]["inputs"]["image"] == name
+    assert comfy.files[("input", "", name)] == source.read_bytes()
+    again = await upscale(engine, source, 4)
+    assert comfy.prompts[again.prompt_id]["prompt"]["1"]["inputs"]["image"] == name
+    assert sum(1 for kind, _, _ in comfy.files if kind == "input") == 1
     with pytest.raises(RequestError, match="upscale factor must be one of 2, 4"):
         await upscale(engine, source, 3)
 
