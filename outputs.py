@@ -109,8 +109,8 @@ class _TempFile:
 class OutputFolder:
     """A folder of at most `limit` results in which an undelivered result is never deleted.
 
-    The state lives on the event loop: `_files` maps each final file name to whether it is
-    pinned, oldest first, and `_reserved` counts saves in progress. Only `_reserve` raises the
+    The state lives on the event loop: `_files` maps each final file name to how many users
+    still need it (its pins; 0 means it may go), oldest first, and `_reserved` counts saves in progress. Only `_reserve` raises the
     count `len(_files) + _reserved`, and only under `_lock` after making room, so concurrent
     saves cannot overshoot the cap. Whatever may free a slot (a release, a failed save) sets
     `_room` to wake the saves waiting for one.
@@ -134,7 +134,7 @@ class OutputFolder:
         self._limit = limit
         self._full_wait = full_wait
         self._stall_timeout = stall_timeout
-        self._files: dict[str, bool] = {}
+        self._files: dict[str, int] = {}
         self._reserved = 0
         self._lock = asyncio.Lock()
         self._room = asyncio.Event()
@@ -152,7 +152,7 @@ class OutputFolder:
             raise OutputError(
                 f"The output folder {self._root} cannot be used ({_reason(exc)})."
             ) from exc
-        self._files = dict.fromkeys(names, False)
+        self._files = dict.fromkeys(names, 0)
         log.info(
             "output_folder_opened",
             root=str(self._root),
@@ -188,7 +188,7 @@ class OutputFolder:
             await self._abandon(temp)
             raise
         self._reserved -= 1
-        self._files[final.name] = True
+        self._files[final.name] = 1
         log.info("output_saved", file=final.name, bytes=size)
         return final
 
@@ -197,16 +197,19 @@ class OutputFolder:
         return await self.save_stream(name_hint, _single(data))
 
     def release(self, path: Path) -> None:
-        """Mark a result as delivered: it stays until its slot is needed. Unknown paths: no-op."""
+        """One user of the file is done (delivered, or its job ended). With no pin left, the file
+        stays until its slot is needed. Unknown paths and extra releases: no-op."""
         if self._files.get(path.name):
-            self._files[path.name] = False
-            self._wake()
+            self._files[path.name] -= 1
+            if not self._files[path.name]:
+                self._wake()
 
     def pin(self, path: Path) -> None:
-        """Mark a result as waiting for delivery again, e.g. after a restart."""
+        """One more user needs the file (a job that takes it as input; an undelivered result after a
+        restart): it is not deleted until each of them has released it."""
         if path.name not in self._files:
             raise OutputError(f"The result {path.name} is no longer in the output folder.")
-        self._files[path.name] = True
+        self._files[path.name] += 1
 
     def files(self) -> list[Path]:
         """The final files, oldest first."""
@@ -261,7 +264,7 @@ class OutputFolder:
             try:
                 await asyncio.to_thread((self._root / victim).unlink, missing_ok=True)
             except OSError as exc:
-                self._files = {victim: False, **self._files}
+                self._files = {victim: 0, **self._files}
                 raise OutputError(
                     f"An old result could not be deleted to make room ({_reason(exc)})."
                 ) from exc

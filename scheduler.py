@@ -107,6 +107,7 @@ class Scheduler:
         self._priority: deque[Job] = deque()
         self._flights: dict[int, Flight] = {}
         self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
+        self._inputs_released: set[int] = set()
         self._avoid: dict[int, set[str]] = {}  # job id -> servers it failed on
         self._shown: dict[int, tuple[int, float]] = {}  # job id -> (position, when) last shown
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -453,10 +454,13 @@ class Scheduler:
             log.exception("failure_not_shown", job_id=job.id)
 
     def _release_input(self, job: Job) -> None:
-        if "input" in job.request:
+        """The job no longer needs its input image: drop its pin, once (pins are counted)."""
+        if "input" in job.request and job.id not in self._inputs_released:
+            self._inputs_released.add(job.id)
             self._outputs.release(self._settings.outputs_dir / job.request["input"])
 
     def _forget(self, job_id: int) -> None:
+        self._inputs_released.discard(job_id)
         self._stalled.pop(job_id, None)
         self._avoid.pop(job_id, None)
         self._shown.pop(job_id, None)

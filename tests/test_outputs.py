@@ -422,3 +422,20 @@ async def test_animation_is_not_reencoded(tmp_path: Path) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:])
     with pytest.raises(TooLarge, match="^The animation is"):
         await fit_to_limit(path, 100)
+
+
+async def test_a_file_two_jobs_need_stays_until_both_release_it(tmp_path: Path) -> None:
+    folder = OutputFolder(tmp_path, 2, full_wait=0.2)
+    await folder.open()
+    shared = await folder.save_bytes("shared.png", b"s")  # its result is waiting for delivery
+    folder.pin(shared)  # and a queued job takes it as input
+    other = await folder.save_bytes("other.png", b"o")
+    folder.release(other)
+    folder.release(shared)  # delivered; the job still needs it
+    third = await folder.save_bytes("third.png", b"t")  # makes room by pruning `other`, not `shared`
+    assert shared.read_bytes() == b"s" and not other.exists()
+    folder.release(third)
+    folder.release(shared)  # the job is done with it too
+    folder.release(shared)  # an extra release changes nothing
+    await folder.save_bytes("fourth.png", b"f")
+    assert not shared.exists() and third.exists()
