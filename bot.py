@@ -254,6 +254,10 @@ class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):
     """The same bot as several gateway shards, for very large deployments (DISCORD_SHARDED=true)."""
 
 
+def bot_class(settings: Settings) -> type[ComfyBot]:
+    return ShardedComfyBot if settings.discord_sharded else ComfyBot
+
+
 def make_commands(settings: Settings) -> list[app_commands.Command]:
     """The slash commands, with ranges and choices taken from the settings."""
     presets = settings.model_presets
@@ -333,7 +337,7 @@ def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tu
 
 async def run(settings: Settings) -> int:
     """Run until Discord refuses the token or SIGINT/SIGTERM asks for a clean stop (jobs resume next start)."""
-    bot = (ShardedComfyBot if settings.discord_sharded else ComfyBot)(settings)
+    bot = bot_class(settings)(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

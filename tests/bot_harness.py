@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot import ComfyBot
+from bot import ComfyBot, bot_class
 from config import Settings
 from tests.conftest import make_settings
 from tests.fakes.discord import FakeDiscord, Message
@@ -29,7 +29,7 @@ class Running:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, settings: Settings, **options) -> ComfyBot:
-        self.bot = ComfyBot(settings, guild_ready_timeout=0.05, **options)
+        self.bot = bot_class(settings)(settings, guild_ready_timeout=0.05, **options)
         self._task = asyncio.create_task(self.bot.start("fake-token"))
         await self.discord.wait_ready()
         return self.bot

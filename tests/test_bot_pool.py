@@ -8,42 +8,17 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import discord
 import pytest
 
 from tests.bot_harness import Running, bot_settings, result_of
 from tests.conftest import MODELS
 from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.discord import FakeDiscord, discord_log_errors
+from tests.fakes.discord import FakeDiscord
 from tests.pool_harness import posted_jobs, posts_per_job, wait_until
 
 MANAGE_MESSAGES = str(1 << 13)
 ALICE, BOB, CAROL = "5001", "6001", "7001"
-
-
-@pytest.fixture
-async def discord_fake(monkeypatch):
-    fake = FakeDiscord(ack_deadline=3.0)
-    await fake.start()
-    fake.install(monkeypatch)
-    yield fake
-    await fake.stop()
-    assert fake.unhandled == []
-
-
-@pytest.fixture(autouse=True)
-def no_discord_errors(caplog):
-    """discord.py only logs exceptions in callbacks: any such log fails the test."""
-    yield
-    errors = discord_log_errors(caplog.get_records("call"))
-    if errors:
-        pytest.fail("discord.py logged errors:\n" + "\n".join(errors))
-
-
-@pytest.fixture
-async def running(discord_fake):
-    harness = Running(discord_fake)
-    yield harness
-    await harness.stop()
 
 
 @pytest.fixture
@@ -197,3 +172,20 @@ async def test_a_job_whose_message_was_deleted_still_ends(comfies, discord_fake,
     assert ended_as == "done"
     posted = await discord_fake.wait_for_message(lambda m: not m.deleted and m.attachments and m.interaction_id is None)
     assert posted.content == f"<@{ALICE}> your result is ready." and posted.mentions == [ALICE]
+
+
+async def test_sharded_bot_serves_commands(comfies, monkeypatch, tmp_path):
+    fake = FakeDiscord(shard_count=2)
+    await fake.start()
+    fake.install(monkeypatch)
+    harness = Running(fake)
+    try:
+        bot = await harness.start(bot_settings(tmp_path, comfies[0].url, discord_sharded=True))
+        await asyncio.wait_for(bot.wait_until_ready(), 10)  # both shards connected
+        assert isinstance(bot, discord.AutoShardedClient) and bot.shard_count == 2
+        assert any(r["path"] == "/gateway/bot" for r in fake.requests)
+        message = await result_of(fake, await fake.slash("generate", {"prompt": "sharded", "width": 64, "height": 64}))
+        assert message.attachments
+    finally:
+        await harness.stop()
+        await fake.stop()
