@@ -90,7 +90,7 @@ class ComfyBot(commands.Bot):
             # the same client id after a restart: ComfyUI sends a prompt's events to its client id only
             label = "ComfyUI" if len(settings.servers()) == 1 else f"ComfyUI server {index + 1}"
             client = ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout,
-                                 client_id=f"{instance}-{index}", name=label)
+                                 client_id=f"{instance}-{index}", name=label, report_positions=False)
             await client.start()
             self.clients.append(client)
             backends.append(Backend(Engine(client, workflows, self.outputs, settings), settings.server_capacity))

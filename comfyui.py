@@ -98,6 +98,7 @@ class ComfyClient:
         backoff: tuple[float, float] = (0.25, 30.0),
         name: str | None = None,
         client_id: str | None = None,
+        report_positions: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # what messages and logs call this server: never the URL itself, which may hold credentials
@@ -107,6 +108,7 @@ class ComfyClient:
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._idle_timeout = idle_timeout
+        self._report_positions = report_positions  # costs a GET /queue per prompt: off where a scheduler knows better
         self._backoff = backoff
         self._session: aiohttp.ClientSession | None = None
         self._runs: dict[str, PromptRun] = {}
@@ -295,7 +297,7 @@ class ComfyClient:
             self._runs.pop(prompt_id, None)
             raise
         self._log.info("prompt_submitted", prompt_id=prompt_id, nodes=len(graph))
-        if not run.started:
+        if self._report_positions and not run.started:
             self._spawn(self._report_position(run))
         return run
 

@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from bench.engine_latency import png_of_about, percentile  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI  # noqa: E402
 from tests.fakes.discord import FakeDiscord, Interaction, Message  # noqa: E402
 
@@ -62,26 +63,12 @@ PHASE_TIMEOUT = 900.0  # seconds for any one phase
 SETTLE = 1.0  # seconds of quiet before reading the memory
 
 
-def png_of_about(size: int) -> bytes:
-    """A noise PNG of about `size` bytes (noise does not compress)."""
-    side = int((size / 3) ** 0.5)
-    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def small_png(side: int = 64) -> bytes:
     """A `side` x `side` gradient PNG of a few hundred bytes."""
     image = Image.linear_gradient("L").resize((side, side)).convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def summary(ms: list[float]) -> str:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import logs  # noqa: E402
+from bench.engine_latency import percentile  # noqa: E402
 from comfyui import ComfyClient  # noqa: E402
 from config import Settings  # noqa: E402
 from outputs import OutputFolder  # noqa: E402
@@ -74,11 +75,6 @@ class Recorder:
             self.all_done.set()
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 async def build(scratch: Path, fakes: list[FakeComfyUI], recorder: Recorder) -> tuple[Scheduler, Store, list[ComfyClient]]:
     settings = Settings(_env_file=None, comfyui_urls=[fake.url for fake in fakes], workflow_set="selftest",
                         workflows_dir=ROOT / "workflows", outputs_dir=scratch / "outputs", data_dir=scratch / "data",
@@ -90,7 +86,7 @@ async def build(scratch: Path, fakes: list[FakeComfyUI], recorder: Recorder) -> 
     workflows = load_set(settings.workflow_dir())
     clients, backends = [], []
     for index, fake in enumerate(fakes):
-        client = ComfyClient(fake.url, client_id=f"bench-{index}")
+        client = ComfyClient(fake.url, client_id=f"bench-{index}", report_positions=False)
         await client.start()
         clients.append(client)
         backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
