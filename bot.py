@@ -356,6 +356,10 @@ async def run(settings: Settings) -> int:
             print("config error: DISCORD_TOKEN: Discord refused this token (reset it in the Developer Portal)",
                   file=sys.stderr)
             return 2
+        except (aiohttp.ClientError, OSError) as error:
+            print(f"error: cannot reach Discord ({error.__class__.__name__}: {error}); check the network",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 
+    @field_validator("discord_token", "comfyui_auth_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("comfyui_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -264,6 +264,19 @@ async def test_python_bot_py_serves_generate_and_stops_cleanly(comfy, discord_fa
 async def test_python_bot_py_without_a_token_says_so(tmp_path):
     code, out, err = await run_process(tmp_path, [str(ROOT / "bot.py")], base_env(tmp_path))
     assert (code, out, err) == (2, "", "config error: DISCORD_TOKEN: required to run the bot (see .env.example)\n")
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=\n")  # as .env.example ships it: blank is not set
+    code, out, err = await run_process(tmp_path, [str(ROOT / "bot.py")], base_env(tmp_path))
+    assert (code, err) == (2, "config error: DISCORD_TOKEN: required to run the bot (see .env.example)\n")
+
+
+async def test_python_bot_py_when_discord_cannot_be_reached_says_so(tmp_path):
+    launcher = tmp_path / "launch_bot.py"
+    launcher.write_text(LAUNCHER)
+    env = base_env(tmp_path, DISCORD_TOKEN="fake-token", COMFYUI_URL="http://127.0.0.1:9", BOT_ROOT=str(ROOT),
+                   FAKE_DISCORD_API="http://127.0.0.1:9/api/v10", FAKE_DISCORD_GATEWAY="ws://127.0.0.1:9/gateway")
+    code, out, err = await run_process(tmp_path, [str(launcher)], env)
+    assert code == 1 and "Traceback" not in out + err
+    assert err.splitlines()[-1].startswith("error: cannot reach Discord (ClientConnectorError: ")
 
 
 # 9. ComfyUI goes away mid-job ------------------------------------------------------------------------

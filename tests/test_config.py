@@ -31,6 +31,13 @@ def test_environment_and_dotenv(monkeypatch, tmp_path):
     assert settings.workflow_dir() == Path("workflows/selftest")
 
 
+def test_blank_secrets_are_not_set(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=\nCOMFYUI_AUTH_TOKEN=  \n")
+    settings = Settings()
+    assert settings.discord_token is None and settings.comfyui_headers() == {}
+
+
 def test_secrets_are_masked(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DISCORD_TOKEN", "abc.def.ghi")
