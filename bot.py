@@ -31,8 +31,7 @@ from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
 from image_gen import SEED_LIMIT, RequestError
 from outputs import OutputError, OutputFolder
-from runner import Engine
-from pool import Backend
+from pool import open_backends
 from scheduler import QueueFull, Scheduler
 from store import Job, Store
 from views import DYNAMIC_ITEMS, failure_text, help_embed, status_embed
@@ -85,15 +84,8 @@ class ComfyBot(commands.Bot):
         await self.store.open()
         await self.outputs.open()
         instance = await self.store.instance_id()
-        backends = []
-        for index, url in enumerate(settings.servers()):
-            # the same client id after a restart: ComfyUI sends a prompt's events to its client id only
-            label = "ComfyUI" if len(settings.servers()) == 1 else f"ComfyUI server {index + 1}"
-            client = ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout,
-                                 client_id=f"{instance}-{index}", name=label, report_positions=False)
-            await client.start()
-            self.clients.append(client)
-            backends.append(Backend(Engine(client, workflows, self.outputs, settings), settings.server_capacity))
+        backends = await open_backends(settings, workflows, self.outputs, instance=instance)
+        self.clients = [backend.client for backend in backends]
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance)
         self.add_dynamic_items(*DYNAMIC_ITEMS)

@@ -121,7 +121,6 @@ class ComfyClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self.queue_remaining = 0
         self.reconnects = 0
         self._log = log.bind(server=self.name, url=_without_credentials(self.base_url))
 
@@ -403,8 +402,7 @@ class ComfyClient:
 
     def _on_text(self, message: dict[str, Any]) -> None:
         kind, data = message["type"], message.get("data") or {}
-        if kind == "status":
-            self.queue_remaining = data["status"]["exec_info"]["queue_remaining"]
+        if kind == "status":  # queue lengths: the scheduler keeps its own
             return
         run = self._runs.get(data.get("prompt_id") or "")
         if run is None:

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from comfy_types import ComfyError, PromptLost
+from comfyui import ComfyClient
 from config import Settings
 from runner import Engine
 from workflows import validate
@@ -24,6 +25,25 @@ from workflows import validate
 log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL = 0.1  # seconds between looks at the clients' connection flags (no network traffic)
+
+
+async def open_backends(settings: Settings, workflows: Mapping[str, Any], outputs: Any, *, instance: str,
+                        **client_options: Any) -> list[Backend]:
+    """One started client and Backend per configured server.
+
+    Client ids are `<instance>-<index>`: the same after a restart, so ComfyUI still sends the
+    events of prompts submitted before it. A lone server is called "ComfyUI" in messages.
+    """
+    urls = settings.servers()
+    backends = []
+    for index, url in enumerate(urls):
+        options = {"headers": settings.comfyui_headers(), "timeout": settings.comfyui_timeout,
+                   "name": "ComfyUI" if len(urls) == 1 else f"ComfyUI server {index + 1}",
+                   "report_positions": False, **client_options}  # the scheduler shows its own positions
+        client = ComfyClient(url, client_id=f"{instance}-{index}", **options)
+        await client.start()
+        backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
+    return backends
 
 
 def model_values(settings: Settings, kind: str, request: Mapping[str, Any]) -> dict[str, Any]:

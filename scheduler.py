@@ -70,7 +70,6 @@ class Flight:
 
     job: Job
     backend: Backend
-    task: asyncio.Task[None] | None = None
     cancel_sent: bool = False
     finished: bool = False  # ComfyUI is done with it: only the download and delivery are left
 
@@ -302,7 +301,7 @@ class Scheduler:
         backend.jobs.add(job.id)
         flight = Flight(job, backend)
         self._flights[job.id] = flight
-        flight.task = self._spawn(self._attempt(flight, attach))
+        self._spawn(self._attempt(flight, attach))
 
     def _free(self, flight: Flight) -> None:
         """The prompt left the server: its slot can take the next job at once."""

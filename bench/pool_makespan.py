@@ -32,8 +32,7 @@ from bench.engine_latency import percentile  # noqa: E402
 from comfyui import ComfyClient  # noqa: E402
 from config import Settings  # noqa: E402
 from outputs import OutputFolder  # noqa: E402
-from pool import Backend  # noqa: E402
-from runner import Engine  # noqa: E402
+from pool import open_backends  # noqa: E402
 from scheduler import Scheduler  # noqa: E402
 from store import Job, Store  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI  # noqa: E402
@@ -83,13 +82,8 @@ async def build(scratch: Path, fakes: list[FakeComfyUI], recorder: Recorder) -> 
     await store.open()
     outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
     await outputs.open()
-    workflows = load_set(settings.workflow_dir())
-    clients, backends = [], []
-    for index, fake in enumerate(fakes):
-        client = ComfyClient(fake.url, client_id=f"bench-{index}", report_positions=False)
-        await client.start()
-        clients.append(client)
-        backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
+    backends = await open_backends(settings, load_set(settings.workflow_dir()), outputs, instance="bench")
+    clients = [backend.client for backend in backends]
     scheduler = Scheduler(store, backends, outputs, settings, recorder, instance="bench")
     await scheduler.start()
     async with asyncio.timeout(10):

@@ -45,9 +45,11 @@ def settings(tmp_path, comfy):
     return make_settings(tmp_path, comfyui_url=comfy.url)
 
 
+TEST_CLIENT = {"timeout": 2.0, "idle_timeout": 0.6, "backoff": (0.05, 0.4)}  # short bounds for tests
+
+
 def make_client(url: str, **overrides) -> ComfyClient:
-    options = {"timeout": 2.0, "idle_timeout": 0.6, "backoff": (0.05, 0.4), **overrides}
-    return ComfyClient(url, **options)
+    return ComfyClient(url, **{**TEST_CLIENT, **overrides})
 
 
 @pytest.fixture

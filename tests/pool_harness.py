@@ -21,11 +21,10 @@ from comfy_types import Event
 from comfyui import ComfyClient
 from config import Settings
 from outputs import OutputFolder
-from pool import Backend
-from runner import Engine
+from pool import Backend, open_backends
 from scheduler import Scheduler
 from store import Generation, Job, Store
-from tests.conftest import make_client, make_settings
+from tests.conftest import TEST_CLIENT, make_settings
 from tests.fakes.comfyui import FakeComfyUI
 from workflows import load_set
 
@@ -229,13 +228,9 @@ class PoolRig:
         await store.open()
         outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
         await outputs.open()
-        workflows = load_set(settings.workflow_dir())
-        clients, backends = [], []
-        for index, url in enumerate(settings.servers()):
-            client = make_client(url, client_id=f"test-{index}", name=f"ComfyUI server {index + 1}")
-            await client.start()
-            clients.append(client)
-            backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
+        backends = await open_backends(settings, load_set(settings.workflow_dir()), outputs, instance=INSTANCE,
+                                       **TEST_CLIENT)  # client ids test-<index>: the same after a restart
+        clients = [backend.client for backend in backends]
         notifier = notifier or RecordingNotifier()
         scheduler = Scheduler(store, backends, outputs, settings, notifier, instance=INSTANCE)
         process = Process(store, outputs, clients, scheduler, notifier, self.fakes)
