@@ -2,8 +2,9 @@
 
 ComfyUI results are streamed into a folder that must not grow without bound, yet a result may
 only be deleted once it has been delivered to Discord. A file waiting for delivery is *pinned*;
-making room deletes the oldest unpinned files. A result larger than a channel accepts can be
-re-encoded by `fit_to_limit` if it is a still image.
+making room deletes the oldest unpinned files. A download can be capped in bytes, and `verify`
+refuses a result that is not the image or video its name says before it is posted. A result
+larger than a channel accepts can be re-encoded by `fit_to_limit` if it is a still image.
 """
 
 import asyncio
@@ -39,6 +40,14 @@ _SCALE_STEPS = 4
 _REENCODABLE = frozenset({"PNG", "WEBP", "JPEG"})
 _VIDEO_SUFFIXES = frozenset({".mp4", ".webm"})
 
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+# Only the formats Discord shows inline are tried: Pillow then never runs its other decoders
+# (EPS hands the file to Ghostscript) on a file a server named `.png`.
+_POSTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# (offset, magic) of each video container: a video is not decoded, only its header is checked.
+_VIDEO_MAGIC = {".mp4": (4, b"ftyp"), ".webm": (0, b"\x1a\x45\xdf\xa3")}
+_HEAD = 1024
+
 
 class OutputError(Exception):
     """Base of this module's errors; str() is a sentence that can be shown to a user."""
@@ -50,6 +59,15 @@ class OutputFull(OutputError):
 
 class TooLarge(OutputError):
     """A file cannot be brought under an upload limit."""
+
+
+class OutputTooLarge(OutputError):
+    """A download passed its byte cap; it was stopped there rather than read to the end."""
+
+
+class BadResult(OutputError):
+    """A result is not the image or video its name says (often a proxy's error page), so it is
+    not posted: Discord would show a broken attachment."""
 
 
 class _TempFile:
@@ -161,14 +179,18 @@ class OutputFolder:
             stale_partials_removed=stale,
         )
 
-    async def save_stream(self, name_hint: str, chunks: AsyncIterable[bytes]) -> Path:
+    async def save_stream(
+        self, name_hint: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+    ) -> Path:
         """Write `chunks` to a new pinned file and return its path.
 
         The slot is reserved before the first byte arrives, so the cap also counts saves in
         progress. The bytes go to a temp file that gets its final name only once complete and
         synced; if anything fails or the caller is cancelled, the temp file is deleted and the
         slot freed. A source silent for `stall_timeout` seconds fails the save, so it cannot
-        hold a slot forever.
+        hold a slot forever. Once more than `max_bytes` arrived the save fails with
+        `OutputTooLarge` before asking for another chunk: a body with no Content-Length, or one
+        that never ends, is not read further.
         """
         await self._reserve()
         final = self._root / self._unique_name(name_hint)
@@ -178,8 +200,14 @@ class OutputFolder:
             source = aiter(chunks)
             block = bytearray()
             while (chunk := await self._next_chunk(source)) is not None:
-                block += chunk
                 size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    log.warning("output_too_large", file=final.name, max_bytes=max_bytes)
+                    raise OutputTooLarge(
+                        f"The result is larger than {_mib(max_bytes)}, the most the bot "
+                        "downloads; it was not saved."
+                    )
+                block += chunk
                 if len(block) >= _WRITE_BLOCK:
                     await _store(temp.write, block)
                     block = bytearray()
@@ -192,9 +220,11 @@ class OutputFolder:
         log.info("output_saved", file=final.name, bytes=size)
         return final
 
-    async def save_bytes(self, name_hint: str, data: bytes) -> Path:
+    async def save_bytes(
+        self, name_hint: str, data: bytes, *, max_bytes: int | None = None
+    ) -> Path:
         """Save `data` under the same contract as `save_stream`."""
-        return await self.save_stream(name_hint, _single(data))
+        return await self.save_stream(name_hint, _single(data), max_bytes=max_bytes)
 
     def release(self, path: Path) -> None:
         """One user of the file is done (delivered, or its job ended). With no pin left, the file
@@ -334,6 +364,83 @@ def _safe_tail(hint: str) -> str:
     if suffix not in _SAFE_SUFFIXES:
         suffix = ".bin"
     return f"{stem[:_MAX_STEM] or 'output'}{suffix}"
+
+
+async def verify(path: Path) -> None:
+    """Raise `BadResult` unless `path` is an image that decodes or a video with its container's
+    header; only the file name goes into the message, never its content.
+
+    A proxy in front of ComfyUI answers errors with a web page, which would be saved under the
+    result's name; a cut download leaves a truncated image. Either would reach Discord as a
+    broken attachment. Decoding runs in a thread, as it can take a while for a large image.
+    """
+    try:
+        await asyncio.to_thread(_verify, path)
+    except BadResult as exc:
+        log.warning("output_bad_result", file=path.name, reason=str(exc))
+        raise
+
+
+def _verify(path: Path) -> None:
+    """Runs in a thread: the checks of `verify`, cheapest first."""
+    name, suffix = path.name, path.suffix.lower()
+    if suffix in _IMAGE_SUFFIXES:
+        kind = "an image"
+    elif suffix in _VIDEO_MAGIC:
+        kind = "a video"
+    else:
+        raise BadResult(f"The result {name} is not an image or video the bot can post.")
+    try:
+        with path.open("rb") as file:
+            head = file.read(_HEAD)
+    except OSError as exc:
+        raise OutputError(f"The result {name} could not be read ({_reason(exc)}).") from exc
+    if not head:
+        raise BadResult(f"The result {name} is empty, not {kind}.")
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 byte order mark, then blanks
+    if text.startswith(b"<"):
+        raise BadResult(
+            f"The result {name} is a web page, not {kind}: probably an error page from the "
+            "server or a proxy in front of it."
+        )
+    if text.startswith(b"{"):
+        raise BadResult(
+            f"The result {name} is JSON text, not {kind}: probably an error from the server."
+        )
+    if suffix in _VIDEO_MAGIC:
+        offset, magic = _VIDEO_MAGIC[suffix]
+        if head[offset : offset + len(magic)] != magic:
+            raise BadResult(
+                f"The video {name} is damaged or not in the {suffix[1:].upper()} format its "
+                "name says."
+            )
+        return
+    _decode(path)
+
+
+def _decode(path: Path) -> None:
+    """Decode the image (the first frame of an animation) with Pillow's limits as they are set.
+
+    An image over `Image.MAX_IMAGE_PIXELS` is refused without being decoded, whether or not the
+    process turns Pillow's DecompressionBombWarning into an error.
+    """
+    too_many = BadResult(f"The image {path.name} has too many pixels to be opened safely.")
+    try:
+        with Image.open(path, formats=_POSTED_FORMATS) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            bomb = limit is not None and image.width * image.height > limit
+            if not bomb:
+                image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise too_many from exc
+    # Pillow's decoders raise many types on bad data: OSError, SyntaxError, ValueError,
+    # EOFError, struct.error...; their messages may quote the file's bytes, so none is shown.
+    except Exception as exc:
+        raise BadResult(
+            f"The image {path.name} is damaged, cut short or not an image at all."
+        ) from exc
+    if bomb:
+        raise too_many
 
 
 async def fit_to_limit(path: Path, limit: int) -> Path:

@@ -5,16 +5,29 @@ import os
 import random
 import re
 import shutil
+import struct
 import threading
 import time
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Callable
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 import outputs
-from outputs import MIB, OutputError, OutputFolder, OutputFull, TooLarge, fit_to_limit
+from outputs import (
+    MIB,
+    BadResult,
+    OutputError,
+    OutputFolder,
+    OutputFull,
+    OutputTooLarge,
+    TooLarge,
+    fit_to_limit,
+    verify,
+)
 
 SAFE_NAME = re.compile(
     r"\d{8}-\d{6}-\d{6}-[A-Za-z0-9_-][A-Za-z0-9._-]*\.(png|jpe?g|webp|gif|mp4|webm|bin)"
@@ -296,6 +309,258 @@ async def test_disk_error_is_an_output_error_and_frees_the_slot(tmp_path: Path) 
 
     (tmp_path / ".partial").mkdir()
     assert (await folder.save_bytes("y.png", b"y")).read_bytes() == b"y"
+
+
+# --- the byte cap ----------------------------------------------------------------------------
+
+CAP = 5 * MIB // 2  # 2.5 MiB
+PIECE = 300_000  # the 9th piece passes CAP in its middle: 8 pieces are 2.4 MB, 9 are 2.7 MB
+PIECES_TO_PASS = CAP // PIECE + 1
+
+
+class Source:
+    """An endless or finite source that counts the chunks pulled from it and notes whether the
+    save's temp file was on disk when the chunk that passes CAP was asked for."""
+
+    def __init__(self, root: Path, pieces: int | None) -> None:
+        self.root = root
+        self.pieces = pieces  # None: it never ends
+        self.pulled = 0
+        self.partial_seen = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while self.pieces is None or self.pulled < self.pieces:
+            assert self.pulled < 2 * PIECES_TO_PASS, "the save read on past its cap"
+            await asyncio.sleep(0)
+            self.pulled += 1
+            if self.pulled == PIECES_TO_PASS:
+                self.partial_seen = bool(partials(self.root))
+            yield os.urandom(PIECE)
+
+
+def too_large_message(shown: str) -> str:
+    return f"The result is larger than {shown}, the most the bot downloads; it was not saved."
+
+
+@pytest.mark.parametrize("pieces", [20, None], ids=["passes-mid-chunk", "never-ends"])
+async def test_stream_past_the_cap_stops_at_once_and_leaves_nothing(
+    tmp_path: Path, pieces: int | None
+) -> None:
+    folder = await opened(tmp_path, 1, full_wait=0.1)
+    source = Source(tmp_path, pieces)
+    chunks = source.chunks()
+
+    with pytest.raises(OutputTooLarge) as caught:
+        await folder.save_stream("big.png", chunks, max_bytes=CAP)
+
+    assert str(caught.value) == too_large_message("2.5 MiB")
+    assert source.pulled == PIECES_TO_PASS  # not one chunk more
+    assert source.partial_seen, "no block reached the temp file; the cleanup was not tested"
+    assert finals(tmp_path) == []
+    assert partials(tmp_path) == []
+    assert folder.files() == []
+    await chunks.aclose()
+    assert source.pulled == PIECES_TO_PASS
+    saved = await folder.save_bytes("y.png", b"y")  # the only slot came back
+    assert finals(tmp_path) == [saved.name]
+
+
+@pytest.mark.parametrize(
+    ("size", "cap", "shown"),
+    [(CAP + 1, CAP, "2.5 MiB"), (3 * MIB, 1000 * 1024, "1000.0 KiB"), (901, 900, "900 bytes")],
+    ids=["one-byte-over", "far-over", "tiny-cap"],
+)
+async def test_bytes_over_the_cap_are_refused(
+    tmp_path: Path, size: int, cap: int, shown: str
+) -> None:
+    folder = await opened(tmp_path, 1, full_wait=0.1)
+    with pytest.raises(OutputTooLarge) as caught:
+        await folder.save_bytes("big.png", os.urandom(size), max_bytes=cap)
+    assert str(caught.value) == too_large_message(shown)
+    assert finals(tmp_path) == []
+    assert partials(tmp_path) == []
+    await folder.save_bytes("y.png", b"y")
+
+
+@pytest.mark.parametrize(
+    "piece", [CAP // 5, PIECE, CAP], ids=["cap-on-a-chunk-edge", "last-chunk-short", "one-chunk"]
+)
+async def test_stream_of_exactly_the_cap_is_saved(tmp_path: Path, piece: int) -> None:
+    folder = await opened(tmp_path, 1, full_wait=0.1)
+    data = os.urandom(CAP)
+    path = await folder.save_stream("exact.png", chunked(data, piece), max_bytes=CAP)
+    assert path.read_bytes() == data
+    assert finals(tmp_path) == [path.name]
+    assert partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("data", [b"12345", b""], ids=["at-the-cap", "empty"])
+async def test_bytes_within_the_cap_are_saved(tmp_path: Path, data: bytes) -> None:
+    folder = await opened(tmp_path, 1, full_wait=0.1)
+    path = await folder.save_bytes("exact.png", data, max_bytes=5)
+    assert path.read_bytes() == data
+    assert finals(tmp_path) == [path.name]
+
+
+# --- checking a result before it is posted ----------------------------------------------------
+
+
+def image_bytes(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def frames(count: int, mode: str = "RGB") -> list[Image.Image]:
+    return [noise(48, 48).convert(mode) for _ in range(count)]
+
+
+def animation(image_format: str, mode: str = "RGB") -> bytes:
+    first, *rest = frames(3, mode)
+    return image_bytes(first, image_format, save_all=True, append_images=rest, duration=100)
+
+
+def cut_in_idat(png: bytes) -> bytes:
+    """The PNG cut halfway through its first IDAT chunk's data."""
+    start = png.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", png[start : start + 4])
+    assert length > 100
+    return png[: start + 8 + length // 2]
+
+
+VALID: list[tuple[str, Callable[[], bytes]]] = [
+    ("still.png", lambda: image_bytes(noise(64, 64), "PNG")),
+    ("still.jpg", lambda: image_bytes(noise(64, 64), "JPEG")),
+    ("still.JPEG", lambda: image_bytes(noise(64, 64), "JPEG")),
+    ("still.webp", lambda: image_bytes(noise(64, 64), "WEBP")),
+    ("still.gif", lambda: image_bytes(noise(64, 64).convert("P"), "GIF")),
+    ("alpha.png", lambda: image_bytes(noise(64, 64, "RGBA"), "PNG")),
+    ("anim.webp", lambda: animation("WEBP")),
+    ("anim.gif", lambda: animation("GIF", "P")),
+    ("anim.png", lambda: animation("PNG")),  # APNG
+    ("large.png", lambda: image_bytes(Image.new("RGB", (4096, 4096), "teal"), "PNG")),
+    ("clip.mp4", lambda: b"\x00\x00\x00\x18ftypisom" + bytes(4096)),
+    ("clip.webm", lambda: b"\x1a\x45\xdf\xa3" + bytes(4096)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), VALID, ids=[name for name, _ in VALID])
+async def test_a_sound_result_passes(tmp_path: Path, name: str, make: Callable[[], bytes]) -> None:
+    path = tmp_path / name
+    data = make()
+    path.write_bytes(data)
+    await verify(path)
+    assert path.read_bytes() == data  # only read
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def png() -> bytes:
+    return image_bytes(noise(64, 64), "PNG")
+
+
+HTML = b"\r\n  <!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head></html>\n"
+JSON = b'{"error": {"type": "secret_token_abc", "message": "Bad Gateway"}}'
+# Each: file name, its bytes, words the message must hold.
+BAD: list[tuple[str, str, Callable[[], bytes], str]] = [
+    ("truncated-png", "cut.png", lambda: cut_in_idat(png()), "is damaged, cut short"),
+    ("png-without-end", "cut.png", lambda: png()[:-30], "is damaged, cut short"),
+    ("truncated-jpeg", "cut.jpg", lambda: image_bytes(noise(64, 64), "JPEG")[:900], "is damaged"),
+    ("truncated-webp", "cut.webp", lambda: image_bytes(noise(64, 64), "WEBP")[:900], "damaged"),
+    ("empty-png", "empty.png", lambda: b"", "is empty, not an image"),
+    ("empty-mp4", "empty.mp4", lambda: b"", "is empty, not a video"),
+    ("random-png", "noise.png", lambda: random.Random(7).randbytes(4096), "is damaged"),
+    ("random-gif", "noise.gif", lambda: random.Random(8).randbytes(4096), "is damaged"),
+    ("bmp-named-png", "bmp.png", lambda: image_bytes(noise(8, 8), "BMP"), "not an image at all"),
+    ("html-named-png", "page.png", lambda: HTML, "is a web page, not an image"),
+    ("bare-html", "page.webp", lambda: b"<html><body>Bad Gateway</body></html>", "a web page"),
+    ("lower-doctype", "page.jpg", lambda: b"<!doctype html><p>Bad Gateway", "a web page"),
+    ("bom-html", "page.gif", lambda: b"\xef\xbb\xbf<html>Bad Gateway", "a web page"),
+    ("html-named-mp4", "page.mp4", lambda: HTML, "is a web page, not a video"),
+    ("json-named-png", "error.png", lambda: JSON, "is JSON text, not an image"),
+    ("json-named-webm", "error.webm", lambda: b"\n" + JSON, "is JSON text, not a video"),
+    ("garbage-mp4", "clip.mp4", lambda: random.Random(9).randbytes(4096), "not in the MP4 format"),
+    ("png-named-mp4", "clip.mp4", png, "not in the MP4 format"),
+    ("short-mp4", "clip.mp4", lambda: b"\x00\x00\x00\x18fty", "not in the MP4 format"),
+    ("garbage-webm", "clip.webm", lambda: random.Random(10).randbytes(4096), "the WEBM format"),
+    ("mp4-named-webm", "clip.webm", lambda: b"\x00\x00\x00\x18ftypisom" + bytes(64), "WEBM"),
+    ("png-named-bin", "output.bin", png, "not an image or video the bot can post"),
+    ("no-extension", "output", png, "not an image or video the bot can post"),
+    ("text-file", "notes.txt", lambda: b"hello", "not an image or video the bot can post"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "words"), [case[1:] for case in BAD], ids=[case[0] for case in BAD]
+)
+async def test_a_bad_result_is_refused_in_words(
+    tmp_path: Path, name: str, make: Callable[[], bytes], words: str
+) -> None:
+    path = tmp_path / name
+    data = make()
+    path.write_bytes(data)
+    with pytest.raises(BadResult) as caught:
+        await verify(path)
+    message = str(caught.value)
+    assert words in message
+    assert message.startswith(("The result ", "The image ", "The video "))
+    assert f" {name} " in message
+    assert "Bad Gateway" not in message and "secret_token" not in message  # never the content
+    assert str(tmp_path) not in message
+    assert path.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize(
+    ("limit", "warnings_as_errors"),
+    [(64 * 64 - 1, False), (64 * 64 - 1, True), (64 * 64 // 3, False), (64 * 64 // 3, True)],
+    ids=["over-limit", "over-limit-warnings-as-errors", "over-twice", "over-twice-warnings"],
+)
+async def test_too_many_pixels_is_refused_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, warnings_as_errors: bool
+) -> None:
+    """Over Pillow's limit it warns (an error where warnings are errors); over twice it raises."""
+    path = tmp_path / "bomb.png"
+    noise(64, 64).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    action = "error" if warnings_as_errors else "ignore"
+    with warnings.catch_warnings():
+        warnings.simplefilter(action, Image.DecompressionBombWarning)
+        with pytest.raises(BadResult) as caught:
+            await verify(path)
+    assert str(caught.value) == "The image bomb.png has too many pixels to be opened safely."
+    assert path.exists()
+
+
+async def test_an_image_at_the_pixel_limit_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "edge.png"
+    noise(64, 64).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64)
+    await verify(path)
+
+
+async def test_verify_decodes_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    decode = outputs._decode
+
+    def recording(path: Path) -> None:
+        threads.append(threading.current_thread())
+        decode(path)
+
+    monkeypatch.setattr(outputs, "_decode", recording)
+    path = tmp_path / "x.png"
+    noise(16, 16).save(path)
+    await verify(path)
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+
+
+async def test_a_missing_file_is_an_output_error_not_a_bad_result(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"^The result gone\.png could not be read") as caught:
+        await verify(tmp_path / "gone.png")
+    assert not isinstance(caught.value, BadResult)
 
 
 # --- names --------------------------------------------------------------------------------
