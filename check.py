@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from comfy_types import ComfyError
 from comfyui import ComfyClient
-from config import Settings
+from config import Settings, redact_url
 from image_gen import ImageRequest, RequestError, text_to_image, upscale
 from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
@@ -59,7 +59,7 @@ async def run_check(settings: Settings, *, smoke: bool = False, out: Print = pri
 async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bool, out: Print) -> bool:
     """One server of the pool: answers, version, queue, workflows, and optionally the smoke jobs."""
     async with ComfyClient(url, headers=settings.comfyui_headers(), timeout=settings.comfyui_timeout) as client:
-        out(f"ComfyUI at {url}")
+        out(f"ComfyUI at {redact_url(url)}")
         try:
             stats = await client.system_stats()
             running, pending = await client.queue()

@@ -7,12 +7,13 @@ line naming the variable and what is allowed, and exits with status 2.
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -66,12 +67,13 @@ class Settings(BaseSettings):
     output_limit: int = Field(100, ge=1, le=100_000)
     data_dir: Path = Path("data")
     upload_limit: int = Field(10 * MIB, ge=64 * 1024, le=500 * MIB)
+    download_limit: int = Field(100 * MIB, ge=MIB, le=4096 * MIB)  # the most bytes taken from ComfyUI or the CDN per file
 
     # Limits on what a request may ask for
     max_width: int = Field(2048, ge=64, le=16384)
     max_height: int = Field(2048, ge=64, le=16384)
     max_steps: int = Field(100, ge=1, le=10000)
-    max_batch: int = Field(4, ge=1, le=16)
+    max_batch: int = Field(4, ge=1, le=10)  # Discord shows at most 10 attachments in one message
     max_frames: int = Field(48, ge=1, le=1024)
     default_steps: int = Field(25, ge=1, le=10000)
     default_cfg: float = Field(7.0, ge=0, le=100)
@@ -102,6 +104,15 @@ class Settings(BaseSettings):
             raise ValueError("lists the same server twice")
         return checked
 
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> Settings:
+        """aiohttp refuses an Authorization header next to a user:password in the URL: say so at start."""
+        if (self.comfyui_auth_token is not None and self.comfyui_auth_header.lower() == "authorization"
+                and any(urlsplit(url).password or urlsplit(url).username for url in self.servers())):
+            raise ValueError("COMFYUI_AUTH_TOKEN (an Authorization header) and a user:password in COMFYUI_URL "
+                             "cannot be used together: keep one of them")
+        return self
+
     def servers(self) -> list[str]:
         """The ComfyUI servers of the pool."""
         return self.comfyui_urls or [self.comfyui_url]
@@ -115,16 +126,44 @@ class Settings(BaseSettings):
     def workflow_dir(self) -> Path:
         return self.workflows_dir / self.workflow_set
 
+    def secrets(self) -> list[str]:
+        """The configured secret values, for the logs to mask wherever they appear.
+
+        The tokens, and for each ComfyUI URL with a password: the password as written, decoded
+        (when percent-encoded), and the `user:password` of HTTP basic auth as it goes on the wire.
+        """
+        found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token) if token]
+        for url in dict.fromkeys([self.comfyui_url, *self.comfyui_urls]):
+            parts = urlsplit(url)
+            if parts.password:
+                user, password = unquote(parts.username or ""), unquote(parts.password)
+                basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+                found += [parts.password, password, basic]
+        return list(dict.fromkeys(value for value in found if value))
+
     def described(self) -> dict[str, str]:
         """Every setting as text, secrets masked: what `bot.py check` prints."""
         shown = {}
         for name, value in self:
+            if name == "comfyui_url":
+                value = redact_url(value)
+            elif name == "comfyui_urls":
+                value = [redact_url(url) for url in value]
             if isinstance(value, SecretStr):
                 value = "(set, hidden)" if value.get_secret_value() else "(empty)"
             elif value is None:
                 value = "(not set)"
             shown[name.upper()] = str(value)
         return shown
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked: `http://user:pass@host` -> `http://user:***@host`."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}").geturl()
 
 
 def _checked_url(value: str) -> str:

@@ -67,3 +67,13 @@ async def test_check_covers_every_server_of_the_pool(comfy, tmp_path):
     first, second = lines.index(f"ComfyUI at {comfy.url}"), lines.index("ComfyUI at http://127.0.0.1:9")
     assert "  txt2img    ok" in lines[first:second] and "  answers: ComfyUI 0.3.64, devices: cpu" in lines[first:second]
     assert lines[second + 1] == "  does not answer: ComfyUI at http://127.0.0.1:9 is unreachable (ClientConnectorError)."
+
+
+async def test_check_masks_the_password_in_the_url(comfy, tmp_path):
+    url = comfy.url.replace("http://", "http://user:s3cret-pw@")
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=url, WORKFLOW_SET="selftest", LOG_LEVEL="debug")
+    assert code == 0, output
+    masked = comfy.url.replace("http://", "http://user:***@")
+    assert "s3cret-pw" not in output
+    assert f"COMFYUI_URL            {masked}" in output
+    assert f"ComfyUI at {masked}" in output.splitlines()

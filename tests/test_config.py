@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings, load_settings
+from config import Settings, load_settings, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,58 @@ def test_secrets_are_masked(monkeypatch, tmp_path):
     assert shown["DISCORD_TOKEN"] == "(set, hidden)"
     assert "s3cret" not in str(shown) and "abc.def" not in repr(settings)
     assert settings.comfyui_headers() == {"Authorization": "Bearer s3cret"}
+
+
+def test_url_passwords_are_masked_in_the_listing(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMFYUI_URL", "http://alice:pa55word@10.0.0.5:8188")
+    monkeypatch.setenv("COMFYUI_URLS", '["http://bob:hunter22@gpu1:8188", "https://gpu2:8188"]')
+    shown = Settings().described()
+    assert shown["COMFYUI_URL"] == "http://alice:***@10.0.0.5:8188"
+    assert shown["COMFYUI_URLS"] == "['http://bob:***@gpu1:8188', 'https://gpu2:8188']"
+    assert "pa55word" not in str(shown) and "hunter22" not in str(shown)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://127.0.0.1:8188", "http://127.0.0.1:8188"),
+    ("http://alice@gpu1:8188", "http://alice@gpu1:8188"),
+    ("http://alice:pa55word@gpu1:8188", "http://alice:***@gpu1:8188"),
+    ("https://alice:pa55word@comfy.example.com/base", "https://alice:***@comfy.example.com/base"),
+    ("http://u:p@[::1]:8188", "http://u:***@[::1]:8188"),
+    ("http://alice:p%40ss%3Aw0rd@gpu1:8188", "http://alice:***@gpu1:8188"),
+])
+def test_redact_url_keeps_user_and_host(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_secrets_lists_every_configured_secret_value(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "abc.def.ghi")
+    monkeypatch.setenv("COMFYUI_AUTH_HEADER", "X-Api-Key")  # an Authorization header cannot go with URL passwords
+    monkeypatch.setenv("COMFYUI_AUTH_TOKEN", "Bearer s3cret")
+    monkeypatch.setenv("COMFYUI_URL", "http://alice:p%40ss@gpu1:8188")
+    monkeypatch.setenv("COMFYUI_URLS", '["http://bob:hunter22@gpu2:8188", "http://gpu3:8188"]')
+    assert Settings().secrets() == [
+        "abc.def.ghi", "Bearer s3cret",
+        "p%40ss", "p@ss", "YWxpY2U6cEBzcw==",  # as written, decoded, and base64("alice:p@ss") of basic auth
+        "hunter22", "Ym9iOmh1bnRlcjIy",
+    ]
+
+
+def test_an_authorization_header_and_a_url_password_are_refused_together(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMFYUI_AUTH_TOKEN", "Bearer s3cret")
+    monkeypatch.setenv("COMFYUI_URLS", '["http://gpu1:8188", "http://bob:hunter22@gpu2:8188"]')
+    with pytest.raises(SystemExit) as stopped:
+        load_settings()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot be used together" in err and "hunter22" not in err and "s3cret" not in err
+
+
+def test_no_secrets_configured(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert Settings(comfyui_url="http://alice@gpu1:8188").secrets() == []
 
 
 @pytest.mark.parametrize("name, value, expected", [
