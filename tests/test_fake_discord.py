@@ -545,3 +545,182 @@ async def test_fake_never_answers_5xx_and_uses_exact_json_content_type(make_fake
     assert fake.unhandled == ["no route in the fake for GET /api/v10/no/such/route"]
     fake.unhandled.clear()
     assert snowflake_time(fake.snowflake()) <= dt.datetime.now(dt.timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# message nonces and crashing a bot mid-send ("exactly once" delivery)
+# ---------------------------------------------------------------------------------------------------
+def channel_posts(fake: FakeDiscord) -> list[dict]:
+    path = f"/channels/{fake.channel_id}/messages"
+    return [r for r in fake.requests if r["method"] == "POST" and r["path"] == path]
+
+
+def channel_messages(fake: FakeDiscord) -> list:
+    return [m for m in fake.messages.values() if m.channel_id == fake.channel_id and not m.deleted]
+
+
+async def raw_post(bot: commands.Bot, fake: FakeDiscord, payload: dict) -> dict:
+    """POST /channels/{id}/messages through discord.py's HTTP client with exactly ``payload``
+    (``Messageable.send`` always adds ``enforce_nonce: true``)."""
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=int(fake.channel_id))
+    return await asyncio.wait_for(bot.http.request(route, json=payload), 5)
+
+
+async def test_enforced_nonce_answers_with_the_existing_message(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        first = await asyncio.wait_for(channel.send("once", nonce="job-1"), 5)
+        again = await asyncio.wait_for(channel.send("once", nonce="job-1"), 5)
+        other = await asyncio.wait_for(channel.send("other"), 5)  # discord.py's own random nonce
+        fetched = await asyncio.wait_for(channel.fetch_message(first.id), 5)
+    assert again.id == first.id != other.id
+    assert first.nonce == again.nonce == "job-1" and fetched.nonce is None  # Discord: no nonce on fetch
+    assert [m.content for m in channel_messages(fake)] == ["once", "other"]
+    stored = fake.messages[str(first.id)]
+    assert stored.nonce == "job-1" and [h["kind"] for h in stored.history] == ["create"]
+    posts = channel_posts(fake)
+    # what discord.py 2.7 sends: "nonce" (always a string, random 64-bit if not given) and "enforce_nonce"
+    assert [(r["json"]["nonce"], r["json"]["enforce_nonce"]) for r in posts[:2]] == [("job-1", True)] * 2
+    assert isinstance(posts[2]["json"]["nonce"], str) and posts[2]["json"]["enforce_nonce"] is True
+    assert [r.get("nonce_duplicate_of") for r in posts] == [None, str(first.id), None]
+    assert all(r["status"] == 200 for r in posts) and not fake.violations
+
+
+async def test_repeated_nonce_without_enforce_creates_another_message(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        a = await raw_post(bot, fake, {"content": "a", "nonce": "dup"})
+        b = await raw_post(bot, fake, {"content": "b", "nonce": "dup"})
+        c = await raw_post(bot, fake, {"content": "c", "nonce": "dup", "enforce_nonce": False})
+        n1 = await raw_post(bot, fake, {"content": "int", "nonce": 12345, "enforce_nonce": True})
+        n2 = await raw_post(bot, fake, {"content": "int", "nonce": 12345, "enforce_nonce": True})
+        n3 = await raw_post(bot, fake, {"content": "int", "nonce": "12345", "enforce_nonce": True})
+        d = await raw_post(bot, fake, {"content": "d", "nonce": "dup", "enforce_nonce": True})
+    assert len({a["id"], b["id"], c["id"]}) == 3 and a["nonce"] == b["nonce"] == "dup"
+    assert n1["id"] == n2["id"] == n3["id"] and n1["nonce"] == n2["nonce"] == 12345  # echoed as sent
+    assert d["id"] == c["id"] and d["content"] == "c", "enforce_nonce answers with the latest 'dup' message"
+    assert [m.content for m in channel_messages(fake)] == ["a", "b", "c", "int"]
+    assert not fake.violations
+
+
+async def test_nonce_too_long_or_wrong_type_is_50035(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        with pytest.raises(discord.HTTPException) as exc:
+            await asyncio.wait_for(channel.send("x", nonce="n" * 26), 5)
+        assert (exc.value.status, exc.value.code) == (400, 50035) and "In nonce:" in exc.value.text
+        for bad in ({"nonce": True}, {"nonce": 1.5}, {"nonce": ["x"]}, {"nonce": "ok", "enforce_nonce": "yes"}):
+            with pytest.raises(discord.HTTPException) as exc:
+                await raw_post(bot, fake, {"content": "x", **bad})
+            assert (exc.value.status, exc.value.code) == (400, 50035), bad
+        ok = await asyncio.wait_for(channel.send("max", nonce="n" * 25), 5)
+    assert ok.nonce == "n" * 25 and [m.content for m in channel_messages(fake)] == ["max"]
+    invalid = [v for v in fake.violations if v.startswith("[50035 invalid-form]")]
+    assert len(invalid) == 5 == len(fake.violations)
+    assert "nonce: Must be 25 or fewer characters long." in invalid[0]
+    assert "enforce_nonce: Must be either true or false." in invalid[-1]
+
+
+async def test_enforced_nonce_with_files_in_multipart_payload_json(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        sent = [await asyncio.wait_for(channel.send("pic", file=discord.File(io.BytesIO(PNG), "a.png"),
+                                                    nonce="files-1"), 5) for _ in range(2)]
+    assert sent[0].id == sent[1].id and sent[1].attachments[0].filename == "a.png"
+    [stored] = channel_messages(fake)
+    assert stored.nonce == "files-1" and [a["data"] for a in stored.attachments] == [PNG]
+    posts = channel_posts(fake)
+    assert all(r["files"] and r["json"]["nonce"] == "files-1" and r["json"]["enforce_nonce"] is True for r in posts)
+    assert posts[1]["nonce_duplicate_of"] == stored.id and not fake.violations
+
+
+async def test_nonce_is_forgotten_after_the_window_and_a_deleted_message_is_404(make_fake):
+    fake = await make_fake()
+    fake.nonce_window = 0.2
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        first = await asyncio.wait_for(channel.send("w", nonce="win"), 5)
+        await asyncio.sleep(0.3)
+        later = await asyncio.wait_for(channel.send("w", nonce="win"), 5)
+        gone = await asyncio.wait_for(channel.send("gone", nonce="del"), 5)
+        await asyncio.wait_for(gone.delete(), 5)
+        with pytest.raises(discord.NotFound) as exc:
+            await asyncio.wait_for(channel.send("gone", nonce="del"), 5)
+    assert later.id != first.id and exc.value.code == 10008
+    assert [m.content for m in channel_messages(fake)] == ["w", "w"] and not fake.violations
+
+
+async def test_held_post_is_stored_before_send_returns(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        fake.hold_channel_posts(count=1)
+        task = asyncio.create_task(channel.send("held", nonce="held-1"))
+        try:
+            stored = await fake.wait_for_held_post(timeout=5)
+            assert stored.content == "held" and fake.messages[stored.id] is stored and stored.nonce == "held-1"
+            history = [m async for m in channel.history(limit=5)]
+            assert [m.id for m in history] == [int(stored.id)], "visible to others while the answer is held"
+            assert not task.done() and fake.held_posts[0].outcome is None
+            assert fake.release_channel_posts() == 1
+            sent = await asyncio.wait_for(task, 5)
+        finally:
+            task.cancel()
+        after = await asyncio.wait_for(channel.send("not held"), 5)  # count=1: the next post is answered
+    assert sent.id == int(stored.id) and sent.nonce == "held-1"
+    held = fake.held_posts
+    assert len(held) == 1 and held[0].outcome == "released" and held[0].message is stored
+    assert held[0].request["held"] == "released" and held[0].ended_at >= held[0].held_at
+    assert after.id != sent.id and len(channel_messages(fake)) == 2 and not fake.violations
+    with pytest.raises(TimeoutError):
+        await fake.wait_for_held_post(timeout=0.05)
+
+
+async def test_crash_during_send_then_retry_with_same_nonce_delivers_once(make_fake):
+    fake = await make_fake()
+    async with running(fake, instance="bot1") as bot1:
+        channel = bot1.get_partial_messageable(int(fake.channel_id))
+        fake.hold_channel_posts()
+        task = asyncio.create_task(channel.send("exactly once", nonce="crash-1"))
+        stored = await fake.wait_for_held_post(timeout=5)
+        task.cancel()  # the bot dies while its post is in flight: it never learns the message id
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        await fake.wait_for(lambda: fake.held_posts[0].outcome, timeout=5)
+    assert fake.held_posts[0].outcome == "disconnected"
+    async with running(fake, instance="bot2") as bot2:  # restarted: retries with the persisted nonce
+        channel = bot2.get_partial_messageable(int(fake.channel_id))
+        retry = await asyncio.wait_for(channel.send("exactly once", nonce="crash-1"), 5)
+    assert retry.id == int(stored.id) and retry.content == "exactly once"
+    assert channel_messages(fake) == [stored] and not fake.violations
+    assert [r.get("nonce_duplicate_of") for r in channel_posts(fake)] == [None, stored.id]
+
+
+async def test_held_post_bounded_by_max_hold_and_by_stop(make_fake):
+    fake = await make_fake()
+    fake.max_hold = 0.2
+    async with running(fake) as bot:
+        channel = bot.get_partial_messageable(int(fake.channel_id))
+        fake.hold_channel_posts()
+        t0 = time.monotonic()
+        sent = await asyncio.wait_for(channel.send("slow answer"), 5)
+        assert time.monotonic() - t0 >= 0.2 and fake.held_posts[0].outcome == "timeout"
+        assert sent.id == int(fake.held_posts[0].message.id)
+    fake.max_hold = 30.0
+    fake.hold_channel_posts()
+    async with aiohttp.ClientSession(headers={"Authorization": "Bot x"}) as http:
+        post = asyncio.create_task(http.post(fake.api_url + f"/channels/{fake.channel_id}/messages",
+                                             json={"content": "at stop"}))
+        try:
+            await fake.wait_for_held_post(timeout=5)
+            t0 = time.monotonic()
+            await asyncio.wait_for(fake.stop(), 5)
+            assert time.monotonic() - t0 < 2.0
+            with contextlib.suppress(aiohttp.ClientError):
+                (await asyncio.wait_for(post, 5)).release()
+        finally:
+            post.cancel()
+    assert fake.held_posts[1].outcome == "stopped"

@@ -33,7 +33,7 @@ Violation tags (each answered as shown; filter with ``v.startswith("[429")`` etc
     [10015 not-acked]       followup before any callback                 404 {"code": 10015}
     [10008 not-acked]       @original before any callback                404 {"code": 10008}
     [40005 too-large]       a file above the size limit                  413 {"code": 40005}
-    [50035 invalid-form]    content/embed/component/command/choice limits 400 {"code": 50035, "errors": ...}
+    [50035 invalid-form]    content/embed/component/command/choice/nonce  400 {"code": 50035, "errors": ...}
     [50006 empty-message]   nothing to show                              400 {"code": 50006}
     [429 edit-rate]         > edit_limit edits of one message per window  429 {"retry_after": s, "global": false}
     [10008 unknown-message] [10003 unknown-channel] [10015 unknown-webhook] [401 unauthorized]
@@ -43,6 +43,24 @@ Discord behaviour modelled beyond the rules: the first followup after a "thinkin
 fills the deferred message (same id, ephemeral as deferred); a deferred update (type 6) makes
 ``@original`` the clicked message; ephemeral messages are not reachable through channel routes;
 interaction responses carry ``interaction_metadata``; ``op 7`` RECONNECT + RESUME (:meth:`reconnect`).
+
+Message nonces (POST /channels/{id}/messages, JSON body or multipart ``payload_json``): ``nonce`` must be
+an integer or a string of at most 25 characters (else ``[50035 invalid-form]``). With ``"enforce_nonce":
+true``, a nonce the bot already used for a message in that channel within :attr:`FakeDiscord.nonce_window`
+seconds (default 300, Discord says "a few minutes") creates nothing: the answer is 200 with the EXISTING
+message (404 10008 if that message was deleted, no violation). Nonces are compared as strings (``7`` ==
+``"7"``). Without ``enforce_nonce`` a repeated nonce creates another message. The create answer carries
+``nonce`` as sent (:attr:`Message.nonce`); fetched messages do not, as on Discord. A deduplicated post's
+:attr:`FakeDiscord.requests` record has ``"nonce_duplicate_of": <message id>``. discord.py 2.7's
+``Messageable.send`` always sends ``"nonce": str(nonce)`` (``secrets.randbits(64)`` when not given) and
+``"enforce_nonce": true``.
+
+Crashing a bot mid-send: after :meth:`FakeDiscord.hold_channel_posts`, the next ``count`` channel posts that
+create a message are stored and visible (:meth:`FakeDiscord.wait_for_held_post`) but their HTTP answer is
+held until :meth:`FakeDiscord.release_channel_posts`, the client disconnects (e.g. its ``send`` task was
+cancelled or the bot closed), :attr:`FakeDiscord.max_hold` seconds pass, or :meth:`FakeDiscord.stop`;
+see :attr:`FakeDiscord.held_posts` (:class:`HeldPost`) for how each ended (also the request record's
+``"held"``).
 
 Close the bot(s) before :meth:`FakeDiscord.stop`: a bot left connected tries to reconnect and
 discord.py logs "Attempting a reconnect" at ERROR level.
@@ -73,7 +91,8 @@ from aiohttp import WSMsgType, web
 
 from . import discord_rules as rules
 
-__all__ = ["FakeDiscord", "Interaction", "Message", "DISCORD_EPOCH", "snowflake_time", "discord_log_errors"]
+__all__ = ["FakeDiscord", "HeldPost", "Interaction", "Message", "DISCORD_EPOCH", "snowflake_time",
+           "discord_log_errors"]
 
 DISCORD_EPOCH = 1420070400000
 API_PREFIX = "/api/v10"
@@ -81,6 +100,7 @@ _UTC = dt.timezone.utc
 _log = logging.getLogger("tests.fakes.discord")
 _PAYLOAD = web.RequestKey("fake_discord_payload", object)
 _FILES = web.RequestKey("fake_discord_files", list)
+_RECORD = web.RequestKey("fake_discord_record", dict)
 
 # Interaction types / callback types (Discord's numbering)
 IT_COMMAND, IT_COMPONENT, IT_AUTOCOMPLETE, IT_MODAL = 2, 3, 4, 5
@@ -164,6 +184,11 @@ class Message:
         return bool(self.flags & rules.FLAG_EPHEMERAL)
 
     @property
+    def nonce(self) -> int | str | None:
+        """The ``nonce`` the bot sent when creating the message (channel messages), as sent."""
+        return self.extra.get("nonce")
+
+    @property
     def loading(self) -> bool:
         """A deferred response ("bot is thinking...") that has not been filled yet."""
         return bool(self.flags & rules.FLAG_LOADING)
@@ -227,6 +252,28 @@ class Interaction:
             tried = ", ".join(f"type {c['type']} -> {c['status']}" for c in self.callbacks) or "no callback"
             raise TimeoutError(f"interaction {self.id} ({self.name}) not acknowledged within {timeout}s ({tried})") from None
         return self
+
+
+@dataclass(eq=False)
+class HeldPost:
+    """A channel post whose message was created but whose HTTP answer was held back
+    (:meth:`FakeDiscord.hold_channel_posts`)."""
+
+    message: Message
+    #: the :attr:`FakeDiscord.requests` record of the POST
+    request: dict
+    held_at: float
+    #: None while held, then how the hold ended: "released" (:meth:`FakeDiscord.release_channel_posts`),
+    #: "disconnected" (the client went away; it never saw the answer), "timeout" (``max_hold``) or "stopped"
+    outcome: str | None = None
+    #: monotonic time the hold ended
+    ended_at: float | None = None
+    _release: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def _end(self, outcome: str) -> None:
+        if self.outcome is None:
+            self.outcome, self.ended_at = outcome, time.monotonic()
+        self._release.set()
 
 
 @dataclass
@@ -330,6 +377,15 @@ class FakeDiscord:
 
         #: how often waits re-check conditions that may depend on state outside the fake
         self.poll_interval = 0.01
+        #: seconds a nonce is remembered for ``enforce_nonce`` (Discord: "a few minutes")
+        self.nonce_window = 300.0
+        #: longest a held channel post is held before it is answered anyway (seconds)
+        self.max_hold = 30.0
+        #: every held channel post, in order (see :meth:`hold_channel_posts`)
+        self.held_posts: list[HeldPost] = []
+        self._hold_remaining = 0
+        self._held_taken = 0
+        self._nonces: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._last_ms = 0
         self._increment = 0
         self._changed = asyncio.Event()
@@ -401,6 +457,9 @@ class FakeDiscord:
         if runner is None:
             return
         self._stopping = True  # a bot still connected will try to RESUME: turn it away
+        self._hold_remaining = 0
+        for held in self.held_posts:
+            held._end("stopped")
         for conn in list(self._connections):
             conn.closed = True
             try:
@@ -918,7 +977,8 @@ class FakeDiscord:
         out["ephemeral"] = bool(att.get("ephemeral", False))
         return out
 
-    def _message_json(self, m: Message) -> dict:
+    def _message_json(self, m: Message, *, with_nonce: bool = False) -> dict:
+        """The message object; ``with_nonce`` for create answers (Discord has no nonce on fetched messages)."""
         d: dict = {
             "id": m.id, "channel_id": m.channel_id, "type": m.type, "content": m.content,
             "author": self._user(m.author_id), "attachments": [self._attachment_json(a) for a in m.attachments],
@@ -950,7 +1010,8 @@ class FakeDiscord:
                 meta["original_response_message_id"] = ia.original_message_id
             d["interaction_metadata"] = meta
         for key, value in m.extra.items():
-            d.setdefault(key, copy.deepcopy(value))
+            if key != "nonce" or with_nonce:
+                d.setdefault(key, copy.deepcopy(value))
         return d
 
     def _check_sizes(self, files: list[_File], limit: int, where: str) -> None:
@@ -1139,7 +1200,7 @@ class FakeDiscord:
         try:
             payload, files = await self._read_body(request)
             record["json"], record["files"] = payload, [f.info() for f in files]
-            request[_PAYLOAD], request[_FILES] = payload, files
+            request[_PAYLOAD], request[_FILES], request[_RECORD] = payload, files, record
             if not (rel.startswith(("/interactions/", "/webhooks/")) or rel == "/gateway" or record["authorized"]):
                 raise _Reject(401, 0, "401: Unauthorized",
                               violation=f"[401 unauthorized] {request.method} {rel} without 'Authorization: Bot ...'")
@@ -1510,10 +1571,92 @@ class FakeDiscord:
         payload = request[_PAYLOAD] if isinstance(request[_PAYLOAD], dict) else {}
         files = request[_FILES]
         self._check_sizes(files, self.attachment_size_limit, where)
+        errs = rules.FormErrors()
+        rules.validate_nonce(payload, errs)
+        if errs:
+            raise _form_error(errs, where)
+        self._validate(payload, files, where)
+        nonce = payload.get("nonce")
+        key = (cid, self.app_id, str(nonce))
+        if nonce is not None and payload.get("enforce_nonce") is True:
+            seen = self._nonces.get(key)
+            if seen is not None and time.monotonic() - seen[1] <= self.nonce_window:
+                existing = self.messages.get(seen[0])
+                request[_RECORD]["nonce_duplicate_of"] = seen[0]
+                if existing is None or existing.deleted:
+                    raise _Reject(404, 10008, "Unknown Message")
+                return self._json(200, self._message_json(existing, with_nonce=True))
         m = self._new_message(channel_id=cid, payload=payload, files=files, kind="create",
                               flags_mask=_MESSAGE_CREATE_FLAGS, where=where)
+        if nonce is not None:
+            self._nonces[key] = (m.id, time.monotonic())
+        body = self._message_json(m, with_nonce=True)  # the answer as of creation, even if held
         self._publish(m)
-        return self._json(200, self._message_json(m))
+        if self._hold_remaining > 0:
+            self._hold_remaining -= 1
+            await self._hold(request, m)
+        return self._json(200, body)
+
+    # -- crashing a bot mid-send ------------------------------------------------------------------------
+    def hold_channel_posts(self, count: int = 1) -> None:
+        """Holds the HTTP answer of the next ``count`` POST /channels/{id}/messages that create a message
+        (rejected and nonce-deduplicated posts are answered at once and do not count). The message is
+        created, stored and visible at once; the answer waits for :meth:`release_channel_posts`, the
+        client's disconnect, :attr:`max_hold` seconds or :meth:`stop`."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        self._hold_remaining = int(count)
+        self._held_taken = len(self.held_posts)  # wait_for_held_post: posts held from now on
+
+    def release_channel_posts(self) -> int:
+        """Answers every held channel post now and holds no further ones; returns how many were held."""
+        self._hold_remaining = 0
+        held = [h for h in self.held_posts if h.outcome is None]
+        for h in held:
+            h._end("released")
+        self._notify()
+        return len(held)
+
+    async def wait_for_held_post(self, timeout: float = 5.0) -> Message:
+        """The message of the next post held since the last :meth:`hold_channel_posts` (each returned once,
+        in order), waiting up to ``timeout`` seconds for it to arrive."""
+        def check() -> Message | None:
+            if self._held_taken < len(self.held_posts):
+                self._held_taken += 1
+                return self.held_posts[self._held_taken - 1].message
+            return None
+
+        return await self._wait_until(check, timeout, lambda: (
+            f"no channel post was held within {timeout}s (holds pending: {self._hold_remaining}, "
+            f"held so far: {len(self.held_posts)})"))
+
+    async def _hold(self, request: web.Request, m: Message) -> None:
+        record = request[_RECORD]
+        held = HeldPost(message=m, request=record, held_at=time.monotonic())
+        self.held_posts.append(held)
+        record["held"] = "held"
+        self._notify()
+        deadline = held.held_at + self.max_hold
+        while held.outcome is None:
+            if self._stopping:
+                held._end("stopped")
+                break
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                held._end("disconnected")
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                held._end("timeout")
+                break
+            try:
+                await asyncio.wait_for(held._release.wait(), min(remaining, max(self.poll_interval, 0.01)))
+            except asyncio.TimeoutError:
+                pass
+        record["held"] = held.outcome
+        _log.info("held channel post %s answered: %s after %.3fs", m.id, held.outcome,
+                  (held.ended_at or time.monotonic()) - held.held_at)
+        self._notify()
 
     async def _channel_message(self, request: web.Request) -> web.StreamResponse:
         cid, mid = request.match_info["cid"], request.match_info["mid"]

@@ -38,6 +38,7 @@ EMBED_AUTHOR = 256
 EMBED_TOTAL = 6000
 MAX_CHOICES = 25
 MAX_MODAL_TITLE = 45
+MAX_NONCE = 25
 
 FLAG_SUPPRESS_EMBEDS = 1 << 2
 FLAG_EPHEMERAL = 1 << 6
@@ -160,6 +161,22 @@ def validate_message(payload: dict[str, Any], errs: FormErrors, *, n_files: int 
         if payload.get("embeds"):
             errs.add(("embeds",), "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
                      "The 'embeds' field cannot be used when using MessageFlags.IS_COMPONENTS_V2")
+
+
+def validate_nonce(payload: dict[str, Any], errs: FormErrors) -> None:
+    """``nonce`` / ``enforce_nonce`` of POST /channels/{id}/messages: the nonce is an integer or a string
+    of at most 25 characters (null: none); ``enforce_nonce`` a boolean."""
+    if not isinstance(payload, dict):
+        return
+    nonce = payload.get("nonce")
+    if nonce is not None:
+        if isinstance(nonce, bool) or not isinstance(nonce, (int, str)):
+            errs.add(("nonce",), "NONCE_TYPE_INVALID_TYPE", "This field must be a string or integer.")
+        elif isinstance(nonce, str) and len(nonce) > MAX_NONCE:
+            errs.add(("nonce",), "NONCE_TYPE_TOO_LONG", f"Must be {MAX_NONCE} or fewer characters long.")
+    enforce = payload.get("enforce_nonce")
+    if enforce is not None and not isinstance(enforce, bool):
+        errs.add(("enforce_nonce",), "BASE_TYPE_BOOLEAN", "Must be either true or false.")
 
 
 def validate_embeds(embeds: Any, errs: FormErrors) -> None:
