@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from safe_text import clip, server_line, summarize
+
 
 # errors ----------------------------------------------------------------------
 
@@ -25,12 +27,18 @@ class BadResponse(ComfyError):
     """The server answered, but not as ComfyUI does (a 500, invalid JSON, missing fields)."""
 
 
+class SubmitUnconfirmed(ComfyError):
+    """POST /prompt may or may not have reached the server, twice; running it again could run it a third time."""
+
+
 class PromptLost(ComfyError):
     """The server no longer knows the prompt: not queued, not running, no history."""
 
 
 @dataclass(frozen=True)
 class InputProblem:
+    """One problem ComfyUI found in a node; the fields are whole (for logs), `str()` is short."""
+
     node: str
     class_type: str
     input: str
@@ -38,60 +46,76 @@ class InputProblem:
     allowed: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        where = f"node {self.node} ({self.class_type})" if self.class_type else f"node {self.node}"
-        text = f"{where}, input '{self.input}': {self.message}" if self.input else f"{where}: {self.message}"
+        node, class_type = server_line(self.node, 40), server_line(self.class_type, 80)
+        name = server_line(self.input, 80)
+        where = f"node {node} ({class_type})" if class_type else f"node {node}"
+        message = clip(self.message, 300)
+        text = f"{where}, input '{name}': {message}" if name else f"{where}: {message}"
         if self.allowed:
-            shown = ", ".join(self.allowed[:10]) + (" …" if len(self.allowed) > 10 else "")
-            text += f" (allowed: {shown})"
+            shown = ", ".join(clip(" ".join(name.split()), 60) for name in self.allowed[:10])
+            text += f" (allowed: {shown}{' …' if len(self.allowed) > 10 else ''})"
         return text
 
 
 class PromptRejected(ComfyError):
-    """ComfyUI refused the workflow at validation; `problems` names each node and input."""
+    """ComfyUI refused the workflow at validation; `problems` names each node and input.
+
+    `str()` shows the first three problems and counts the rest; `problems` keeps them all.
+    """
 
     def __init__(self, summary: str, problems: list[InputProblem]) -> None:
         self.summary = summary
         self.problems = problems
-        lines = [summary] + [f"- {problem}" for problem in problems]
-        super().__init__("\n".join(lines))
+        lines = summarize([f"- {problem}" for problem in problems], sep="\n", limit=350)
+        super().__init__(f"{clip(summary, 400)}\n{lines}" if problems else clip(summary, 400))
 
     @classmethod
     def from_reply(cls, reply: Any) -> PromptRejected:
+        """From the body of a refused POST /prompt, whatever its shape."""
         if not isinstance(reply, dict):
             return cls("ComfyUI rejected the workflow without saying why.", [])
-        error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        error = reply.get("error")
+        error = error if isinstance(error, dict) else {"message": error}
+        node_errors = reply.get("node_errors")
         problems = []
-        for node, entry in (reply.get("node_errors") or {}).items():
-            class_type = entry.get("class_type", "")
-            for item in entry.get("errors") or []:
-                problems.append(_problem(str(node), class_type, item))
-        message = error.get("message") or "Prompt outputs failed validation"
-        details = error.get("details") or ""
+        for node, entry in (node_errors.items() if isinstance(node_errors, dict) else ()):
+            entry = entry if isinstance(entry, dict) else {"errors": [entry]}
+            items = entry.get("errors")
+            for item in items if isinstance(items, list) else [items]:
+                problems.append(_problem(str(node), _text(entry.get("class_type")), item))
         if problems:
-            summary = "ComfyUI rejected the workflow:"
-        else:
-            summary = f"ComfyUI rejected the workflow: {message}" + (f" ({details})" if details else "")
-        return cls(summary, problems)
+            return cls("ComfyUI rejected the workflow:", problems)
+        message = server_line(_text(error.get("message")), 200) or "Prompt outputs failed validation"
+        details = server_line(_text(error.get("details")), 200)
+        return cls(f"ComfyUI rejected the workflow: {message}" + (f" ({details})" if details else ""), [])
 
 
-def _problem(node: str, class_type: str, item: dict[str, Any]) -> InputProblem:
-    extra = item.get("extra_info") or {}
-    name = extra.get("input_name") or ""
-    details = item.get("details") or ""
-    kind = item.get("type", "")
-    config = extra.get("input_config")
+def _text(value: Any) -> str:
+    """Any JSON value as text ("" for null)."""
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+def _problem(node: str, class_type: str, item: Any) -> InputProblem:
+    if not isinstance(item, dict):
+        return InputProblem(node, class_type, "", server_line(_text(item)) or "invalid (the server gave no reason)")
+    extra = item.get("extra_info") if isinstance(item.get("extra_info"), dict) else {}
+    name = _text(extra.get("input_name"))
+    details = _text(item.get("details"))
+    kind = _text(item.get("type"))
+    said = server_line(_text(item.get("message")), 200) or server_line(kind, 100) or "invalid"
     allowed: tuple[str, ...] = ()
     if kind == "value_not_in_list":
-        allowed = tuple(str(option) for option in _combo_options(config))
-        message = f"{extra.get('received_value')!r} is not one of the allowed values"
+        allowed = tuple(str(option) for option in _combo_options(extra.get("input_config")))
+        message = f"{clip(repr(extra.get('received_value')), 80)} is not one of the allowed values"
         if not allowed:
             message += " (the server offers none: is the model file installed?)"
     elif kind in ("value_smaller_than_min", "value_bigger_than_max", "required_input_missing"):
-        message = item.get("message", kind)
+        message = said
     elif kind == "custom_validation_failed":
-        message = details.split(" - ", 1)[-1]
+        message = server_line(details.split(" - ", 1)[-1]) or said
     else:
-        message = f"{item.get('message', kind)}: {details}" if details else item.get("message", kind)
+        details = server_line(details, 200)
+        message = f"{said}: {details}" if details else said
     return InputProblem(node, class_type, name, message, allowed)
 
 
@@ -101,36 +125,43 @@ def _combo_options(config: Any) -> list[Any]:
         if isinstance(config[0], list):
             return config[0]
         if config[0] == "COMBO" and len(config) > 1 and isinstance(config[1], dict):
-            return list(config[1].get("options") or [])
+            options = config[1].get("options")
+            return options if isinstance(options, list) else []
     return []
 
 
 class ExecutionFailed(ComfyError):
-    """A node raised while the prompt ran (out of memory, a bad file, ...)."""
+    """A node raised while the prompt ran (out of memory, a bad file, ...).
+
+    `str()` gives the first line of the server's message, sanitized; the fields keep it whole.
+    """
 
     def __init__(self, node_id: str, node_type: str, exception_type: str, exception_message: str) -> None:
         self.node_id = node_id
         self.node_type = node_type
         self.exception_type = exception_type
         self.exception_message = exception_message
-        text = exception_message.strip().splitlines()[0] if exception_message.strip() else exception_type
+        text = server_line(exception_message) or server_line(exception_type, 100) or "an error without a message"
         if "OutOfMemory" in exception_type or "out of memory" in exception_message.lower():
             text = f"the server ran out of GPU memory ({text}); try a smaller size or batch"
-        super().__init__(f"ComfyUI failed in node {node_id} ({node_type}): {text}")
+        where = f"{server_line(node_id, 40) or '?'} ({server_line(node_type, 80) or '?'})"
+        super().__init__(f"ComfyUI failed in node {where}: {text}")
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> ExecutionFailed:
-        return cls(str(data.get("node_id", "?")), str(data.get("node_type", "?")),
-                   str(data.get("exception_type", "")), str(data.get("exception_message", "")))
+    def from_data(cls, data: Any) -> ExecutionFailed:
+        data = data if isinstance(data, dict) else {}
+        return cls(_text(data.get("node_id")) or "?", _text(data.get("node_type")) or "?",
+                   _text(data.get("exception_type")), _text(data.get("exception_message")))
 
 
 class Interrupted(ComfyError):
     """The prompt was interrupted or cancelled before it finished."""
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> Interrupted:
-        node = data.get("node_id")
-        where = f" at node {node} ({data.get('node_type', '?')})" if node else ""
+    def from_data(cls, data: Any) -> Interrupted:
+        data = data if isinstance(data, dict) else {}
+        node = server_line(_text(data.get("node_id")), 40)
+        where = f" at node {node} ({server_line(_text(data.get('node_type')), 80) or '?'})" if node else ""
         return cls(f"The job was interrupted{where}.")
 
 
@@ -149,6 +180,12 @@ class FileRef:
 @dataclass(frozen=True, slots=True)
 class Queued:
     position: int  # prompts ahead of this one on the server
+
+
+@dataclass(frozen=True, slots=True)
+class Resubmitted:
+    """The first POST of this prompt went unanswered and was not found on the server, so it was
+    posted once more with the same id: if the first one arrives late after all, it runs twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +226,14 @@ class Output:
 
     @classmethod
     def from_ui(cls, node: str, ui: dict[str, Any]) -> Output:
+        """Files and texts from a node's `ui` dict; entries of any other shape are skipped."""
         files = tuple(
-            FileRef(str(item["filename"]), str(item.get("subfolder") or ""), str(item.get("type") or "output"))
+            FileRef(item["filename"], _string(item.get("subfolder")), _string(item.get("type")) or "output")
             for key in ("images", "gifs", "videos", "audio")
-            for item in ui.get(key) or ()
-            if isinstance(item, dict) and item.get("filename")
+            for item in _items(ui.get(key))
+            if isinstance(item, dict) and isinstance(item.get("filename"), str) and item["filename"]
         )
-        return cls(node, files, tuple(str(text) for text in ui.get("text") or ()))
+        return cls(node, files, tuple(text for text in _items(ui.get("text")) if isinstance(text, str)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +248,18 @@ class Finished:
     def from_history(cls, entry: dict[str, Any], seen: dict[str, Output]) -> Finished:
         """The outcome as `/history` records it (used after a reconnect or a silent socket)."""
         outputs = dict(seen)
-        for node, ui in (entry.get("outputs") or {}).items():
-            outputs[str(node)] = Output.from_ui(str(node), ui or {})
-        status = entry.get("status") or {}
+        entry = entry if isinstance(entry, dict) else {}
+        recorded = entry.get("outputs")
+        for node, ui in (recorded.items() if isinstance(recorded, dict) else ()):
+            if isinstance(ui, dict):
+                outputs[str(node)] = Output.from_ui(str(node), ui)
+        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
         if status.get("status_str") == "success":
             return cls("success", outputs)
-        for kind, data in status.get("messages") or ():
+        for message in _items(status.get("messages")):
+            if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
+                continue
+            kind, data = message
             if kind == "execution_error":
                 return cls("error", outputs, ExecutionFailed.from_data(data))
             if kind == "execution_interrupted":
@@ -223,4 +267,13 @@ class Finished:
         return cls("error", outputs, ComfyError("ComfyUI recorded the job as failed without details."))
 
 
-Event = Queued | Started | Cached | NodeStarted | Progress | Preview | Output | Finished
+def _items(value: Any) -> list[Any]:
+    """A JSON list, or nothing: a server's odd shapes are skipped, never iterated as strings."""
+    return value if isinstance(value, list) else []
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+Event = Queued | Resubmitted | Started | Cached | NodeStarted | Progress | Preview | Output | Finished

@@ -3,8 +3,13 @@
 The client picks every prompt id itself and registers it before the POST, so no
 event can arrive for a prompt nobody listens to. Events are routed by prompt id
 from the single long-lived websocket; `executing` with `node: null` ends every
-prompt. `/history` is read only to reconcile: after a reconnect, or when the
-socket has been silent while prompts are open. This module knows nothing of
+prompt. `/history` is read only to reconcile: after a reconnect, or when a
+prompt of ours has heard nothing for `idle_timeout` (even while broadcast
+frames keep the socket busy).
+
+Whatever the server sends, the client stays up: a frame that does not decode
+is logged and dropped (comfy_frames.py), the reader is supervised and restarted
+if it ever ends, and every body read is capped. This module knows nothing of
 Discord.
 """
 
@@ -14,42 +19,44 @@ import asyncio
 import contextlib
 import json
 import random
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
+import comfy_decode as frames
+import tasks
+from comfy_decode import BadFrame
+from comfy_http import ComfyHTTP, Uncertain, decode, require
 from comfy_types import (
     BadResponse,
     Cached,
     ComfyError,
     Event,
     ExecutionFailed,
-    FileRef,
     Finished,
     Interrupted,
     NodeStarted,
     Output,
-    Preview,
     Progress,
     PromptLost,
     PromptRejected,
     Queued,
+    Resubmitted,
     Started,
+    SubmitUnconfirmed,
     Unreachable,
 )
+from safe_text import server_line
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 256 * 1024
-PREVIEW_FORMATS = {1: "image/jpeg", 2: "image/png"}
+BAD_FRAME_LOGS = 20  # per connection: a server that sends only garbage does not flood the log
 
 
 class PromptRun:
@@ -59,12 +66,14 @@ class PromptRun:
         self.prompt_id = prompt_id
         self.graph = graph
         self.started = False
+        self.heard = time.monotonic()  # when this prompt last had news: the watchdog's clock
         self.outputs: dict[str, Output] = {}
         self.ending: Finished | None = None  # the outcome seen before `executing null`
         self.finished: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
 
     def push(self, event: Event) -> None:
+        self.heard = time.monotonic()
         if not self.finished.done():
             self._events.put_nowait(event)
 
@@ -85,7 +94,7 @@ class PromptRun:
         return await asyncio.shield(self.finished)
 
 
-class ComfyClient:
+class ComfyClient(ComfyHTTP):
     """A client for one ComfyUI server. Use as `async with ComfyClient(url) as client:`."""
 
     def __init__(
@@ -100,29 +109,27 @@ class ComfyClient:
         client_id: str | None = None,
         report_positions: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        # what messages and logs call this server: never the URL itself, which may hold credentials
-        self.name = name or f"ComfyUI at {_without_credentials(self.base_url)}"
+        server_id = without_credentials(base_url.rstrip("/"))
+        # what messages call this server: never the URL itself, which may hold credentials
+        super().__init__(base_url, headers=headers, timeout=timeout, name=name or f"ComfyUI at {server_id}")
+        self.server_id = server_id  # who this server is in the store and the logs
         # stable across restarts when given: ComfyUI sends a prompt's events to its client_id only
         self.client_id = client_id or uuid.uuid4().hex
-        self._headers = dict(headers or {})
-        self._timeout = timeout
         self._idle_timeout = idle_timeout
         self._report_positions = report_positions  # costs a GET /queue per prompt: off where a scheduler knows better
         self._backoff = backoff
-        self._session: aiohttp.ClientSession | None = None
         self._runs: dict[str, PromptRun] = {}
         self._running_prompt: str | None = None
-        self._object_info: dict[str, Any] | None = None
         self._connected = asyncio.Event()
         self._poked = asyncio.Event()
         self._ws: Any = None
-        self._last_message = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._bad_frames = 0
         self.reconnects = 0
-        self._log = log.bind(server=self.name, url=_without_credentials(self.base_url))
+        self.failed_attempt: float | None = None  # when the latest failed connection attempt began
+        self._log = log.bind(server=self.name, url=self.server_id)
 
     # lifecycle ---------------------------------------------------------------
 
@@ -135,10 +142,10 @@ class ComfyClient:
 
     async def start(self) -> None:
         """Open the HTTP session and start the websocket loop; does not wait for the server."""
-        self._session = aiohttp.ClientSession(headers=self._headers, raise_for_status=False)
+        self.start_http()
         self._tasks = [
-            asyncio.create_task(self._socket_loop(), name=f"comfy-ws {self.name}"),
-            asyncio.create_task(self._watchdog(), name=f"comfy-watchdog {self.name}"),
+            tasks.start(f"comfy-ws {self.name}", self._socket_loop, logger=self._log),
+            tasks.start(f"comfy-watchdog {self.name}", self._watchdog, logger=self._log),
         ]
 
     def _spawn(self, coroutine: Any) -> None:
@@ -149,17 +156,14 @@ class ComfyClient:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [*self._tasks, *self._background]
-        for task in tasks:
+        pending = [*self._tasks, *self._background]
+        for task in pending:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*pending, return_exceptions=True)
         for run in list(self._runs.values()):
             run.finish(Finished("error", run.outputs, ComfyError("The bot is shutting down.")))
         self._runs.clear()
-        if self._session is not None:
-            await self._session.close()
+        await self.close_http()
 
     def poke(self) -> None:
         """Try to reconnect now instead of at the end of the backoff (someone is waiting for this server)."""
@@ -170,6 +174,10 @@ class ComfyClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def failed_since(self, moment: float) -> bool:
+        """Whether a connection attempt that began at or after `moment` (monotonic) has failed."""
+        return self.failed_attempt is not None and self.failed_attempt >= moment
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         try:
             async with asyncio.timeout(self._timeout if timeout is None else timeout):
@@ -177,101 +185,17 @@ class ComfyClient:
         except TimeoutError:
             raise Unreachable(f"{self.name} is unreachable (no websocket connection).") from None
 
-    # HTTP --------------------------------------------------------------------
-
-    async def _request(self, method: str, path: str, *, json_body: Any = None, data: Any = None,
-                       timeout: float | None = None) -> tuple[int, bytes]:
-        assert self._session is not None, "ComfyClient.start() was not called"
-        limit = self._timeout if timeout is None else timeout
-        try:
-            async with self._session.request(
-                method, self.base_url + path, json=json_body, data=data,
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as response:
-                body = await response.read()
-        except TimeoutError:
-            raise Unreachable(f"{self.name} did not answer {method} {path} within {limit:g} s.") from None
-        except aiohttp.ClientError as error:
-            raise Unreachable(f"{self.name} is unreachable ({error.__class__.__name__}).") from None
-        if response.status >= 500:
-            first_line = body.decode("utf-8", "replace").strip().splitlines()[:1]
-            raise BadResponse(f"ComfyUI answered {response.status} to {method} {path}: {' '.join(first_line) or 'no details'}.")
-        return response.status, body
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        status, body = await self._request(method, path, **kwargs)
-        if status != 200:
-            raise BadResponse(f"ComfyUI answered {status} to {method} {path}.")
-        return _decode(body, f"{method} {path}")
-
-    async def system_stats(self) -> dict[str, Any]:
-        stats = await self._json("GET", "/system_stats")
-        _require(stats, "system", "GET /system_stats")
-        return stats
-
-    async def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
-        """Every node class the server has, with its inputs (cached; about 500 KB)."""
-        if self._object_info is None or refresh:
-            info = await self._json("GET", "/object_info", timeout=max(self._timeout, 60.0))
-            if not isinstance(info, dict):
-                raise BadResponse("ComfyUI sent an /object_info that is not an object.")
-            self._object_info = info
-        return self._object_info
-
-    async def queue(self) -> tuple[list[str], list[str]]:
-        """Prompt ids running and pending, pending in the order they will run."""
-        data = await self._json("GET", "/queue")
-        running = _require(data, "queue_running", "GET /queue")
-        pending = _require(data, "queue_pending", "GET /queue")
-        try:
-            ordered = sorted(pending, key=lambda item: item[0])
-            return [item[1] for item in running], [item[1] for item in ordered]
-        except (TypeError, IndexError):
-            raise BadResponse("ComfyUI sent a /queue in an unexpected shape.") from None
-
-    async def history(self, prompt_id: str) -> dict[str, Any] | None:
-        """The history entry of a finished prompt, or None while unknown, queued or running."""
-        data = await self._json("GET", f"/history/{prompt_id}")
-        if not isinstance(data, dict):
-            raise BadResponse("ComfyUI sent a /history that is not an object.")
-        return data.get(prompt_id)
-
-    async def upload_image(self, data: bytes, filename: str, *, overwrite: bool = False) -> str:
-        """Upload an input image; returns the name LoadImage must use (the server may rename it)."""
-        form = aiohttp.FormData()
-        form.add_field("image", data, filename=filename, content_type="application/octet-stream")
-        form.add_field("overwrite", "true" if overwrite else "false")
-        status, body = await self._request("POST", "/upload/image", data=form)
-        if status != 200:
-            raise BadResponse(f"ComfyUI refused the upload of {filename!r} (HTTP {status}).")
-        reply = _decode(body, "POST /upload/image")
-        name = _require(reply, "name", "POST /upload/image")
-        subfolder = reply.get("subfolder") or ""
-        return f"{subfolder}/{name}" if subfolder else name
-
-    async def iter_file(self, ref: FileRef) -> AsyncIterator[bytes]:
-        """Stream one output file from `/view`, chunk by chunk."""
-        assert self._session is not None, "ComfyClient.start() was not called"
-        params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout, sock_read=self._timeout)
-        try:
-            async with self._session.get(self.base_url + "/view", params=params, timeout=timeout) as response:
-                if response.status == 404:
-                    raise ComfyError(f"ComfyUI no longer has the file {ref.filename!r}.")
-                if response.status != 200:
-                    raise BadResponse(f"ComfyUI answered {response.status} when asked for {ref.filename!r}.")
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    yield chunk
-        except TimeoutError:
-            raise Unreachable(f"ComfyUI stopped sending {ref.filename!r} for {self._timeout:g} s.") from None
-        except aiohttp.ClientError as error:
-            raise Unreachable(f"Downloading {ref.filename!r} from ComfyUI failed ({error}).") from None
-
     # prompts -----------------------------------------------------------------
 
     async def submit(self, graph: dict[str, Any], *, prompt_id: str | None = None,
                      extra_data: dict[str, Any] | None = None) -> PromptRun:
-        """Queue a workflow (API format). The run is registered before the POST."""
+        """Queue a workflow (API format). The run is registered before the POST.
+
+        A POST whose answer is lost (timed out, connection dropped) is never repeated
+        blindly: the prompt id is ours, so `/queue` and `/history` tell whether it arrived.
+        Only if it did not is it posted once more, with the same id; if that answer is
+        lost too and the prompt is still not found, SubmitUnconfirmed says so in words.
+        """
         await self.wait_connected()
         prompt_id = prompt_id or uuid.uuid4().hex
         run = PromptRun(prompt_id, graph)
@@ -280,16 +204,22 @@ class ComfyClient:
         if extra_data:
             body["extra_data"] = extra_data
         try:
-            status, raw = await self._request("POST", "/prompt", json_body=body)
-            reply = _decode(raw, "POST /prompt")
-            if status == 400 or (status == 200 and isinstance(reply, dict) and reply.get("node_errors")):
-                raise PromptRejected.from_reply(reply)
-            if status != 200:
-                raise BadResponse(f"ComfyUI answered {status} to POST /prompt.")
-            _require(reply, "prompt_id", "POST /prompt")
-        except PromptRejected:
+            for post in (1, 2):
+                try:
+                    await self._post_prompt(body)
+                    break
+                except Uncertain as error:
+                    self._log.warning("prompt_post_unanswered", prompt_id=prompt_id, post=post, error=str(error))
+                    if await self._arrived(prompt_id):
+                        break
+                    if post == 2:
+                        raise SubmitUnconfirmed(
+                            f"{self.name} did not confirm that it took this job, twice, so the bot stopped "
+                            "rather than risk running it again. Please try again.") from None
+                    run.push(Resubmitted())
+        except PromptRejected as error:
             self._runs.pop(prompt_id, None)
-            if status == 200:  # the valid outputs of a partly valid prompt would still run
+            if getattr(error, "accepted", False):  # the valid outputs of a partly valid prompt would still run
                 await self._quietly_cancel(prompt_id)
             raise
         except BaseException:
@@ -300,6 +230,31 @@ class ComfyClient:
             self._spawn(self._report_position(run))
         return run
 
+    async def _post_prompt(self, body: dict[str, Any]) -> None:
+        status, raw = await self._request("POST", "/prompt", json_body=body)
+        reply = decode(raw, "POST /prompt")
+        if status == 400 or (status == 200 and isinstance(reply, dict) and reply.get("node_errors")):
+            rejected = PromptRejected.from_reply(reply)
+            rejected.accepted = status == 200
+            raise rejected
+        if status != 200:
+            raise BadResponse(f"ComfyUI answered {status} to POST /prompt.")
+        require(reply, "prompt_id", "POST /prompt")
+
+    async def _arrived(self, prompt_id: str) -> bool:
+        """Whether the server has this prompt (queued, running or done), asking for a while if need be."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                running, pending = await self.queue()
+                return prompt_id in running or prompt_id in pending or await self.history(prompt_id) is not None
+            except ComfyError as error:
+                if time.monotonic() >= deadline:
+                    raise SubmitUnconfirmed(
+                        f"{self.name} stopped answering while taking this job, so the bot cannot tell whether "
+                        "it will run. Please try again in a while.") from error
+            await asyncio.sleep(min(1.0, self._timeout / 4))
+
     async def attach(self, prompt_id: str, graph: dict[str, Any]) -> PromptRun:
         """Follow a prompt submitted earlier (by a previous process with the same client_id).
 
@@ -309,7 +264,7 @@ class ComfyClient:
         await self.wait_connected()
         run = PromptRun(prompt_id, graph)
         self._runs[prompt_id] = run
-        await self._reconcile(prompt_id)
+        await self._reconcile([prompt_id])
         if prompt_id in self._runs:
             self._log.info("prompt_attached", prompt_id=prompt_id)
         return run
@@ -331,7 +286,7 @@ class ComfyClient:
         if prompt_id in running:
             await self._request("POST", "/interrupt", json_body={"prompt_id": prompt_id})
         elif prompt_id not in pending:
-            await self._reconcile(prompt_id, vanished=Interrupted("Cancelled before it started."))
+            await self._reconcile([prompt_id], vanished=Interrupted("Cancelled before it started."))
 
     async def _quietly_cancel(self, prompt_id: str) -> None:
         try:
@@ -361,6 +316,7 @@ class ComfyClient:
         first, ceiling = self._backoff
         delay = first
         while not self._closing:
+            began = time.monotonic()
             try:
                 async with ws_connect(
                     self._ws_url(), additional_headers=self._headers, proxy=None,
@@ -369,20 +325,25 @@ class ComfyClient:
                 ) as socket:
                     await socket.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
                     self._ws = socket
-                    self._last_message = time.monotonic()
+                    self._bad_frames = 0
                     self._connected.set()
                     delay = first
                     self._log.info("websocket_connected", reconnects=self.reconnects)
                     if self.reconnects:
                         self._spawn(self._reconcile_all())
                     async for message in socket:
-                        self._last_message = time.monotonic()
                         self._on_message(message)
             except (OSError, TimeoutError, websockets.WebSocketException) as error:
-                self._log.warning("websocket_down", error=f"{error.__class__.__name__}: {error}", retry_in=round(delay, 2))
+                self._log.warning("websocket_down", error=f"{error.__class__.__name__}: {server_line(str(error))}",
+                                  retry_in=round(delay, 2))
+            except Exception:  # a bug on our side: log it, and reconnect as after any drop
+                self._log.exception("websocket_reader_failed", retry_in=round(delay, 2))
             finally:
                 self._ws = None
-                self._connected.clear()
+                if self._connected.is_set():
+                    self._connected.clear()
+                else:
+                    self.failed_attempt = began
             if self._closing:
                 return
             self.reconnects += 1
@@ -392,19 +353,28 @@ class ComfyClient:
             delay = min(delay * 2, ceiling)
 
     def _on_message(self, message: str | bytes) -> None:
+        """Route one frame. A frame that does not decode is logged (briefly) and dropped."""
         try:
             if isinstance(message, bytes):
                 self._on_binary(message)
             else:
-                self._on_text(json.loads(message))
-        except (ValueError, KeyError, TypeError, struct.error) as error:
-            self._log.warning("bad_websocket_message", error=str(error), sample=str(message[:200]))
+                self._on_text(frames.parse_text(message))
+        except BadFrame as error:
+            self._bad_frame(message, str(error))
+        except Exception as error:  # a shape nobody thought of: the reader must live on
+            self._bad_frame(message, f"{error.__class__.__name__}: {error}")
 
-    def _on_text(self, message: dict[str, Any]) -> None:
-        kind, data = message["type"], message.get("data") or {}
-        if kind == "status":  # queue lengths: the scheduler keeps its own
+    def _bad_frame(self, message: str | bytes, reason: str) -> None:
+        self._bad_frames += 1
+        if self._bad_frames <= BAD_FRAME_LOGS:
+            self._log.warning("bad_websocket_message", reason=reason[:200], sample=frames.excerpt(message),
+                              last_logged=self._bad_frames == BAD_FRAME_LOGS)
+
+    def _on_text(self, frame: frames.Text) -> None:
+        kind, data = frame.kind, frame.data
+        if kind in ("status", "feature_flags", "progress_state"):  # the scheduler keeps its own queue
             return
-        run = self._runs.get(data.get("prompt_id") or "")
+        run = self._runs.get(frame.prompt_id or "")
         if run is None:
             return
         if kind == "execution_start":
@@ -412,17 +382,19 @@ class ComfyClient:
             self._running_prompt = run.prompt_id
             run.push(Started())
         elif kind == "execution_cached":
-            run.push(Cached(tuple(data.get("nodes") or ())))
+            run.push(Cached(frames.node_list(data.get("nodes"))))
         elif kind == "executing":
-            if data["node"] is None:
+            node = frames.node_id(data.get("node"), nullable=True)
+            if node is None:
                 self._end(run)
             else:
-                node = str(data["node"])
-                run.push(NodeStarted(node, run.graph.get(node, {}).get("class_type", "")))
+                class_type = run.graph.get(node, {}).get("class_type", "") if isinstance(run.graph.get(node), dict) else ""
+                run.push(NodeStarted(node, class_type if isinstance(class_type, str) else ""))
         elif kind == "progress":
-            run.push(Progress(int(data["value"]), int(data["max"]), data.get("node")))
+            node = frames.node_id(data.get("node"), nullable=True)
+            run.push(Progress(frames.count(data.get("value")), frames.count(data.get("max")), node))
         elif kind == "executed":
-            output = Output.from_ui(str(data["node"]), data.get("output") or {})
+            output = frames.output(data)
             run.outputs[output.node] = output
             run.push(output)
         elif kind == "execution_success":
@@ -431,24 +403,21 @@ class ComfyClient:
             run.ending = Finished("error", run.outputs, ExecutionFailed.from_data(data))
         elif kind == "execution_interrupted":
             run.ending = Finished("interrupted", run.outputs, Interrupted.from_data(data))
+        else:
+            run.heard = time.monotonic()
 
-    def _on_binary(self, frame: bytes) -> None:
-        (kind,) = struct.unpack_from(">I", frame)
-        if kind == 4:
-            (meta_len,) = struct.unpack_from(">I", frame, 4)
-            meta = json.loads(frame[8:8 + meta_len])
-            run = self._runs.get(meta.get("prompt_id") or "")
-            if run is not None:
-                run.push(Preview(frame[8 + meta_len:], meta.get("image_type", "image/png"), meta.get("node_id")))
-        elif kind == 1:
-            (fmt,) = struct.unpack_from(">I", frame, 4)
-            run = self._runs.get(self._running_prompt or "")
-            if run is not None:
-                run.push(Preview(frame[8:], PREVIEW_FORMATS.get(fmt, "image/png"), None))
+    def _on_binary(self, message: bytes) -> None:
+        kind, meta, payload = frames.parse_binary(message)
+        if meta is None:
+            return
+        prompt_id = meta.get("prompt_id") if kind == 4 else self._running_prompt
+        run = self._runs.get(prompt_id if isinstance(prompt_id, str) else "")
+        if run is not None:
+            run.push(frames.preview(meta, payload))
 
     def _end(self, run: PromptRun) -> None:
         if run.ending is None:  # the outcome message was missed (reconnect): history knows it
-            self._spawn(self._reconcile(run.prompt_id))
+            self._spawn(self._reconcile([run.prompt_id]))
             return
         self._finish(run, run.ending)
 
@@ -463,60 +432,60 @@ class ComfyClient:
     # reconciliation ----------------------------------------------------------
 
     async def _watchdog(self) -> None:
-        """Reconcile open prompts when the socket has said nothing for `idle_timeout`."""
+        """Reconcile each open prompt that has heard nothing for `idle_timeout`.
+
+        Silence is judged per prompt, not per socket: broadcast `status` frames can keep
+        a socket busy while the events of our prompt no longer arrive. One look per
+        silent period per prompt; a prompt that finished unheard means the socket is deaf.
+        """
         while not self._closing:
             await asyncio.sleep(max(self._idle_timeout / 3, 0.05))
-            idle = time.monotonic() - self._last_message
-            if self._runs and self._connected.is_set() and idle >= self._idle_timeout:
-                self._log.info("websocket_idle", seconds=round(idle, 1), open_prompts=len(self._runs))
-                self._last_message = time.monotonic()
-                if await self._reconcile_all() and self._ws is not None:
-                    # the server finished prompts we never heard of: this socket is deaf
-                    await self._ws.close()
+            if not self._connected.is_set():
+                continue
+            now = time.monotonic()
+            silent = [run for run in self._runs.values() if now - run.heard >= self._idle_timeout]
+            if not silent:
+                continue
+            for run in silent:
+                run.heard = now
+            self._log.info("prompts_silent", seconds=self._idle_timeout, prompts=len(silent))
+            if await self._reconcile([run.prompt_id for run in silent]) and self._ws is not None:
+                self._log.warning("websocket_deaf", reason="the server finished prompts whose events never came")
+                await self._ws.close()
 
     async def _reconcile_all(self) -> int:
-        """Settle every open prompt from `/queue` and `/history`; returns how many ended."""
-        ended = 0
-        for prompt_id in list(self._runs):
-            ended += await self._reconcile(prompt_id)
-        return ended
+        return await self._reconcile(list(self._runs))
 
-    async def _reconcile(self, prompt_id: str, vanished: ComfyError | None = None) -> bool:
-        run = self._runs.get(prompt_id)
-        if run is None:
-            return False
+    async def _reconcile(self, prompt_ids: list[str], vanished: ComfyError | None = None) -> int:
+        """Settle these open prompts from one `/queue` and their `/history`; returns how many ended."""
+        open_ids = [prompt_id for prompt_id in prompt_ids if prompt_id in self._runs]
+        if not open_ids:
+            return 0
+        ended = 0
         try:
             running, pending = await self.queue()
-            if prompt_id in running or prompt_id in pending:
-                return False
-            entry = await self.history(prompt_id)
+            for prompt_id in open_ids:
+                if prompt_id in running or prompt_id in pending:
+                    continue
+                entry = await self.history(prompt_id)
+                run = self._runs.get(prompt_id)
+                if run is None:  # the socket finished it meanwhile
+                    continue
+                if entry is None:
+                    lost = vanished or PromptLost(
+                        "ComfyUI lost this job (the server restarted or the job was removed). Please try again.")
+                    outcome = "interrupted" if isinstance(lost, Interrupted) else "error"
+                    self._finish(run, Finished(outcome, run.outputs, lost))
+                else:
+                    self._finish(run, Finished.from_history(entry, run.outputs))
+                ended += 1
         except ComfyError as error:
-            self._log.warning("reconcile_failed", prompt_id=prompt_id, error=str(error))
-            return False
-        if prompt_id not in self._runs:  # the socket finished it meanwhile
-            return False
-        if entry is None:
-            lost = vanished or PromptLost(
-                "ComfyUI lost this job (the server restarted or the job was removed). Please try again.")
-            self._finish(run, Finished("interrupted" if isinstance(lost, Interrupted) else "error", run.outputs, lost))
-        else:
-            self._finish(run, Finished.from_history(entry, run.outputs))
-        return True
+            self._log.warning("reconcile_failed", prompts=len(open_ids), error=str(error))
+        return ended
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
-def _decode(body: bytes, what: str) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise BadResponse(f"ComfyUI sent invalid JSON for {what}.") from None
-
-
-def _require(data: Any, key: str, what: str) -> Any:
-    if not isinstance(data, dict) or key not in data:
-        raise BadResponse(f"ComfyUI's answer to {what} has no {key!r}.")
-    return data[key]

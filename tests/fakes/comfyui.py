@@ -118,11 +118,12 @@ class _Socket:
 
 @dataclass
 class _Fault:
-    kind: str  # "fail" | "garbage" | "slow"
+    kind: str  # "fail" | "garbage" | "slow" | "late" | "swallow" | "override"
     prefix: str
     count: int
     status: int = 500
     seconds: float = 0.0
+    handler: Any = None  # "override": an aiohttp handler that answers instead of ComfyUI
 
 
 class _Abort(Exception):
@@ -324,6 +325,8 @@ class FakeComfyUI:
         self._worker_task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._faults: list[_Fault] = []
+        self.muted_prompts: set[str] = set()  # their websocket events are not sent (status still is)
+        self.mute_all_prompts = False
         self._node_faults: list[dict] = []
         self._paused = False
         self._stopped = False
@@ -453,6 +456,26 @@ class FakeComfyUI:
         """Delay the next ``count`` answers on the prefix by ``seconds`` (then handled normally)."""
         self._faults.append(_Fault("slow", _api_less(path_prefix), count, seconds=seconds))
 
+    def late(self, path_prefix: str, seconds: float, *, count: int = 1) -> None:
+        """Handle the next ``count`` requests on the prefix at once, but hold the answer ``seconds``:
+        what a client sees when the server took the request and the reply got lost."""
+        self._faults.append(_Fault("late", _api_less(path_prefix), count, seconds=seconds))
+
+    def swallow(self, path_prefix: str, *, count: int = 1, seconds: float = 30.0) -> None:
+        """The next ``count`` requests on the prefix are never processed and never answered (held up to
+        ``seconds``, then the connection is dropped): a request lost on the way in."""
+        self._faults.append(_Fault("swallow", _api_less(path_prefix), count, seconds=seconds))
+
+    def override(self, path_prefix: str, handler, *, count: int = 1_000_000) -> None:
+        """Answer the next ``count`` requests on the prefix with ``handler(request)`` instead of ComfyUI:
+        a hostile server or proxy (see tests/fakes/hostile.py for ready-made answers)."""
+        self._faults.append(_Fault("override", _api_less(path_prefix), count, handler=handler))
+
+    def inject(self, frame: str | bytes, sid: str | None = None) -> None:
+        """Send a raw websocket frame, as is, to one client (or all): any text or bytes at all."""
+        for s in self._targets(sid):
+            s.queue.put_nowait(frame)
+
     def fail_node(self, node_id_or_class: str, *, exception_message: str, exception_type: str = "RuntimeError",
                   count: int = 1) -> None:
         """The next ``count`` executions of that node id or class raise -> execution_error
@@ -534,6 +557,9 @@ class FakeComfyUI:
     def _send(self, event: str, data: Any, sid: str | None = None) -> None:
         if self.silent:
             return
+        if isinstance(data, dict) and data.get("prompt_id") is not None and (
+                self.mute_all_prompts or data["prompt_id"] in self.muted_prompts):
+            return
         targets = self._targets(sid)
         if targets:
             text = json.dumps({"type": event, "data": data})
@@ -588,6 +614,21 @@ class FakeComfyUI:
                               "json": parsed, "headers": dict(request.headers), "body": body,
                               "time": arrived})  # perf_counter() when the request arrived (benchmarks)
         path = _api_less(request.path)
+        override = self._take_fault("override", path)
+        if override is not None:
+            return await override.handler(request)
+        swallow = self._take_fault("swallow", path)
+        if swallow is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(swallow.seconds)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=400)
+        late = self._take_fault("late", path)
+        if late is not None:
+            answer = await handler(request)
+            await asyncio.sleep(late.seconds)
+            return answer
         slow = self._take_fault("slow", path)
         if slow is not None:
             await asyncio.sleep(slow.seconds)
