@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from comfy_types import ComfyError
+from comfy_types import ComfyError, Unreachable
 from comfyui import ComfyClient
 from config import Settings, redact_url
 from image_gen import ImageRequest, RequestError, text_to_image, upscale
@@ -64,8 +64,11 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
             stats = await client.system_stats()
             running, pending = await client.queue()
             object_info = await client.object_info()
-        except ComfyError as error:
+        except Unreachable as error:
             out(f"  does not answer: {error}")
+            return False
+        except ComfyError as error:  # it answers, but not as ComfyUI does
+            out(f"  cannot be used: {error}")
             return False
         system = stats.get("system", {})
         devices = ", ".join(device.get("name", "?") for device in stats.get("devices", [])) or "unknown"

@@ -96,7 +96,15 @@ class ComfyHTTP:
         page) is a BadResponse naming the first odd entry: such a server is unusable.
         """
         if self._object_info is None or refresh:
-            info = await self._json("GET", "/object_info", timeout=max(self._timeout, 60.0))
+            status, body = await self._request("GET", "/object_info", timeout=max(self._timeout, 60.0))
+            if status != 200:
+                raise BadResponse(f"ComfyUI answered {status} to GET /object_info.")
+            try:
+                info = json.loads(body)
+            except ValueError:
+                page = " (it is a web page)" if body.lstrip()[:1] == b"<" else ""
+                raise BadResponse(f"ComfyUI's node list (/object_info) is not JSON{page}; "
+                                  "is COMFYUI_URL pointing at ComfyUI?") from None
             self._object_info = checked_object_info(info)
         return self._object_info
 

@@ -66,6 +66,7 @@ class PromptRun:
         self.prompt_id = prompt_id
         self.graph = graph
         self.started = False
+        self.confirmed = False  # the server answered the POST: until then its silence means nothing
         self.heard = time.monotonic()  # when this prompt last had news: the watchdog's clock
         self.outputs: dict[str, Output] = {}
         self.ending: Finished | None = None  # the outcome seen before `executing null`
@@ -207,10 +208,12 @@ class ComfyClient(ComfyHTTP):
             for post in (1, 2):
                 try:
                     await self._post_prompt(body)
+                    run.confirmed = True
                     break
                 except Uncertain as error:
                     self._log.warning("prompt_post_unanswered", prompt_id=prompt_id, post=post, error=str(error))
                     if await self._arrived(prompt_id):
+                        run.confirmed = True
                         break
                     if post == 2:
                         raise SubmitUnconfirmed(
@@ -263,6 +266,7 @@ class ComfyClient(ComfyHTTP):
         """
         await self.wait_connected()
         run = PromptRun(prompt_id, graph)
+        run.confirmed = True
         self._runs[prompt_id] = run
         await self._reconcile([prompt_id])
         if prompt_id in self._runs:
@@ -443,7 +447,7 @@ class ComfyClient(ComfyHTTP):
             if not self._connected.is_set():
                 continue
             now = time.monotonic()
-            silent = [run for run in self._runs.values() if now - run.heard >= self._idle_timeout]
+            silent = [run for run in self._runs.values() if run.confirmed and now - run.heard >= self._idle_timeout]
             if not silent:
                 continue
             for run in silent:
@@ -454,7 +458,8 @@ class ComfyClient(ComfyHTTP):
                 await self._ws.close()
 
     async def _reconcile_all(self) -> int:
-        return await self._reconcile(list(self._runs))
+        """After a reconnect: settle every prompt the server confirmed (the others' POSTs still decide)."""
+        return await self._reconcile([prompt_id for prompt_id, run in self._runs.items() if run.confirmed])
 
     async def _reconcile(self, prompt_ids: list[str], vanished: ComfyError | None = None) -> int:
         """Settle these open prompts from one `/queue` and their `/history`; returns how many ended."""

@@ -1,9 +1,13 @@
 """Several ComfyUI servers used as one pool: health, capability and the choice of a server.
 
 A server is healthy while its websocket is up and its `/object_info` could be
-read; a server silent for longer than the grace period loses its open prompts
-(they end as lost, and the scheduler moves them). The websocket's own
-reconnect loop (backoff with jitter) is what checks a dead server again.
+read. One that answers with a node list that is not ComfyUI's is *unusable*:
+it has a `problem`, shown in `/status` and in the messages of jobs nobody else
+can run, and its node list is asked for again every PROBLEM_RETRY seconds. A
+server silent for longer than the grace period loses its open prompts (they end
+as lost, and the scheduler moves them). The websocket's own reconnect loop
+checks a dead server again; while jobs wait for one, the pool pokes it at least
+every POKE_INTERVAL seconds so a server that is back is used at once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from comfy_types import ComfyError, PromptLost
+from comfy_types import ComfyError, PromptLost, Unreachable
 from comfyui import ComfyClient
 from config import Settings
 from runner import Engine
@@ -25,6 +29,8 @@ from workflows import validate
 log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL = 0.1  # seconds between looks at the clients' connection flags (no network traffic)
+POKE_INTERVAL = 1.0  # seconds between reconnect attempts while jobs wait for a server (at most 2 s apart)
+PROBLEM_RETRY = 5.0  # seconds between reads of an unusable server's node list
 
 
 async def open_backends(settings: Settings, workflows: Mapping[str, Any], outputs: Any, *, instance: str,
@@ -65,13 +71,16 @@ class Backend:
     jobs: set[int] = field(default_factory=set)  # our prompts on it, queued or running
     last_model: str | None = None  # the model of the last job it ran: it is probably still loaded
     object_info: dict[str, Any] | None = None
+    problem: str | None = None  # why a connected server cannot be used (its node list is not ComfyUI's)
     down_since: float | None = None
+    next_look: float = 0.0  # when an unusable server's node list is read again
+    poked: float = 0.0
     _fits: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """The server's identity, kept in the store with its jobs: its URL."""
-        return self.engine.client.base_url
+        """The server's identity, kept in the store with its jobs: its URL without credentials."""
+        return self.engine.client.server_id
 
     @property
     def label(self) -> str:
@@ -86,7 +95,9 @@ class Backend:
         return self.healthy and len(self.jobs) < self.capacity
 
     def problems(self, kind: str, models: Mapping[str, Any]) -> list[str]:
-        """Why this server cannot run such a job (missing node classes or model files); [] if it can."""
+        """Why this server cannot run such a job (unusable, missing node classes or model files); [] if it can."""
+        if self.problem is not None:
+            return [self.problem]
         if self.object_info is None:
             return ["its node list is not known yet"]
         key = (kind, tuple(sorted(models.items())))
@@ -97,7 +108,7 @@ class Backend:
         return self._fits[key]
 
     def learn(self, object_info: dict[str, Any]) -> None:
-        self.object_info = object_info
+        self.object_info, self.problem = object_info, None
         self._fits.clear()
 
 
@@ -108,6 +119,7 @@ class Pool:
         self._grace = grace
         self._on_change = on_change
         self._on_up = on_up
+        self.wanted = False  # jobs wait for a server: keep poking the disconnected ones
 
     def get(self, name: str | None) -> Backend | None:
         return next((backend for backend in self.backends if backend.name == name), None)
@@ -123,7 +135,7 @@ class Pool:
 
     def unservable(self, kind: str, models: Mapping[str, Any]) -> list[str] | None:
         """The reasons no server can run such a job, or None when one can (or might, once known)."""
-        known = [b for b in self.backends if b.object_info is not None]
+        known = [b for b in self.backends if b.object_info is not None or b.problem is not None]
         if len(known) < len(self.backends):
             return None
         reasons = [b.problems(kind, models) for b in known]
@@ -142,29 +154,54 @@ class Pool:
 
     def poke(self) -> None:
         """Someone waits for a server: make every disconnected client try again now."""
+        now = time.monotonic()
         for backend in self.backends:
+            backend.poked = now
             backend.client.poke()
 
+    def gave_up(self, since: float) -> bool:
+        """Whether every server that is down has failed a connection attempt begun at or after `since`:
+        the last word before a waiting job is told that the servers are unreachable."""
+        return all(b.client.failed_since(since) for b in self.backends if not b.client.connected)
+
     async def watch(self) -> None:
-        """Follow each server's health; runs until cancelled."""
+        """Follow each server's health; runs until cancelled (supervised by the scheduler)."""
         while True:
             for backend in self.backends:
-                await self._look(backend)
+                try:
+                    await self._look(backend)
+                except ComfyError as error:
+                    log.warning("server_look_failed", server=backend.label, error=str(error))
             await asyncio.sleep(WATCH_INTERVAL)
 
     async def _look(self, backend: Backend) -> None:
         connected = backend.client.connected
+        now = time.monotonic()
+        if not connected and (self.wanted or backend.jobs) and now - backend.poked >= POKE_INTERVAL:
+            backend.poked = now
+            backend.client.poke()
         if connected and not backend.healthy:
+            if now < backend.next_look:
+                return
             try:
                 backend.learn(await backend.client.object_info(refresh=True))
-            except ComfyError as error:
+            except Unreachable as error:  # slow or gone: not a verdict on the server
                 log.warning("server_not_ready", server=backend.label, error=str(error))
+                backend.next_look = time.monotonic() + PROBLEM_RETRY
+                return
+            except ComfyError as error:
+                backend.next_look = time.monotonic() + PROBLEM_RETRY
+                if backend.problem != str(error):
+                    log.warning("server_unusable", server=backend.label, error=str(error))
+                    backend.problem = str(error)
+                    self._on_change()
                 return
             backend.healthy, backend.down_since = True, None
             log.info("server_up", server=backend.label, node_classes=len(backend.object_info))
             await self._on_up(backend)
             self._on_change()
         elif not connected:
+            backend.next_look = 0.0
             if backend.healthy:
                 backend.healthy, backend.down_since = False, time.monotonic()
                 log.warning("server_down", server=backend.label, open_prompts=len(backend.client.open_prompts()))

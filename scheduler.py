@@ -24,13 +24,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Started, Unreachable
+import tasks
+from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
 from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
 from outputs import OutputError, OutputFolder
 from pool import Backend, Pool, model_values
 from runner import Engine, JobResult
-from store import ACTIVE_STATES, Generation, Job, Store
+from store import ACTIVE_STATES, Generation, Job, LimitReached, Store
 from video_gen import animate
 from workflows import WorkflowError
 
@@ -81,6 +82,7 @@ class ServerStatus:
     load: int
     capacity: int
     last_model: str | None
+    problem: str | None = None  # why a connected server cannot be used
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Scheduler:
         self._served: dict[int, int] = {}  # user -> when (a serial number) a job of theirs last started
         self._serial = 0
         self._priority: deque[Job] = deque()
+        self._moved: set[int] = set()  # jobs moved off a failed server: at the front, in their first order
         self._flights: dict[int, Flight] = {}
         self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
         self._inputs_released: set[int] = set()
@@ -132,9 +135,8 @@ class Scheduler:
             else:
                 self._enqueue(await self._store.update_job(job.id, state="waiting", prompt_id=None, server=None))
             log.info("job_resumed", job_id=job.id, state=job.state, server=job.server)
-        self._loops = [asyncio.create_task(self._dispatch_loop(), name="dispatch"),
-                       asyncio.create_task(self.pool.watch(), name="pool-watch"),
-                       asyncio.create_task(self._position_loop(), name="positions")]
+        self._loops = [tasks.start("dispatch", self._dispatch_loop), tasks.start("pool-watch", self.pool.watch),
+                       tasks.start("positions", self._position_loop)]
         self._wake_up()
         return len(jobs)
 
@@ -175,7 +177,12 @@ class Scheduler:
         reasons = self.pool.unservable(job.kind, model_values(self._settings, job.kind, request))
         if reasons:
             raise RequestError(f"no ComfyUI server here can run this: {' / '.join(reasons)}")
-        job = await self._store.add_job(dataclasses.replace(job, request=request))
+        limit = self._settings.jobs_per_user
+        try:  # counted and inserted in one step: a burst of clicks cannot slip past the limit
+            job = await self._store.add_job(dataclasses.replace(job, request=request), active_limit=limit)
+        except LimitReached as error:
+            raise QueueFull(f"You already have {error.count} jobs waiting or running (the limit is {limit}). "
+                            "Try again when one has finished.") from None
         log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
         self._enqueue(job)
         if not self.pool.any_healthy():
@@ -190,9 +197,13 @@ class Scheduler:
                 raise QueueFull(f"This server already has {in_guild} jobs waiting; please try again in a while.")
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
-        """Queue a job; `front` (a job moved off a failed server) puts it ahead of everyone."""
+        """Queue a job; `front` (a job moved off a failed server) puts it ahead of everyone, behind
+        the jobs moved before it that were queued before it, so moved jobs keep their order."""
         if front:
-            self._priority.appendleft(job)
+            index = next((i for i, queued in enumerate(self._priority)
+                          if queued.id not in self._moved or queued.id > job.id), len(self._priority))
+            self._priority.insert(index, job)
+            self._moved.add(job.id)
         elif job.priority > 0:
             self._priority.append(job)
         else:
@@ -203,6 +214,7 @@ class Scheduler:
         self._stalled.pop(job.id, None)
         if job in self._priority:
             self._priority.remove(job)
+            self._moved.discard(job.id)
             return True
         queue = self._waiting.get(job.user_id)
         if queue is None or job not in queue:
@@ -265,9 +277,11 @@ class Scheduler:
 
     async def _expire_unservable(self) -> None:
         """Waiting jobs fail in words, not silence: when no server can run them, or none able to is
-        reachable for `comfyui_timeout` (counted from when the job lost its last server, not from
-        when it was queued, so a brief outage fails nobody)."""
+        reachable for `server_grace` (counted from when the job lost its last server, not from when
+        it was queued, so a brief outage fails nobody) AND a connection attempt begun after that has
+        failed too: a server that came back meanwhile is used, not reported as down."""
         now = time.monotonic()
+        grace = self._settings.server_grace
         verdicts: dict[tuple[Any, ...], tuple[list[str] | None, bool]] = {}  # jobs alike share one answer
         for job in list(self.waiting_jobs()):
             models = self._models(job)
@@ -279,10 +293,13 @@ class Scheduler:
                 await self._fail_waiting(job, f"no ComfyUI server here can run this: {' / '.join(reasons)}")
             elif served:
                 self._stalled.pop(job.id, None)
-            elif now - self._stalled.setdefault(job.id, now) > self._settings.comfyui_timeout:
-                await self._fail_waiting(job, f"{self._unreachable()} right now. Please try again later.")
+            else:
+                since = self._stalled.setdefault(job.id, now)
+                if now - since > grace and self.pool.gave_up(since + grace):
+                    await self._fail_waiting(job, f"{self._unreachable()} right now. Please try again later.")
+        self.pool.wanted = bool(self._stalled)  # the pool keeps trying the servers while jobs wait
         if self._stalled and (self._waker is None or self._waker.done()):
-            self._waker = self._spawn(self._wake_later(min(1.0, self._settings.comfyui_timeout / 2)))
+            self._waker = self._spawn(self._wake_later(min(1.0, grace / 2)))
 
     def _unreachable(self) -> str:
         labels = [backend.label for backend in self.pool.backends]
@@ -325,6 +342,9 @@ class Scheduler:
 
             async def on_event(event: Event) -> None:
                 nonlocal started
+                if isinstance(event, Resubmitted):  # posted twice: it may run twice, so one retry fewer
+                    flight.job = await self._store.update_job(job.id, attempts=flight.job.attempts + 1)
+                    return
                 if job.id in self._cancelled and not flight.cancel_sent:  # cancelled during the POST
                     flight.cancel_sent = True
                     await backend.client.cancel(job.prompt_id)
@@ -346,7 +366,7 @@ class Scheduler:
             if job.id in self._cancelled:
                 await self._notify_cancelled(job)
             else:
-                await self._retry(job, backend, started, error, jlog)
+                await self._retry(flight.job, backend, started, error, jlog)
             return
         except EXPECTED_ERRORS as error:
             await self._end_badly(flight, str(error), jlog)
@@ -460,6 +480,7 @@ class Scheduler:
 
     def _forget(self, job_id: int) -> None:
         self._inputs_released.discard(job_id)
+        self._moved.discard(job_id)
         self._stalled.pop(job_id, None)
         self._avoid.pop(job_id, None)
         self._shown.pop(job_id, None)
@@ -532,7 +553,8 @@ class Scheduler:
                     log.exception("position_not_shown", job_id=job.id)
 
     def status(self, user_id: int) -> Status:
-        servers = [ServerStatus(b.label, b.healthy, len(b.jobs), b.capacity, b.last_model) for b in self.pool.backends]
+        servers = [ServerStatus(b.label, b.healthy, len(b.jobs), b.capacity, b.last_model, b.problem)
+                   for b in self.pool.backends]
         waiting = list(self.waiting_jobs())
         mine: list[tuple[Job, int | None]] = [(job, index) for index, job in enumerate(waiting) if job.user_id == user_id]
         mine += [(flight.job, None) for flight in self._flights.values() if flight.job.user_id == user_id]

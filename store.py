@@ -107,6 +107,14 @@ class StoreError(Exception):
     """The database cannot do what was asked; str() is a sentence for logs and operators."""
 
 
+class LimitReached(Exception):
+    """add_job refused: the user already has `count` active jobs."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the user already has {count} active jobs")
+        self.count = count
+
+
 @dataclass
 class Job:
     """A user's request and how far it got."""
@@ -198,12 +206,17 @@ class Store:
 
     # --- jobs -----------------------------------------------------------------------------
 
-    async def add_job(self, job: Job) -> Job:
-        """Store a new job; return a copy with id, created_at and updated_at set."""
+    async def add_job(self, job: Job, *, active_limit: int | None = None) -> Job:
+        """Store a new job; return a copy with id, created_at and updated_at set.
+
+        With `active_limit`, the user's active jobs are counted and the job inserted in one
+        step on the store's thread, so concurrent calls cannot both pass the count: past
+        the limit, LimitReached.
+        """
         if job.id is not None:
             raise StoreError(f"Job {job.id} is already stored")
         _check_states((job.state,))
-        return await self._run(_insert_job, job)
+        return await self._run(_insert_job, job, active_limit)
 
     async def get_job(self, job_id: int) -> Job | None:
         return await self._run(_select_job, job_id)
@@ -334,7 +347,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> int:
     return found
 
 
-def _insert_job(db: sqlite3.Connection, job: Job) -> Job:
+def _insert_job(db: sqlite3.Connection, job: Job, active_limit: int | None = None) -> Job:
+    if active_limit is not None and (count := _count_active(db, job.user_id)) >= active_limit:
+        raise LimitReached(count)
     now = time.time()
     job = replace(job, created_at=now, updated_at=now)
     return replace(job, id=_insert(db, "jobs", job))

@@ -101,3 +101,13 @@ async def running(discord_fake):
     harness = Running(discord_fake)
     yield harness
     await harness.stop()
+
+
+@pytest.fixture
+async def rig(tmp_path):
+    """Fake ComfyUI servers and scheduler "processes" on them (tests/pool_harness.py)."""
+    from tests.pool_harness import PoolRig
+
+    pool_rig = PoolRig(tmp_path)
+    yield pool_rig
+    assert await pool_rig.close() == []

@@ -218,18 +218,21 @@ class PoolRig:
 
     def configure(self, urls: list[str] | None = None, **overrides: Any) -> Settings:
         urls = urls if urls is not None else [fake.url for fake in self.fakes]
-        self.settings = make_settings(self.tmp_path, comfyui_urls=urls, **overrides)
+        # the scheduler now holds JOBS_PER_USER itself; these tests queue many jobs for one user
+        self.settings = make_settings(self.tmp_path, comfyui_urls=urls, **{"jobs_per_user": 100, **overrides})
         return self.settings
 
-    async def start(self, notifier: RecordingNotifier | None = None, *, healthy: int | None = None) -> Process:
-        """A new process on the rig's data folder; waits until `healthy` servers (default all) are up."""
+    async def start(self, notifier: RecordingNotifier | None = None, *, healthy: int | None = None,
+                    **client_options: Any) -> Process:
+        """A new process on the rig's data folder; waits until `healthy` servers (default all) are up.
+        `client_options` override the clients' short test bounds (TEST_CLIENT)."""
         settings = self.settings or self.configure()
         store = Store(settings.data_dir / "bot.sqlite3")
         await store.open()
         outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
         await outputs.open()
         backends = await open_backends(settings, load_set(settings.workflow_dir()), outputs, instance=INSTANCE,
-                                       **TEST_CLIENT)  # client ids test-<index>: the same after a restart
+                                       **{**TEST_CLIENT, **client_options})  # client ids test-<index>: the same after a restart
         clients = [backend.client for backend in backends]
         notifier = notifier or RecordingNotifier()
         scheduler = Scheduler(store, backends, outputs, settings, notifier, instance=INSTANCE)

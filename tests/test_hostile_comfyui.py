@@ -125,7 +125,7 @@ async def test_a_failing_reader_reconnects_and_catches_up(comfy, monkeypatch):
     ({"KSampler": {"input": "none"}}, "the entry for 'KSampler' is missing its inputs"),
     ([], "not a list of nodes"),
     ({}, "not a list of nodes"),
-    (hostile.HTML_PAGE, "invalid JSON"),
+    (hostile.HTML_PAGE, r"is not JSON \(it is a web page\)"),
 ], ids=["string-entry", "list-entry", "inputs-string", "list", "empty", "html"])
 async def test_a_malformed_node_list_is_a_readable_error(comfy, client, body, reason):
     comfy.override("/object_info", hostile.answer(body, content_type="text/html" if isinstance(body, bytes) else

@@ -14,7 +14,6 @@ import pytest
 from image_gen import RequestError
 from scheduler import QueueFull, ServerStatus
 from tests.pool_harness import (
-    PoolRig,
     RecordingNotifier,
     job_of,
     on_server,
@@ -27,13 +26,6 @@ from tests.pool_harness import (
 )
 
 ALICE, BOB, CAROL, MOD = 101, 202, 303, 909
-
-
-@pytest.fixture
-async def rig(tmp_path):
-    rig = PoolRig(tmp_path)
-    yield rig
-    assert await rig.close() == []
 
 
 async def wait_for_job(store, job_id, predicate, what, timeout=10.0):

@@ -425,3 +425,20 @@ async def test_200_concurrent_adds_wait_for_a_lock_without_blocking_the_loop(
     assert query(path, "SELECT count(DISTINCT id), count(DISTINCT user_id) FROM jobs") == [
         (200, 200)]
     assert len(gaps) >= 20 and max(gaps) < 0.1
+
+
+async def test_the_active_job_limit_holds_for_a_burst_of_concurrent_inserts(db: Store, path: Path) -> None:
+    async def attempt() -> bool:
+        try:
+            await db.add_job(make_job(), active_limit=3)
+        except store.LimitReached as refused:
+            assert refused.count == 3
+            return False
+        return True
+
+    accepted = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert sum(accepted) == 3
+    assert query(path, "SELECT count(*) FROM jobs") == [(3,)]
+    await db.update_job(1, state="done")  # one finished: room for exactly one more
+    assert await attempt() and not await attempt()
+    await db.add_job(make_job(user_id=99), active_limit=3)  # another user is not limited by this one
