@@ -234,6 +234,16 @@ class OutputFolder:
             if not self._files[path.name]:
                 self._wake()
 
+    async def discard(self, path: Path) -> None:
+        """Delete a file just saved that turned out to be unusable (see `verify`): nobody will ever
+        want it, so it does not wait for the cap. The caller held its only pin."""
+        if self._files.pop(path.name, None) is not None:
+            self._wake()
+        try:
+            await asyncio.to_thread((self._root / path.name).unlink, missing_ok=True)
+        except OSError as exc:
+            log.warning("output_discard_failed", file=path.name, error=_reason(exc))
+
     def pin(self, path: Path) -> None:
         """One more user needs the file (a job that takes it as input; an undelivered result after a
         restart): it is not deleted until each of them has released it."""

@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
-from comfy_types import ComfyError, Event, Finished, Started
+from comfy_types import ComfyError, Event, FileRef, Finished, Started
 from comfyui import ComfyClient
 from config import Settings
-from outputs import OutputFolder
+from outputs import OutputFolder, verify
 from workflows import Workflow, WorkflowError
 
 log = structlog.get_logger(__name__)
@@ -117,14 +117,23 @@ async def _abandon(engine: Engine, prompt_id: str, jlog: Any) -> None:
         jlog.warning("cancel_failed", error=str(error))
 
 
+async def _fetch(engine: Engine, ref: FileRef) -> Path:
+    """One result file: streamed under the byte cap, then checked to be the image or video it claims."""
+    path = await engine.outputs.save_stream(ref.filename, engine.client.iter_file(ref),
+                                            max_bytes=engine.settings.download_limit)
+    try:
+        await verify(path)
+    except BaseException:
+        await engine.outputs.discard(path)
+        raise
+    return path
+
+
 async def _download(engine: Engine, workflow: Workflow, finished: Finished, jlog: Any) -> list[Path]:
     refs = [ref for node in workflow.outputs if node in finished.outputs for ref in finished.outputs[node].files]
     if not refs:
         raise ComfyError(f"The workflow finished, but its output node(s) {', '.join(workflow.outputs)} produced no file.")
-    results = await asyncio.gather(
-        *(engine.outputs.save_stream(ref.filename, engine.client.iter_file(ref)) for ref in refs),
-        return_exceptions=True,
-    )
+    results = await asyncio.gather(*(_fetch(engine, ref) for ref in refs), return_exceptions=True)
     saved = [result for result in results if isinstance(result, Path)]
     failure = next((result for result in results if isinstance(result, BaseException)), None)
     if failure is not None:

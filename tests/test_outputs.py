@@ -704,3 +704,12 @@ async def test_a_file_two_jobs_need_stays_until_both_release_it(tmp_path: Path) 
     folder.release(shared)  # an extra release changes nothing
     await folder.save_bytes("fourth.png", b"f")
     assert not shared.exists() and third.exists()
+
+
+async def test_a_discarded_file_is_gone_at_once_and_frees_its_slot(tmp_path: Path) -> None:
+    folder = await opened(tmp_path, 1, full_wait=0.1)
+    broken = await folder.save_bytes("broken.png", b"<html>not an image</html>")
+    await folder.discard(broken)
+    assert finals(tmp_path) == [] and folder.files() == []
+    kept = await folder.save_bytes("next.png", b"next")  # the slot is free although nothing was released
+    assert finals(tmp_path) == [kept.name]
