@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import discord
+import yarl
 import structlog
 from discord import app_commands
 from discord.ext import commands
@@ -30,8 +31,9 @@ from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
 from image_gen import SEED_LIMIT, RequestError
-from outputs import OutputError, OutputFolder
+from outputs import OutputError, OutputFolder, verify
 from pool import open_backends
+from safe_text import clip
 from scheduler import QueueFull, Scheduler
 from store import Job, Store
 from views import DYNAMIC_ITEMS, failure_text, help_embed, status_embed
@@ -39,8 +41,9 @@ from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
 
+OOPS = "❌ Something went wrong on the bot's side; nothing was started. The operator can find it in the log."
 ASPECTS = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2), "wide": (16, 9), "tall": (9, 16)}
-FETCH_LIMIT = 50 * 1024 * 1024
+MAX_REDIRECTS = 3
 
 
 class RateLimiter:
@@ -67,7 +70,10 @@ class RateLimiter:
 class ComfyBot(commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
-                         help_command=None, chunk_guilds_at_startup=False, **options)
+                         help_command=None, chunk_guilds_at_startup=False,
+                         # nothing the bot echoes (prompts, node ids, error texts) may ping anyone:
+                         # a message that notifies the job's owner says so itself (delivery.owner_only)
+                         allowed_mentions=discord.AllowedMentions.none(), **options)
         self.settings = settings
         self.store = Store(settings.data_dir / "bot.sqlite3")
         self.outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
@@ -91,6 +97,7 @@ class ComfyBot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         for command in make_commands(settings):
             self.tree.add_command(command)
+        self.tree.on_error = self.on_command_error
         await self._sync()
         self._validation = asyncio.create_task(self._validate_workflows(workflows))
         resumed = await self.scheduler.start()
@@ -122,17 +129,62 @@ class ComfyBot(commands.Bot):
                     log.error("workflow_problem", server=client.name, problem=str(problem))
 
     async def close(self) -> None:
-        if self._validation is not None:
-            self._validation.cancel()
-        if self.scheduler is not None:
-            await self.scheduler.close()
-        self.delivery.close()
-        for client in self.clients:
-            await client.close()
-        if self._fetch_session is not None:
-            await self._fetch_session.close()
-        await self.store.close()
-        await super().close()
+        """Stop everything; the store is closed whatever the other parts did on the way."""
+        try:
+            if self._validation is not None:
+                self._validation.cancel()
+            if self.scheduler is not None:
+                await self.scheduler.close()
+            self.delivery.close()
+            results = await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
+            for client, result in zip(self.clients, results):
+                if isinstance(result, Exception):
+                    log.error("comfyui_close_failed", server=client.name, error=repr(result))
+            if self._fetch_session is not None:
+                await self._fetch_session.close()
+        finally:
+            await self.store.close()
+            await super().close()
+
+    # every interaction ends in words -------------------------------------------
+
+    async def on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Any slash command that fails: the person is told privately, the operator gets the traceback."""
+        if isinstance(error, app_commands.CommandInvokeError):
+            error = error.original
+        log.error("command_failed", command=interaction.command.name if interaction.command else None,
+                  user_id=interaction.user.id, error=repr(error)[:500], exc_info=error)
+        await self.tell(interaction, OOPS)
+
+    async def on_item_error(self, interaction: discord.Interaction, error: Exception, custom_id: str) -> None:
+        """A button that fails: the same promise as commands."""
+        log.error("button_failed", custom_id=custom_id[:100], user_id=interaction.user.id,
+                  error=repr(error)[:500], exc_info=error)
+        await self.tell(interaction, OOPS)
+
+    async def tell(self, interaction: discord.Interaction, text: str) -> None:
+        """Answer privately, whatever state the interaction is in; never raises."""
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(text, ephemeral=True)
+            elif interaction.response.type in (discord.InteractionResponseType.deferred_channel_message,
+                                               discord.InteractionResponseType.channel_message):
+                await interaction.edit_original_response(content=text, embeds=[], attachments=[], view=None)
+            else:
+                await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as error:
+            log.warning("answer_failed", interaction_id=interaction.id, status=error.status)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A click on a button of ours that no handler knows (an old or forged custom_id) is answered,
+        not left to Discord's "This interaction failed"."""
+        if interaction.type != discord.InteractionType.component:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        if custom_id.startswith("cf:") and not any(item.__discord_ui_compiled_template__.fullmatch(custom_id)
+                                                   for item in DYNAMIC_ITEMS):
+            log.info("unknown_button", custom_id=custom_id[:100], user_id=interaction.user.id)
+            await self.tell(interaction, "This button is no longer supported by the bot. Start a new job instead.")
 
     # shared by commands and buttons --------------------------------------------
 
@@ -230,16 +282,31 @@ class ComfyBot(commands.Bot):
         return (await self._fetch_attachment(urls[index], generation.files[index])).name
 
     async def _fetch_attachment(self, url: str, name: str) -> Path:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or parts.hostname not in self.settings.cdn_hosts:
-            log.warning("attachment_host_refused", url=url)
-            raise ValueError("that attachment is not on Discord's CDN, so the bot will not download it")
-        async with self._fetch_session.get(url) as response:
-            if response.status != 200:
-                raise ValueError(f"Discord's CDN answered {response.status} for the attachment")
-            if (response.content_length or 0) > FETCH_LIMIT:
-                raise ValueError("the attachment is too large")
-            return await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024))
+        """Download an image from Discord's CDN into the output folder, pinned: only from CDN_HOSTS
+        (redirects too), streamed under DOWNLOAD_LIMIT, and checked to be the image it claims."""
+        limit = self.settings.download_limit
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or parts.hostname not in self.settings.cdn_hosts:
+                log.warning("attachment_host_refused", host=parts.hostname)
+                raise ValueError("that attachment is not on Discord's CDN, so the bot will not download it")
+            async with self._fetch_session.get(url, allow_redirects=False) as response:
+                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                    url = str(response.url.join(yarl.URL(response.headers["Location"])))
+                    continue
+                if response.status != 200:
+                    raise ValueError(f"Discord's CDN answered {response.status} for the attachment")
+                if (response.content_length or 0) > limit:
+                    raise ValueError(f"the attachment is larger than {limit // (1024 * 1024)} MiB")
+                path = await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024),
+                                                      max_bytes=limit)
+            try:
+                await verify(path)
+            except OutputError:
+                await self.outputs.discard(path)
+                raise
+            return path
+        raise ValueError("Discord's CDN redirected too often for the attachment")
 
 
 class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):
@@ -279,7 +346,8 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             return
         if model is not None and model not in presets:
             await interaction.response.send_message(
-                f"There is no model called {model!r}. Choose one of: {', '.join(presets) or 'none configured'}.", ephemeral=True)
+                f"There is no model called {clip(model, 80)!r}. Choose one of: "
+                f"{clip(', '.join(presets), 1500) or 'none configured'}.", ephemeral=True)
             return
         if await bot.refuse_if_limited(interaction):
             return
@@ -362,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--smoke", action="store_true", help="also run text to image, upscale and animate once")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logs.configure(settings.log_level, settings.log_json)
+    logs.configure(settings.log_level, settings.log_json, secrets=settings.secrets())
     if args.command == "check":
         from check import run_check
 

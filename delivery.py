@@ -4,11 +4,18 @@ A job's message is edited through the interaction's webhook while its token
 lives (15 minutes), and through the channel after that, so a long video is
 still delivered: as a new channel message that mentions its owner.
 Everything needed is read from the job record, so this works after a restart.
+
+Exactly once: the job is recorded as `delivering` before anything is posted,
+and every channel post carries a nonce derived from the job, which Discord uses
+to answer a repeated post (after a crash mid-post) with the message it already
+made. Only the job's owner can be pinged: the client parses no mention unless a
+message names the owner explicitly (`owner_only`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +45,21 @@ log = structlog.get_logger(__name__)
 
 TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 60  # stop using a token this long before it expires: an upload can take a while
-USERS_ONLY = discord.AllowedMentions(everyone=False, roles=False, users=True)
+MAX_FILES = 10  # attachments Discord shows in one message
+NONCE_LENGTH = 25  # Discord's limit for a message nonce
+
+
+def owner_only(job: Job) -> discord.AllowedMentions:
+    """Mentions for a message that pings the job's owner and nobody else, whatever its text echoes."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)],
+                                   replied_user=False)
+
+
+def nonce(job: Job, part: int = 0) -> str:
+    """The same for every attempt to post this part of this job's result, and unlike any other job's
+    (of this bot or another with its own database): the job id and a hash of its interaction."""
+    seed = f"{job.interaction_token}:{job.created_at}".encode()
+    return f"j{job.id}.{part}.{hashlib.sha256(seed).hexdigest()}"[:NONCE_LENGTH]
 
 
 class Delivery:
@@ -109,28 +130,37 @@ class Delivery:
         self._live_message(job).update(content=running_text(job.kind, progress), **content)
 
     async def deliver(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int, list[str]]:
+        """Post the result: its first MAX_FILES files with the embed and buttons, any further files
+        in following messages. Returns the first message's id and every file's URL, in order."""
         limit = int(job.request.get("upload_limit") or self._settings.upload_limit)
         fitted = [await fit_to_limit(path, limit) for path in files]
         try:
             attachments = [discord.File(io.BytesIO(await asyncio.to_thread(path.read_bytes)), filename=path.name)
                            for path in fitted]
+            first, rest = attachments[:MAX_FILES], attachments[MAX_FILES:]
             mention = f"<@{job.user_id}>"
             view = result_view(generation)
             message = None
             if self.token_alive(job) and job.message_id is not None:
                 try:
                     message = await self._forget(job).finish(
-                        content=mention, embeds=[result_embed(generation, mention)], attachments=attachments,
-                        allowed_mentions=USERS_ONLY, view=view)  # None clears the Cancel button
+                        content=mention, embeds=[result_embed(generation, mention)], attachments=first,
+                        allowed_mentions=owner_only(job), view=view)  # None clears the Cancel button
                 except discord.NotFound:  # someone deleted the job's message: post the result anyway
                     log.info("job_message_gone", job_id=job.id)
-                    for attachment in attachments:
+                    for attachment in first:
                         attachment.reset()
             if message is None:
-                message = await self._post_in_channel(job, generation, mention, attachments, view)
+                message = await self._post_in_channel(job, generation, mention, first, view)
             if view is not None:
                 view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
-            return message.id, [attachment.url for attachment in message.attachments]
+            urls = [attachment.url for attachment in message.attachments]
+            channel = self._bot.get_partial_messageable(job.channel_id)
+            for part, start in enumerate(range(0, len(rest), MAX_FILES), start=1):
+                more = await channel.send(content=f"{mention} (part {part + 1})", files=rest[start:start + MAX_FILES],
+                                          nonce=nonce(job, part), allowed_mentions=discord.AllowedMentions.none())
+                urls += [attachment.url for attachment in more.attachments]
+            return message.id, urls
         finally:
             for path, original in zip(fitted, files):
                 if path != original:
@@ -143,7 +173,7 @@ class Delivery:
         channel = self._bot.get_partial_messageable(job.channel_id)
         extra = {"view": view} if view is not None else {}
         message = await channel.send(content=f"{mention} your result is ready.", embed=result_embed(generation, mention),
-                                     files=attachments, allowed_mentions=USERS_ONLY, **extra)
+                                     files=attachments, allowed_mentions=owner_only(job), nonce=nonce(job), **extra)
         if job.message_id is not None:
             await self._quietly(channel.get_partial_message(job.message_id).edit(
                 content=f"✅ Finished: the result is in {message.jump_url}", attachments=[], view=None))
@@ -161,14 +191,13 @@ class Delivery:
         channel = self._bot.get_partial_messageable(job.channel_id)
         if job.message_id is not None:
             await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[], view=None))
-        await channel.send(f"<@{job.user_id}> {text}", allowed_mentions=USERS_ONLY)
+        await channel.send(f"<@{job.user_id}> {text}", allowed_mentions=owner_only(job), nonce=nonce(job, 99))
 
     async def job_cancelled(self, job: Job, by_user_id: int) -> None:
         text = cancelled_text(job.kind, by_user_id)
         live = self._forget(job)
         if job.message_id is not None:
-            await self._quietly(live.finish(content=text, attachments=[], embeds=[], view=None,
-                                            allowed_mentions=discord.AllowedMentions.none()))
+            await self._quietly(live.finish(content=text, attachments=[], embeds=[], view=None))
 
     async def _quietly(self, edit: Awaitable[Any]) -> None:
         try:
