@@ -31,7 +31,8 @@ from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
 from image_gen import SEED_LIMIT, RequestError
-from outputs import OutputError, OutputFolder, verify
+from media import verify
+from outputs import OutputError, OutputFolder
 from pool import open_backends
 from safe_text import clip
 from scheduler import QueueFull, Scheduler

@@ -4,8 +4,7 @@ A server (or a proxy in front of it) can send anything: a `data` that is a
 string, a `progress` of 1e400, preview metadata that is a list, a frame of three
 bytes. Every function here either returns a well-typed value or raises
 `BadFrame` with a short reason; nothing else escapes, so the reader of the
-socket can drop one bad frame and go on. See PROTOCOL.md-style notes in
-comfyui.py for what a well-formed frame looks like.
+socket (comfyui.py) can drop one bad frame and go on.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import structlog
 
 from comfy_types import Event, Preview
 from config import Settings
-from outputs import fit_to_limit
+from media import fit_to_limit
 from store import Generation, Job
 from views import (
     LiveMessage,

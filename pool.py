@@ -122,7 +122,8 @@ class Pool:
         self.wanted = False  # jobs wait for a server: keep poking the disconnected ones
 
     def get(self, name: str | None) -> Backend | None:
-        return next((backend for backend in self.backends if backend.name == name), None)
+        """The server a stored job names (older databases kept the full URL)."""
+        return next((b for b in self.backends if name in (b.name, b.client.base_url)), None)
 
     def choose(self, kind: str, models: Mapping[str, Any], avoid: set[str] = frozenset()) -> Backend | None:
         """A free server that can run the job: one that last ran the same model, then the least loaded."""

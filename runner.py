@@ -18,7 +18,8 @@ import structlog
 from comfy_types import ComfyError, Event, FileRef, Finished, Started
 from comfyui import ComfyClient
 from config import Settings
-from outputs import OutputFolder, verify
+from media import verify
+from outputs import OutputFolder
 from workflows import Workflow, WorkflowError
 
 log = structlog.get_logger(__name__)

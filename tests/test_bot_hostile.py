@@ -321,3 +321,21 @@ async def test_an_attachment_is_fetched_only_from_the_cdn_within_the_cap(cdn, tm
             assert [p.name for p in bot.settings.outputs_dir.iterdir() if not p.name.startswith(".")] == []
     finally:
         await bot._fetch_session.close()
+
+
+async def test_shutdown_closes_the_store_whatever_the_comfyui_clients_did(comfy, discord_fake, running, tmp_path,
+                                                                         monkeypatch):
+    from store import StoreError
+
+    bot = await running.start(bot_settings(tmp_path, comfy.url))
+    (client,) = bot.clients
+    real_close = client.close
+
+    async def failing_close():
+        await real_close()
+        raise RuntimeError("a client that fails to close")
+
+    monkeypatch.setattr(client, "close", failing_close)
+    await running.stop()
+    with pytest.raises(StoreError, match="is not open"):
+        await bot.store.get_job(1)

@@ -77,3 +77,14 @@ async def test_check_masks_the_password_in_the_url(comfy, tmp_path):
     assert "s3cret-pw" not in output
     assert f"COMFYUI_URL            {masked}" in output
     assert f"ComfyUI at {masked}" in output.splitlines()
+
+
+async def test_check_says_a_server_with_a_malformed_node_list_cannot_be_used(comfy, tmp_path):
+    from tests.fakes import hostile
+
+    comfy.override("/object_info", hostile.answer({"KSampler": ["not", "a", "node"]}))
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest", LOG_LEVEL="warning")
+    assert code == 1, output
+    assert ("  cannot be used: ComfyUI's node list (/object_info) is malformed: the entry for 'KSampler' is list, "
+            "so this server cannot be used.") in output
+    assert "Some checks failed (see above)." in output

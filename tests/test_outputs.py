@@ -16,18 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import media
 import outputs
-from outputs import (
-    MIB,
-    BadResult,
-    OutputError,
-    OutputFolder,
-    OutputFull,
-    OutputTooLarge,
-    TooLarge,
-    fit_to_limit,
-    verify,
-)
+from media import BadResult, TooLarge, fit_to_limit, verify
+from outputs import MIB, OutputError, OutputFolder, OutputFull, OutputTooLarge
 
 SAFE_NAME = re.compile(
     r"\d{8}-\d{6}-\d{6}-[A-Za-z0-9_-][A-Za-z0-9._-]*\.(png|jpe?g|webp|gif|mp4|webm|bin)"
@@ -544,13 +536,13 @@ async def test_verify_decodes_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[threading.Thread] = []
-    decode = outputs._decode
+    decode = media._decode
 
     def recording(path: Path) -> None:
         threads.append(threading.current_thread())
         decode(path)
 
-    monkeypatch.setattr(outputs, "_decode", recording)
+    monkeypatch.setattr(media, "_decode", recording)
     path = tmp_path / "x.png"
     noise(16, 16).save(path)
     await verify(path)
