@@ -258,7 +258,7 @@ class ComfyBot(commands.Bot):
         try:
             name = await self._input_image(interaction, generation, index)
         except (OutputError, ValueError) as error:
-            await interaction.edit_original_response(content=f"❌ Cannot use that image: {error}")
+            await interaction.edit_original_response(content=clip(f"❌ Cannot use that image: {error}", 1900))
             return
         request = {"input": name}
         if kind == "upscale":

@@ -17,6 +17,7 @@ from config import Settings, redact_url
 from image_gen import ImageRequest, RequestError, text_to_image, upscale
 from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
+from safe_text import server_line
 from video_gen import animate
 from workflows import WorkflowError, load_set, validate
 
@@ -70,9 +71,9 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
         except ComfyError as error:  # it answers, but not as ComfyUI does
             out(f"  cannot be used: {error}")
             return False
-        system = stats.get("system", {})
-        devices = ", ".join(device.get("name", "?") for device in stats.get("devices", [])) or "unknown"
-        out(f"  answers: ComfyUI {system.get('comfyui_version', '(version unknown)')}, devices: {devices}")
+        version = server_line(stats["system"].get("comfyui_version") or "", 40) or "(version unknown)"
+        devices = ", ".join(server_line(device.get("name") or "", 80) or "?" for device in stats["devices"][:8]) or "unknown"
+        out(f"  answers: ComfyUI {version}, devices: {devices}")
         out(f"  queue: {len(running)} running, {len(pending)} waiting; {len(object_info)} node classes")
         out(f"Workflows (set {settings.workflow_set!r} in {settings.workflow_dir()})")
         ok = True

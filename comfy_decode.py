@@ -20,6 +20,7 @@ from comfy_types import Output, Preview
 PREVIEW_FORMATS = {1: "image/jpeg", 2: "image/png"}
 MAX_COUNT = 2**31 - 1  # progress values beyond this are nonsense from a hostile server
 MAX_META = 64 * 1024  # preview metadata is a few hundred bytes of JSON
+MAX_PREVIEW = 4 * 1024 * 1024  # a latent preview is a small JPEG or PNG; a larger one is not shown
 
 
 class BadFrame(ValueError):
@@ -119,6 +120,8 @@ def parse_binary(frame: bytes) -> tuple[int, dict[str, Any] | None, bytes]:
 
 
 def preview(meta: dict[str, Any], image: bytes) -> Preview:
+    if len(image) > MAX_PREVIEW:
+        raise BadFrame(f"preview of {len(image)} bytes")
     mime = meta.get("image_type")
     node = meta.get("node_id")
     return Preview(image, mime if mime in ("image/png", "image/jpeg", "image/webp") else "image/png",

@@ -85,9 +85,12 @@ class ComfyHTTP:
         return decode(body, f"{method} {path}")
 
     async def system_stats(self) -> dict[str, Any]:
+        """The server's version and devices; odd shapes become empty ones (only `check` shows them)."""
         stats = await self._json("GET", "/system_stats")
-        require(stats, "system", "GET /system_stats")
-        return stats
+        system = require(stats, "system", "GET /system_stats")
+        devices = stats.get("devices")
+        return {**stats, "system": system if isinstance(system, dict) else {},
+                "devices": [device for device in devices if isinstance(device, dict)] if isinstance(devices, list) else []}
 
     async def object_info(self, *, refresh: bool = False) -> dict[str, Any]:
         """Every node class the server has, with its inputs (cached; about 500 KB).

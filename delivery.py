@@ -125,7 +125,7 @@ class Delivery:
         else:
             progress.apply(event)
         if progress.preview is not None:
-            extension = "jpg" if progress.preview_mime == "image/jpeg" else "png"
+            extension = {"image/jpeg": "jpg", "image/webp": "webp"}.get(progress.preview_mime, "png")
             content["attachments"] = [discord.File(io.BytesIO(progress.preview), filename=f"preview.{extension}")]
         self._live_message(job).update(content=running_text(job.kind, progress), **content)
 

@@ -77,7 +77,7 @@ class Recorder:
 async def build(scratch: Path, fakes: list[FakeComfyUI], recorder: Recorder) -> tuple[Scheduler, Store, list[ComfyClient]]:
     settings = Settings(_env_file=None, comfyui_urls=[fake.url for fake in fakes], workflow_set="selftest",
                         workflows_dir=ROOT / "workflows", outputs_dir=scratch / "outputs", data_dir=scratch / "data",
-                        output_limit=1000, waiting_per_guild=10_000)
+                        output_limit=1000, waiting_per_guild=10_000, jobs_per_user=100)  # the scheduler holds the limit: 50 a user here
     store = Store(settings.data_dir / "bot.sqlite3")
     await store.open()
     outputs = OutputFolder(settings.outputs_dir, settings.output_limit)

@@ -88,3 +88,13 @@ async def test_check_says_a_server_with_a_malformed_node_list_cannot_be_used(com
     assert ("  cannot be used: ComfyUI's node list (/object_info) is malformed: the entry for 'KSampler' is list, "
             "so this server cannot be used.") in output
     assert "Some checks failed (see above)." in output
+
+
+async def test_check_shows_odd_system_stats_without_failing(comfy, tmp_path):
+    from tests.fakes import hostile
+
+    comfy.override("/system_stats", hostile.answer({"system": "x", "devices": [{"name": "<b>gpu</b> " + "x" * 500}, 3]}))
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest", LOG_LEVEL="warning")
+    assert code == 0, output
+    (line,) = [line for line in output.splitlines() if line.startswith("  answers: ")]
+    assert line.startswith("  answers: ComfyUI (version unknown), devices: gpu xxx") and len(line) < 150

@@ -44,6 +44,7 @@ EXAMPLE_BINARY = {
     "preview-meta-not-json": struct.pack(">II", 4, 4) + b"\xff\xfe\x00\x01" + b"img",
     "legacy-preview-short": struct.pack(">I", 1) + b"\x00",
     "unknown-type": struct.pack(">I", 99) + b"whatever",
+    "preview-too-big": struct.pack(">II", 4, 17) + b'{"prompt_id":"P"}' + bytes(5 * 1024 * 1024),
 }
 
 # Frames that decode, oddly: the odd parts are skipped (a file list that is a number, an error whose
