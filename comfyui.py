@@ -235,13 +235,13 @@ class ComfyClient(ComfyHTTP):
 
     async def _post_prompt(self, body: dict[str, Any]) -> None:
         status, raw = await self._request("POST", "/prompt", json_body=body)
+        if status not in (200, 400):  # e.g. 401 or 413 from a proxy in front of ComfyUI
+            raise BadResponse(f"ComfyUI answered {status} to POST /prompt.")
         reply = decode(raw, "POST /prompt")
-        if status == 400 or (status == 200 and isinstance(reply, dict) and reply.get("node_errors")):
+        if status == 400 or (isinstance(reply, dict) and reply.get("node_errors")):
             rejected = PromptRejected.from_reply(reply)
             rejected.accepted = status == 200
             raise rejected
-        if status != 200:
-            raise BadResponse(f"ComfyUI answered {status} to POST /prompt.")
         require(reply, "prompt_id", "POST /prompt")
 
     async def _arrived(self, prompt_id: str) -> bool:
@@ -376,7 +376,7 @@ class ComfyClient(ComfyHTTP):
 
     def _on_text(self, frame: frames.Text) -> None:
         kind, data = frame.kind, frame.data
-        if kind in ("status", "feature_flags", "progress_state"):  # the scheduler keeps its own queue
+        if kind in ("status", "feature_flags"):  # queue lengths: the scheduler keeps its own
             return
         run = self._runs.get(frame.prompt_id or "")
         if run is None:
@@ -407,7 +407,7 @@ class ComfyClient(ComfyHTTP):
             run.ending = Finished("error", run.outputs, ExecutionFailed.from_data(data))
         elif kind == "execution_interrupted":
             run.ending = Finished("interrupted", run.outputs, Interrupted.from_data(data))
-        else:
+        else:  # progress_state and types added after this was written: news of the prompt all the same
             run.heard = time.monotonic()
 
     def _on_binary(self, message: bytes) -> None:
