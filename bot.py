@@ -37,7 +37,8 @@ from pool import open_backends
 from safe_text import clip
 from scheduler import QueueFull, Scheduler
 from store import Job, Store
-from views import DYNAMIC_ITEMS, failure_text, help_embed, status_embed
+import wording
+from views import DYNAMIC_ITEMS, help_embed, status_embed
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
@@ -194,7 +195,7 @@ class ComfyBot(commands.Bot):
         wait = self.limiter.hit(interaction.user.id)
         if wait:
             await interaction.response.send_message(
-                f"⏱️ You are going a bit fast: please try again in {wait:.0f} s.", ephemeral=True)
+                wording.limit(f"You are going a bit fast. Try again in {wording.seconds(max(1.0, wait))}."), ephemeral=True)
             return True
         try:
             active = await asyncio.wait_for(self.store.active_job_count(interaction.user.id), 1.0)
@@ -202,8 +203,7 @@ class ComfyBot(commands.Bot):
             return False
         if active >= self.settings.jobs_per_user:
             await interaction.response.send_message(
-                f"⏱️ You already have {active} jobs waiting or running (the limit is {self.settings.jobs_per_user}). "
-                "Try again when one has finished.", ephemeral=True)
+                wording.limit(wording.too_many_jobs(active, self.settings.jobs_per_user)), ephemeral=True)
             return True
         return False
 
@@ -224,7 +224,7 @@ class ComfyBot(commands.Bot):
             if "input" in request:
                 self.outputs.release(self.settings.outputs_dir / request["input"])
             log.info("job_refused", kind=kind, user_id=interaction.user.id, reason=str(error))
-            await interaction.edit_original_response(content=failure_text(kind, str(error)))
+            await interaction.edit_original_response(content=wording.failed(kind, str(error)))
             return
         log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id)
         await self.delivery.job_queued(job, self.scheduler.position(job.id))
@@ -242,6 +242,13 @@ class ComfyBot(commands.Bot):
             return
         await interaction.followup.send(await self.scheduler.cancel(job_id, interaction.user.id), ephemeral=True)
 
+    def offered_presets(self) -> list[str]:
+        """The model presets people may choose: those whose checkpoint some server has (all of them
+        while no server's node list is known yet)."""
+        pool = self.scheduler.pool
+        return [name for name, preset in self.settings.model_presets.items()
+                if pool.offers("txt2img", {"checkpoint": preset.checkpoint})]
+
     def may_use_priority(self, interaction: discord.Interaction) -> bool:
         return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
 
@@ -258,7 +265,7 @@ class ComfyBot(commands.Bot):
         try:
             name = await self._input_image(interaction, generation, index)
         except (OutputError, ValueError) as error:
-            await interaction.edit_original_response(content=clip(f"❌ Cannot use that image: {error}", 1900))
+            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
         request = {"input": name}
         if kind == "upscale":
@@ -345,10 +352,12 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         if priority and not bot.may_use_priority(interaction):
             await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
             return
-        if model is not None and model not in presets:
+        offered = bot.offered_presets()
+        if model is not None and model not in offered:
+            choose = f"Choose one of: {clip(', '.join(map(wording.code, offered)), 1500)}." if offered else \
+                "This server has no models to choose from; leave `model` out."
             await interaction.response.send_message(
-                f"There is no model called {clip(model, 80)!r}. Choose one of: "
-                f"{clip(', '.join(presets), 1500) or 'none configured'}.", ephemeral=True)
+                f"There is no model called {wording.code(model)}. {choose}", ephemeral=True)
             return
         if await bot.refuse_if_limited(interaction):
             return
@@ -371,13 +380,17 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
 
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=name, value=name) for name in presets if current.lower() in name.lower()][:25]
+        bot: ComfyBot = interaction.client
+        return [app_commands.Choice(name=name[:100], value=name[:100]) for name in bot.offered_presets()
+                if current.lower() in name.lower()][:25]
 
     @app_commands.command(name="help", description="How to use this bot")
     async def help_command(interaction: discord.Interaction) -> None:
         limits = {"min_side": 64, "max_width": max_w, "max_height": max_h, "max_steps": max_steps, "max_batch": max_batch,
                   "jobs_per_user": settings.jobs_per_user, "commands_per_minute": settings.commands_per_minute}
-        await interaction.response.send_message(embed=help_embed(limits, list(presets)), ephemeral=True)
+        bot: ComfyBot = interaction.client
+        aspects = [f"{name} ({w}:{h})" for name, (w, h) in ASPECTS.items()]
+        await interaction.response.send_message(embed=help_embed(limits, bot.offered_presets(), aspects), ephemeral=True)
 
     @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
     async def status_command(interaction: discord.Interaction) -> None:

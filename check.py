@@ -74,6 +74,9 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
         version = server_line(stats["system"].get("comfyui_version") or "", 40) or "(version unknown)"
         devices = ", ".join(server_line(device.get("name") or "", 80) or "?" for device in stats["devices"][:8]) or "unknown"
         out(f"  answers: ComfyUI {version}, devices: {devices}")
+        method = preview_method(stats["system"].get("argv"))
+        out(f"  previews: on ({method})" if method else
+            "  previews: off; start ComfyUI with --preview-method auto to show them while a job runs")
         out(f"  queue: {len(running)} running, {len(pending)} waiting; {len(object_info)} node classes")
         out(f"Workflows (set {settings.workflow_set!r} in {settings.workflow_dir()})")
         ok = True
@@ -89,6 +92,19 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
             await outputs.open()
             ok = await _smoke(Engine(client, workflows, outputs, settings), out)
     return ok
+
+
+def preview_method(argv: object) -> str | None:
+    """The preview method ComfyUI was started with (its `--preview-method`), None when it sends none."""
+    if not isinstance(argv, list):
+        return None
+    args = [str(arg) for arg in argv]
+    for index, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--preview-method=") else (
+            args[index + 1] if arg == "--preview-method" and index + 1 < len(args) else None)
+        if value is not None:
+            return None if value == "none" else server_line(value, 20)
+    return None
 
 
 async def _smoke(engine: Engine, out: Print) -> bool:

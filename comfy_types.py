@@ -31,6 +31,10 @@ class SubmitUnconfirmed(ComfyError):
     """POST /prompt may or may not have reached the server, twice; running it again could run it a third time."""
 
 
+class TimedOut(ComfyError):
+    """The job ran past JOB_TIMEOUT and was cancelled on the server."""
+
+
 class PromptLost(ComfyError):
     """The server no longer knows the prompt: not queued, not running, no history."""
 

@@ -283,14 +283,19 @@ class ComfyClient(ComfyHTTP):
         if not run.started and run.prompt_id in pending:
             run.push(Queued(position=pending.index(run.prompt_id) + len(running)))
 
-    async def cancel(self, prompt_id: str) -> None:
-        """Remove a waiting prompt from the queue, or interrupt it if it is running."""
+    async def cancel(self, prompt_id: str) -> str:
+        """Remove a waiting prompt from the queue, or interrupt it if it is running. Returns what
+        happened: "removed" (it had not started), "interrupted" (it was running) or "gone"."""
         await self._request("POST", "/queue", json_body={"delete": [prompt_id]})
         running, pending = await self.queue()
         if prompt_id in running:
             await self._request("POST", "/interrupt", json_body={"prompt_id": prompt_id})
-        elif prompt_id not in pending:
+            return "interrupted"
+        if prompt_id not in pending:
+            finished = prompt_id in self._runs and await self.history(prompt_id) is not None
             await self._reconcile([prompt_id], vanished=Interrupted("Cancelled before it started."))
+            return "gone" if finished else "removed"
+        return "removed"
 
     async def _quietly_cancel(self, prompt_id: str) -> None:
         try:

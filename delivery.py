@@ -1,15 +1,16 @@
 """Posting and editing job messages on Discord: the `Notifier` the scheduler reports to.
 
-A job's message is edited through the interaction's webhook while its token
-lives (15 minutes), and through the channel after that, so a long video is
-still delivered: as a new channel message that mentions its owner.
+A job has one *progress message* (the answer to its command or click) that shows it waiting,
+starting and running; it is edited through the interaction's webhook while the token lives (15
+minutes) and through the channel after that. When the job ends, the result (or the failure) is a
+*new* message that mentions the owner, so Discord notifies them (a mention added by an edit does
+not), and the progress message is deleted: one message per job is left, the one that matters.
 Everything needed is read from the job record, so this works after a restart.
 
-Exactly once: the job is recorded as `delivering` before anything is posted,
-and every channel post carries a nonce derived from the job, which Discord uses
-to answer a repeated post (after a crash mid-post) with the message it already
-made. Only the job's owner can be pinged: the client parses no mention unless a
-message names the owner explicitly (`owner_only`).
+Exactly once: the job is recorded as `delivering` before anything is posted, and every post
+carries a nonce derived from the job, which Discord uses to answer a repeated post (after a crash
+mid-post) with the message it already made. Only the job's owner can be pinged: the client parses
+no mention unless a message names the owner explicitly (`owner_only`).
 """
 
 from __future__ import annotations
@@ -25,28 +26,22 @@ from typing import Any
 import discord
 import structlog
 
+import wording
 from comfy_types import Event, Preview
 from config import Settings
 from media import fit_to_limit
+from progress import Progression
 from store import Generation, Job
-from views import (
-    LiveMessage,
-    Progression,
-    cancel_view,
-    cancelled_text,
-    failure_text,
-    queued_text,
-    result_embed,
-    result_view,
-    running_text,
-)
+from views import LiveMessage, cancel_view, result_embed, result_view
 
 log = structlog.get_logger(__name__)
 
 TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 60  # stop using a token this long before it expires: an upload can take a while
+TICK = 5.0  # seconds between progress edits that only move the elapsed time
 MAX_FILES = 10  # attachments Discord shows in one message
 NONCE_LENGTH = 25  # Discord's limit for a message nonce
+FAILURE_PART = 99  # the nonce part of a job's failure message
 
 
 def owner_only(job: Job) -> discord.AllowedMentions:
@@ -57,9 +52,20 @@ def owner_only(job: Job) -> discord.AllowedMentions:
 
 def nonce(job: Job, part: int = 0) -> str:
     """The same for every attempt to post this part of this job's result, and unlike any other job's
-    (of this bot or another with its own database): the job id and a hash of its interaction."""
+    (of this bot or another with its own database): the id of the job's progress message, a
+    snowflake Discord made for this job alone (a hash of its interaction when it has none)."""
+    if job.message_id is not None:
+        return f"{job.message_id}.{part}"
     seed = f"{job.interaction_token}:{job.created_at}".encode()
     return f"j{job.id}.{part}.{hashlib.sha256(seed).hexdigest()}"[:NONCE_LENGTH]
+
+
+def attachment_names(kind: str, files: list[Path]) -> list[str]:
+    """What people see as file names: "image-1.png", not the server's names."""
+    noun = wording.noun(kind)
+    if len(files) == 1:
+        return [f"{noun}{files[0].suffix.lower()}"]
+    return [f"{noun}-{index}{path.suffix.lower()}" for index, path in enumerate(files, start=1)]
 
 
 class Delivery:
@@ -71,12 +77,16 @@ class Delivery:
         self._token_lifetime = token_lifetime
         self._live: dict[int, LiveMessage] = {}
         self._progress: dict[int, Progression] = {}
+        self._tickers: dict[int, asyncio.Task[None]] = {}
 
     def close(self) -> None:
         for live in self._live.values():
             live.close()
+        for ticker in self._tickers.values():
+            ticker.cancel()
         self._live.clear()
         self._progress.clear()
+        self._tickers.clear()
 
     def token_alive(self, job: Job) -> bool:
         if not job.interaction_token or job.interaction_created is None:
@@ -84,16 +94,19 @@ class Delivery:
         margin = min(TOKEN_MARGIN, self._token_lifetime / 10)
         return time.time() < job.interaction_created + self._token_lifetime - margin
 
+    def _hook(self, job: Job) -> discord.Webhook | None:
+        if job.interaction_token and job.application_id and self.token_alive(job):
+            return discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
+        return None
+
     def _editor(self, job: Job) -> Callable[..., Awaitable[Any]]:
         """Edits the job's message through the webhook while the token lives, then through the channel."""
-        hook = None
-        if job.interaction_token and job.application_id:
-            hook = discord.Webhook.partial(job.application_id, job.interaction_token, client=self._bot)
         message = self._bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id)
 
         async def edit(**content: Any) -> Any:
             try:
-                if hook is not None and self.token_alive(job):
+                hook = self._hook(job)
+                if hook is not None:
                     return await hook.edit_message(job.message_id, **content)
                 return await message.edit(**content)
             finally:
@@ -109,95 +122,124 @@ class Delivery:
 
     def _forget(self, job: Job) -> LiveMessage:
         self._progress.pop(job.id, None)
+        ticker = self._tickers.pop(job.id, None)
+        if ticker is not None:
+            ticker.cancel()
         return self._live.pop(job.id, None) or LiveMessage(self._editor(job))
 
-    async def job_queued(self, job: Job, position: int | None) -> None:
+    # while the job waits and runs ------------------------------------------------------------
+
+    async def job_queued(self, job: Job, position: int | None, giving_up_in: float | None = None) -> None:
+        self._show(job, wording.waiting(job.kind, position, giving_up_in))
+
+    async def job_starting(self, job: Job) -> None:
+        self._show(job, wording.starting(job.kind))
+
+    def _show(self, job: Job, text: str) -> None:
         if job.message_id is not None:
-            self._live_message(job).update(content=queued_text(job.kind, position), view=cancel_view(job.id))
+            self._live_message(job).update(key=text, content=text, view=cancel_view(job.id))
 
     async def job_progress(self, job: Job, event: Event) -> None:
         if job.message_id is None:
             return
-        progress = self._progress.setdefault(job.id, Progression())
-        content: dict[str, Any] = {"view": cancel_view(job.id)}
+        progress = self._progress.setdefault(job.id, Progression(kind=job.kind))
         if isinstance(event, Preview):
             progress.preview, progress.preview_mime = event.image, event.mime
         else:
             progress.apply(event)
+        if job.id not in self._tickers:
+            self._tickers[job.id] = asyncio.create_task(self._tick(job))
+        self._show_progress(job)
+
+    def _show_progress(self, job: Job) -> None:
+        progress = self._progress.get(job.id)
+        if progress is None:
+            return
+        text = progress.text()
+        content: dict[str, Any] = {"content": text, "view": cancel_view(job.id)}
         if progress.preview is not None:
             extension = {"image/jpeg": "jpg", "image/webp": "webp"}.get(progress.preview_mime, "png")
             content["attachments"] = [discord.File(io.BytesIO(progress.preview), filename=f"preview.{extension}")]
-        self._live_message(job).update(content=running_text(job.kind, progress), **content)
+        self._live_message(job).update(key=(text, id(progress.preview)), **content)
+
+    async def _tick(self, job: Job) -> None:
+        """Keep the elapsed time moving while nothing else changes (within the edit budget)."""
+        while job.id in self._progress:
+            await asyncio.sleep(TICK)
+            self._show_progress(job)
+
+    # when the job ends ---------------------------------------------------------------------------
 
     async def deliver(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int, list[str]]:
-        """Post the result: its first MAX_FILES files with the embed and buttons, any further files
-        in following messages. Returns the first message's id and every file's URL, in order."""
+        """Post the result as a new message that mentions its owner: its first MAX_FILES files with the
+        embed and buttons, any further files in following messages; then remove the progress message.
+        Returns the first message's id and every file's URL, in order."""
         limit = int(job.request.get("upload_limit") or self._settings.upload_limit)
         fitted = [await fit_to_limit(path, limit) for path in files]
         try:
-            attachments = [discord.File(io.BytesIO(await asyncio.to_thread(path.read_bytes)), filename=path.name)
-                           for path in fitted]
-            first, rest = attachments[:MAX_FILES], attachments[MAX_FILES:]
-            mention = f"<@{job.user_id}>"
+            names = attachment_names(job.kind, fitted)
+            attachments = [discord.File(io.BytesIO(await asyncio.to_thread(path.read_bytes)), filename=name)
+                           for path, name in zip(fitted, names)]
             view = result_view(generation)
-            message = None
-            if self.token_alive(job) and job.message_id is not None:
-                try:
-                    message = await self._forget(job).finish(
-                        content=mention, embeds=[result_embed(generation, mention)], attachments=first,
-                        allowed_mentions=owner_only(job), view=view)  # None clears the Cancel button
-                except discord.NotFound:  # someone deleted the job's message: post the result anyway
-                    log.info("job_message_gone", job_id=job.id)
-                    for attachment in first:
-                        attachment.reset()
-            if message is None:
-                message = await self._post_in_channel(job, generation, mention, first, view)
+            message = await self._post(job, 0, content=wording.ready(job.kind, job.user_id, len(files)),
+                                       embed=result_embed(generation), files=attachments[:MAX_FILES], view=view)
             if view is not None:
                 view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
             urls = [attachment.url for attachment in message.attachments]
-            channel = self._bot.get_partial_messageable(job.channel_id)
-            for part, start in enumerate(range(0, len(rest), MAX_FILES), start=1):
-                more = await channel.send(content=f"{mention} (part {part + 1})", files=rest[start:start + MAX_FILES],
-                                          nonce=nonce(job, part), allowed_mentions=discord.AllowedMentions.none())
+            for part, start in enumerate(range(MAX_FILES, len(attachments), MAX_FILES), start=1):
+                more = await self._post(job, part, content=f"More of your {wording.noun(job.kind, 2)} ({part + 1}).",
+                                        files=attachments[start:start + MAX_FILES], quiet=True)
                 urls += [attachment.url for attachment in more.attachments]
-            return message.id, urls
         finally:
             for path, original in zip(fitted, files):
                 if path != original:
                     await asyncio.to_thread(path.unlink, missing_ok=True)
-
-    async def _post_in_channel(self, job: Job, generation: Generation, mention: str,
-                               attachments: list[discord.File], view: discord.ui.View | None) -> discord.Message:
-        """The token has expired: a new message in the channel, and a pointer on the old one."""
-        self._forget(job)
-        channel = self._bot.get_partial_messageable(job.channel_id)
-        extra = {"view": view} if view is not None else {}
-        message = await channel.send(content=f"{mention} your result is ready.", embed=result_embed(generation, mention),
-                                     files=attachments, allowed_mentions=owner_only(job), nonce=nonce(job), **extra)
-        if job.message_id is not None:
-            await self._quietly(channel.get_partial_message(job.message_id).edit(
-                content=f"✅ Finished: the result is in {message.jump_url}", attachments=[], view=None))
-        return message
+        await self._remove_progress(job)
+        return message.id, urls
 
     async def job_failed(self, job: Job, reason: str) -> None:
-        text = failure_text(job.kind, reason)
-        live = self._forget(job)
-        if job.message_id is not None and self.token_alive(job):
-            try:
-                await live.finish(content=text, attachments=[], embeds=[], view=None)
-                return
-            except discord.NotFound:  # the job's message was deleted: tell the user in the channel
-                log.info("job_message_gone", job_id=job.id)
-        channel = self._bot.get_partial_messageable(job.channel_id)
-        if job.message_id is not None:
-            await self._quietly(channel.get_partial_message(job.message_id).edit(content=text, attachments=[], view=None))
-        await channel.send(f"<@{job.user_id}> {text}", allowed_mentions=owner_only(job), nonce=nonce(job, 99))
+        await self._post(job, FAILURE_PART, content=wording.failed(job.kind, reason, job.user_id))
+        await self._remove_progress(job)
 
     async def job_cancelled(self, job: Job, by_user_id: int) -> None:
-        text = cancelled_text(job.kind, by_user_id)
         live = self._forget(job)
         if job.message_id is not None:
-            await self._quietly(live.finish(content=text, attachments=[], embeds=[], view=None))
+            await self._quietly(live.finish(content=wording.cancelled(by_user_id), attachments=[], embeds=[],
+                                            view=None))
+
+    async def _post(self, job: Job, part: int, *, quiet: bool = False, **content: Any) -> discord.Message:
+        """A new message in the job's channel, idempotent through its nonce; where the bot may not post
+        in the channel, a followup of the interaction while its token lives."""
+        mentions = discord.AllowedMentions.none() if quiet else owner_only(job)
+        channel = self._bot.get_partial_messageable(job.channel_id)
+        extra = {key: value for key, value in content.items() if value is not None}
+        try:
+            return await channel.send(**extra, allowed_mentions=mentions, nonce=nonce(job, part))
+        except discord.Forbidden:
+            hook = self._hook(job)
+            if hook is None:
+                raise
+            log.info("channel_post_forbidden", job_id=job.id)
+            for file in extra.get("files", ()):
+                file.reset()
+            return await hook.send(**extra, allowed_mentions=mentions, wait=True)
+
+    async def _remove_progress(self, job: Job) -> None:
+        """The result or failure is posted: the progress message goes (a deleted one is fine)."""
+        live = self._forget(job)
+        live.close()
+        if job.message_id is None:
+            return
+        try:
+            hook = self._hook(job)
+            if hook is not None:
+                await hook.delete_message(job.message_id)
+            else:
+                await self._bot.get_partial_messageable(job.channel_id).get_partial_message(job.message_id).delete()
+        except discord.NotFound:
+            pass
+        except discord.HTTPException as error:
+            log.warning("progress_message_kept", job_id=job.id, status=error.status, error=error.text)
 
     async def _quietly(self, edit: Awaitable[Any]) -> None:
         try:

@@ -146,6 +146,11 @@ class Pool:
             return reasons[0]
         return [f"{b.label}: {'; '.join(r)}" for b, r in zip(known, reasons)]
 
+    def offers(self, kind: str, models: Mapping[str, Any]) -> bool:
+        """Whether some server whose node list is known could run such a job (True while none is known)."""
+        known = [b for b in self.backends if b.object_info is not None]
+        return not known or any(not b.problems(kind, models) for b in known)
+
     def can_serve(self, kind: str, models: Mapping[str, Any]) -> bool:
         """Whether a healthy server (busy or not) can run such a job."""
         return any(b.healthy and not b.problems(kind, models) for b in self.backends)

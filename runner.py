@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from comfy_types import ComfyError, Event, FileRef, Finished, Started
+from comfy_types import ComfyError, Event, FileRef, Finished, Started, TimedOut
 from comfyui import ComfyClient
 from config import Settings
 from media import verify
@@ -85,7 +85,7 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
                     await _deliver(on_event, event, jlog)
     except TimeoutError:
         await _abandon(engine, run.prompt_id, jlog)
-        raise ComfyError(f"The job did not finish within {_duration(engine.settings.job_timeout)} and was cancelled.") from None
+        raise TimedOut(f"It did not finish within {_duration(engine.settings.job_timeout)} and was stopped.") from None
     # A cancelled task (the bot stopping) leaves the prompt on the server: the next start picks it up.
     finished = run.finished.result()
     ended = time.monotonic()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 import uuid
 from collections import deque
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import structlog
 
 import tasks
+import wording
 from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
 from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
@@ -42,7 +44,8 @@ SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "batch", "frames", "fps")
 POSITION_INTERVAL = 0.5  # seconds between recomputations of the queue positions shown to people
-FAR_POSITION, FAR_INTERVAL = 5, 30.0  # positions past 5 are refreshed at most every 30 s (edit budget)
+COUNTDOWN_STEP = 5  # while no server answers, "giving up in 25 s" moves in steps of this many seconds
+POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."
 
 
 class QueueFull(Exception):
@@ -52,7 +55,13 @@ class QueueFull(Exception):
 class Notifier(Protocol):
     """How jobs reach people; implemented by the bot."""
 
-    async def job_queued(self, job: Job, position: int) -> None: ...
+    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None) -> None:
+        """Waiting in the bot's queue, `position` jobs ahead; `giving_up_in` seconds while no server answers."""
+        ...
+
+    async def job_starting(self, job: Job) -> None:
+        """Handed to ComfyUI: next on the GPU."""
+        ...
 
     async def job_progress(self, job: Job, event: Event) -> None: ...
 
@@ -90,7 +99,7 @@ class Status:
     servers: list[ServerStatus]
     waiting: int
     running: int
-    mine: list[tuple[Job, int | None]]  # the caller's active jobs, with queue positions for waiting ones
+    mine: list[tuple[Job, int | None, float | None]]  # the caller's active jobs: position and countdown if waiting
 
 
 class Scheduler:
@@ -111,7 +120,7 @@ class Scheduler:
         self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
         self._inputs_released: set[int] = set()
         self._avoid: dict[int, set[str]] = {}  # job id -> servers it failed on
-        self._shown: dict[int, tuple[int, float]] = {}  # job id -> (position, when) last shown
+        self._shown: dict[int, tuple[int, float | None]] = {}  # job id -> (position, countdown) last shown
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stalled: dict[int, float] = {}  # job id -> since when no healthy server could take it
@@ -174,15 +183,16 @@ class Scheduler:
             request["seed"] = resolve_seed(request.get("seed"))  # resolved once: a retry gives the same image
         if job.kind == "txt2img":
             txt2img_values(self._settings, ImageRequest(**{k: v for k, v in request.items() if k in IMAGE_FIELDS}))
-        reasons = self.pool.unservable(job.kind, model_values(self._settings, job.kind, request))
+        models = model_values(self._settings, job.kind, request)
+        reasons = self.pool.unservable(job.kind, models)
         if reasons:
-            raise RequestError(f"no ComfyUI server here can run this: {' / '.join(reasons)}")
+            log.warning("job_unservable", kind=job.kind, user_id=job.user_id, reasons=reasons)
+            raise RequestError(wording.unservable(models, reasons))
         limit = self._settings.jobs_per_user
         try:  # counted and inserted in one step: a burst of clicks cannot slip past the limit
             job = await self._store.add_job(dataclasses.replace(job, request=request), active_limit=limit)
         except LimitReached as error:
-            raise QueueFull(f"You already have {error.count} jobs waiting or running (the limit is {limit}). "
-                            "Try again when one has finished.") from None
+            raise QueueFull(wording.too_many_jobs(error.count, limit)) from None
         log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
         self._enqueue(job)
         if not self.pool.any_healthy():
@@ -194,7 +204,7 @@ class Scheduler:
         if job.guild_id is not None:
             in_guild = sum(1 for queued in self.waiting_jobs() if queued.guild_id == job.guild_id)
             if in_guild >= self._settings.waiting_per_guild:
-                raise QueueFull(f"This server already has {in_guild} jobs waiting; please try again in a while.")
+                raise QueueFull(f"This server already has {wording.plural(in_guild, 'job')} waiting. Try again in a while.")
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         """Queue a job; `front` (a job moved off a failed server) puts it ahead of everyone, behind
@@ -290,13 +300,15 @@ class Scheduler:
                 verdicts[key] = (self.pool.unservable(job.kind, models), self.pool.can_serve(job.kind, models))
             reasons, served = verdicts[key]
             if reasons:
-                await self._fail_waiting(job, f"no ComfyUI server here can run this: {' / '.join(reasons)}")
+                log.warning("job_unservable", job_id=job.id, reasons=reasons)
+                await self._fail_waiting(job, wording.unservable(models, reasons))
             elif served:
                 self._stalled.pop(job.id, None)
             else:
                 since = self._stalled.setdefault(job.id, now)
                 if now - since > grace and self.pool.gave_up(since + grace):
-                    await self._fail_waiting(job, f"{self._unreachable()} right now. Please try again later.")
+                    log.warning("servers_unreachable", job_id=job.id, servers=self._unreachable())
+                    await self._fail_waiting(job, wording.unreachable())
         self.pool.wanted = bool(self._stalled)  # the pool keeps trying the servers while jobs wait
         if self._stalled and (self._waker is None or self._waker.done()):
             self._waker = self._spawn(self._wake_later(min(1.0, grace / 2)))
@@ -339,6 +351,8 @@ class Scheduler:
                     job.id, state="submitted", server=backend.name, prompt_id=f"{self._prefix}{job.id}-{uuid.uuid4().hex[:8]}")
             if job.id in self._cancelled:
                 raise Interrupted("Cancelled before it started.")
+            if not started:
+                await self._tell_starting(job)
 
             async def on_event(event: Event) -> None:
                 nonlocal started
@@ -369,13 +383,14 @@ class Scheduler:
                 await self._retry(flight.job, backend, started, error, jlog)
             return
         except EXPECTED_ERRORS as error:
-            await self._end_badly(flight, str(error), jlog)
+            jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
+            await self._end_badly(flight, wording.failure(error), jlog)
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
             jlog.exception("job_crashed")
-            await self._end_badly(flight, "something went wrong inside the bot; the operator can find it in the log.", jlog)
+            await self._end_badly(flight, wording.failure(error), jlog)
             return
         finally:
             self._free(flight)
@@ -399,7 +414,7 @@ class Scheduler:
         attempts = job.attempts + (1 if started else 0)
         if attempts > 1:
             jlog.warning("job_failed_twice", error=str(error))
-            await self._fail(job, "ComfyUI failed twice while running this job. Please try again later.")
+            await self._fail(job, "the server failed twice while running it. Try again in a few minutes.")
             return
         jlog.warning("job_moved", error=str(error), started=started, attempts=attempts)
         self._avoid.setdefault(job.id, set()).add(backend.name)
@@ -418,36 +433,49 @@ class Scheduler:
         try:
             generation = await self._store.add_generation(Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
-                channel_id=job.channel_id, params=self._shown_params(job, result),
+                channel_id=job.channel_id, params=await self._shown_params(job, result),
                 files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
             job = await self._store.update_job(job.id, state="delivering", generation_id=generation.id)
             await self._deliver(job, generation, jlog)
         except EXPECTED_ERRORS as error:
-            await self._fail(job, str(error))
-        except Exception as error:  # Discord refused the post: say so rather than leave the job hanging
+            jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
+            await self._fail(job, wording.failure(error))
+        except Exception:  # Discord refused the post: say so rather than leave the job hanging
             jlog.exception("delivery_failed")
-            await self._fail(job, f"the result could not be posted ({error.__class__.__name__}). Please try again.")
+            await self._fail(job, POST_FAILED)
 
-    def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
-        """What the result embed shows: the values actually used, plus the preset's name."""
+    async def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
+        """What the result embed shows: the values actually used, the preset's name, how long the job
+        waited and ran, and for an upscale or animation what it came from (its message, prompt, size)."""
         shown = {key: result.params[key] for key in SHOWN if key in result.params}
         for key in ("model", "factor"):
             if key in job.request:
                 shown[key] = job.request[key]
+        ran = result.timings["running"] + result.timings["download"]
+        shown["ran"], shown["waited"] = round(ran, 1), round(max(0.0, time.time() - job.created_at - ran), 1)
+        source = await self._store.get_generation(job.source_generation_id) if job.source_generation_id else None
+        if source is not None:
+            shown["source"] = {"guild_id": source.guild_id, "channel_id": source.channel_id,
+                               "message_id": source.message_id}
+            shown.setdefault("prompt", source.params.get("prompt"))
+            factor = shown.get("factor")
+            if factor and source.params.get("width") and source.params.get("height"):
+                shown["width"], shown["height"] = source.params["width"] * factor, source.params["height"] * factor
         return shown
 
     async def _deliver_stored(self, job: Job) -> None:
         generation = await self._store.get_generation(job.generation_id) if job.generation_id else None
         if generation is None:
-            await self._fail(job, "the result was lost before it could be posted. Please try again.")
+            await self._fail(job, "the result was lost before it could be posted. Try again.")
             return
         try:
             await self._deliver(job, generation, log.bind(job_id=job.id))
         except EXPECTED_ERRORS as error:
-            await self._fail(job, str(error))
-        except Exception as error:
+            log.warning("job_error", job_id=job.id, error=str(error), error_type=type(error).__name__)
+            await self._fail(job, wording.failure(error))
+        except Exception:
             log.exception("delivery_failed", job_id=job.id)
-            await self._fail(job, f"the result could not be posted ({error.__class__.__name__}). Please try again.")
+            await self._fail(job, POST_FAILED)
 
     async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
         files = [self._settings.outputs_dir / name for name in generation.files]
@@ -492,6 +520,8 @@ class Scheduler:
         """Cancel a job in any state before delivery. Returns what happened, in words."""
         job = await self._store.get_job(job_id)
         flight = self._flights.get(job_id)
+        if job is not None and job.state == "cancelled":
+            return "This job was already cancelled."
         if job is None or job.state not in ("waiting", "submitted", "running") or (flight and flight.finished):
             return "This job has already finished."
         await self._store.update_job(job_id, state="cancelled", error=f"cancelled by <@{by_user_id}>")
@@ -500,14 +530,23 @@ class Scheduler:
         if waiting is not None:
             self._dequeue(waiting)
             await self._notify_cancelled(waiting)
-            return "Cancelled: it left the queue."
+            return "Cancelled: it left the queue before it started."
+        outcome = "interrupted" if job.state == "running" else "removed"
         if flight is not None and flight.job.prompt_id:
             flight.cancel_sent = True
             try:
-                await flight.backend.client.cancel(flight.job.prompt_id)
+                outcome = await flight.backend.client.cancel(flight.job.prompt_id)
             except ComfyError as error:
                 log.warning("cancel_failed", job_id=job_id, error=str(error))
-        return "Cancelling: ComfyUI is stopping it."
+        return {"interrupted": "Stopping it: it was already running, and ComfyUI is stopping it now.",
+                "gone": "Cancelled: it had just finished on ComfyUI, so its result will not be posted."}.get(
+            outcome, "Cancelled: it was taken out of ComfyUI's queue before it started.")
+
+    async def _tell_starting(self, job: Job) -> None:
+        try:
+            await self._notifier.job_starting(job)
+        except Exception:
+            log.exception("start_not_shown", job_id=job.id)
 
     async def _notify_cancelled(self, job: Job) -> None:
         by = self._cancelled.get(job.id, job.user_id)
@@ -538,24 +577,37 @@ class Scheduler:
     # what people see ----------------------------------------------------------------
 
     async def _position_loop(self) -> None:
-        """Keep each waiting job's shown position current, within the edit budget."""
+        """Keep each waiting job's message current: its position (exact up to wording.FAR, the same
+        figure /status shows) or, while no server answers, when the bot gives up. Only a change
+        that people would see is sent."""
         while True:
             await asyncio.sleep(POSITION_INTERVAL)
             now = time.monotonic()
             for position, job in enumerate(self.waiting_jobs()):
-                shown = self._shown.get(job.id)
-                if shown is not None and (shown[0] == position or (position >= FAR_POSITION and now - shown[1] < FAR_INTERVAL)):
+                countdown = self._giving_up_in(job, position, now)
+                shown = (min(position, wording.FAR), countdown)
+                if self._shown.get(job.id) == shown:
                     continue
-                self._shown[job.id] = (position, now)
+                self._shown[job.id] = shown
                 try:
-                    await self._notifier.job_queued(job, position)
+                    await self._notifier.job_queued(job, position, countdown)
                 except Exception:
                     log.exception("position_not_shown", job_id=job.id)
+
+    def _giving_up_in(self, job: Job, position: int, now: float) -> float | None:
+        """Seconds until a job that no server can take fails, in COUNTDOWN_STEP steps; None when a
+        server can take it (or it is too far back in the queue for a countdown to be worth its edits)."""
+        since = self._stalled.get(job.id)
+        if since is None or position >= wording.FAR:
+            return None
+        left = since + self._settings.server_grace - now
+        return float(max(COUNTDOWN_STEP, math.ceil(left / COUNTDOWN_STEP) * COUNTDOWN_STEP))
 
     def status(self, user_id: int) -> Status:
         servers = [ServerStatus(b.label, b.healthy, len(b.jobs), b.capacity, b.last_model, b.problem)
                    for b in self.pool.backends]
-        waiting = list(self.waiting_jobs())
-        mine: list[tuple[Job, int | None]] = [(job, index) for index, job in enumerate(waiting) if job.user_id == user_id]
-        mine += [(flight.job, None) for flight in self._flights.values() if flight.job.user_id == user_id]
+        waiting, now = list(self.waiting_jobs()), time.monotonic()
+        mine: list[tuple[Job, int | None, float | None]] = [
+            (job, index, self._giving_up_in(job, index, now)) for index, job in enumerate(waiting) if job.user_id == user_id]
+        mine += [(flight.job, None, None) for flight in self._flights.values() if flight.job.user_id == user_id]
         return Status(servers, len(waiting), len(self._flights), mine)

@@ -11,114 +11,61 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import discord
 import structlog
 
-from comfy_types import NodeStarted, Progress
+import wording
 from safe_text import clip, summarize
 from store import Generation
 
 log = structlog.get_logger(__name__)
 
 EDIT_INTERVAL = 1.5  # seconds between progress edits of one message
-BAR_WIDTH = 12
 COLOR_OK = 0x2ECC71
 COLOR_FAIL = 0xE74C3C
-CONTENT_LIMIT = 2000  # Discord's limits on what a message shows
 TITLE_LIMIT, DESCRIPTION_LIMIT, FOOTER_LIMIT, AUTHOR_LIMIT = 256, 4096, 2048, 256
 FIELD_NAME_LIMIT, FIELD_VALUE_LIMIT, FIELDS_MAX, EMBED_LIMIT = 256, 1024, 25, 6000
 
 
-# progress ---------------------------------------------------------------------
-
-
-@dataclass
-class Progression:
-    """What a running job's message shows; fed by ComfyUI events."""
-
-    started: float | None = None
-    value: int = 0
-    maximum: int = 0
-    node: str = ""
-    preview: bytes | None = None
-    preview_mime: str = "image/png"
-
-    def apply(self, event: Any) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
-        if isinstance(event, NodeStarted):
-            self.node = event.class_type or f"node {event.node}"
-            self.value = self.maximum = 0
-        elif isinstance(event, Progress):
-            self.value, self.maximum = event.value, event.max
-
-
-def queued_text(kind: str, position: int | None) -> str:
-    if position is None:
-        where = "in the queue"
-    elif position == 0:
-        where = "next in the queue"
-    else:
-        where = f"position {position + 1} in the queue ({position} ahead)"
-    return clip(f"⏳ {_label(kind)}: waiting, {where}.", CONTENT_LIMIT)
-
-
-def cancelled_text(kind: str, by_user_id: int) -> str:
-    return clip(f"🚫 {_label(kind)} cancelled by <@{by_user_id}>.", CONTENT_LIMIT)
-
-
-def running_text(kind: str, progress: Progression) -> str:
-    elapsed = time.monotonic() - progress.started if progress.started else 0.0
-    lines = [f"🎨 {_label(kind)}: running ({elapsed:.0f} s)"]
-    if progress.maximum:
-        share = min(1.0, progress.value / progress.maximum)
-        filled = round(share * BAR_WIDTH)
-        lines.append(f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {share:.0%} · step {progress.value}/{progress.maximum}")
-    if progress.node:
-        lines.append(f"node: {clip(progress.node, 100)}")
-    return clip("\n".join(lines), CONTENT_LIMIT)
-
-
-LABELS = {"txt2img": "Image", "upscale": "Upscale", "animate": "Animation"}
-
-
-def _label(kind: str) -> str:
-    return LABELS.get(kind) or clip(kind, 40)
+# the job's message ---------------------------------------------------------------
 
 
 class LiveMessage:
-    """One job's message: progress edits coalesced to one per `interval`; the final edit goes at once.
+    """One job's message: edits coalesced to one per `interval`, and none that would show the same.
 
-    `update()` only records the latest state; a single flusher task sends it when
-    the interval allows. `finish()` drops any pending progress, waits for an edit
-    already on the wire (so it cannot land after the result), then sends.
+    `update()` only records the latest state; a single flusher task sends it when the interval
+    allows. An update whose `key` equals what was last sent (or is about to be) is dropped.
+    `finish()` drops any pending edit, waits for one already on the wire (so it cannot land
+    after the final one), then sends; `stop()` does the same without a final edit.
     """
 
     def __init__(self, edit: Callable[..., Awaitable[Any]], interval: float = EDIT_INTERVAL) -> None:
         self._edit = edit
         self._interval = interval
         self._pending: dict[str, Any] | None = None
+        self._pending_key: Any = None
+        self._sent_key: Any = None
         self._last = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight: asyncio.Task[Any] | None = None
         self._closed = False
 
-    def update(self, **content: Any) -> None:
-        if self._closed:
+    def update(self, key: Any = None, **content: Any) -> None:
+        if self._closed or (key is not None and key == (self._pending_key if self._pending else self._sent_key)):
             return
-        self._pending = content
+        self._pending, self._pending_key = content, key
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
-        content, self._pending = self._pending, None
+        content, key, self._pending = self._pending, self._pending_key, None
         if content is None or self._closed:
             return
         self._last = time.monotonic()
+        self._sent_key = key
         self._in_flight = asyncio.create_task(self._edit(**content))
         try:
             await self._in_flight
@@ -126,50 +73,63 @@ class LiveMessage:
             log.warning("progress_edit_failed", status=error.status, error=error.text)
 
     def close(self) -> None:
-        """Drop any pending progress edit (the bot is stopping)."""
+        """Drop any pending edit (the bot is stopping)."""
         self._closed = True
         if self._flusher is not None:
             self._flusher.cancel()
 
-    async def finish(self, **content: Any) -> Any:
+    async def stop(self) -> None:
+        """Drop any pending edit and wait (10 s at most) for one already on the wire."""
         self._closed = True
         if self._flusher is not None and not self._flusher.done() and (self._in_flight is None or self._in_flight.done()):
             self._flusher.cancel()
         if self._in_flight is not None and not self._in_flight.done():
             await asyncio.wait([self._in_flight], timeout=10)
+
+    async def finish(self, **content: Any) -> Any:
+        await self.stop()
         return await self._edit(**content)
 
 
 # results ----------------------------------------------------------------------
 
 
-def result_embed(generation: Generation, user_mention: str) -> discord.Embed:
+def result_embed(generation: Generation) -> discord.Embed:
+    """What a result shows beside its files: the prompt, what it came from, the settings that made it
+    and the time it took. Nobody's id, no file or server names: the message's text names its owner."""
     params = generation.params
-    title = {"txt2img": "Image", "upscale": f"Upscaled {params.get('factor', '')}x", "animate": "Animation"}
-    embed = discord.Embed(title=title.get(generation.kind) or _label(generation.kind), color=COLOR_OK)
+    count = len(generation.files)
+    titles = {"txt2img": "Image" if count == 1 else f"{count} images", "animate": "Animation",
+              "upscale": f"Upscaled {params['factor']}x" if params.get("factor") else "Upscaled"}
+    embed = discord.Embed(title=titles.get(generation.kind, "Result"), color=COLOR_OK)
     if params.get("prompt"):
         embed.description = str(params["prompt"])
+    source = params.get("source") or {}
     fields = [
+        ("From", f"[the original image]({jump_url(source)})" if source.get("message_id") else None),
         ("Negative prompt", params.get("negative_prompt")),
+        ("Model", wording.model_name(str(params["model"])) if params.get("model") else None),
+        ("Size", f"{params['width']}×{params['height']}" if params.get("width") and params.get("height") else None),
         ("Seed", params.get("seed")),
-        ("Size", f"{params['width']}×{params['height']}" if params.get("width") else None),
         ("Steps", params.get("steps")),
         ("CFG", params.get("cfg")),
-        ("Model", clip(params["model"], 200) if params.get("model") else None),
         ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
-        ("Time", f"{generation.duration:.1f} s"),
+        ("Time", _time(params, generation.duration)),
     ]
     for name, value in fields:
         if value not in (None, ""):
-            embed.add_field(name=name, value=str(value), inline=name not in ("Negative prompt",))
-    embed.set_footer(text=f"generation {generation.id} · for {clip(user_mention.strip('<@>'), 40)} · "
-                          f"{clip(generation.server, 100)}")
+            embed.add_field(name=name, value=str(value), inline=name not in ("Negative prompt", "From"))
     return fit_embed(embed)
 
 
-def failure_text(kind: str, reason: str) -> str:
-    """At most 1900 characters: room for a mention in front."""
-    return clip(f"❌ {_label(kind)} failed: {clip(reason, 1500)}", CONTENT_LIMIT - 100)
+def jump_url(source: dict[str, Any]) -> str:
+    return f"https://discord.com/channels/{source.get('guild_id') or '@me'}/{source['channel_id']}/{source['message_id']}"
+
+
+def _time(params: dict[str, Any], duration: float) -> str:
+    if "ran" not in params:
+        return wording.seconds(duration)
+    return f"waited {wording.seconds(params.get('waited', 0))}, ran {wording.seconds(params['ran'])}"
 
 
 def fit_embed(embed: discord.Embed) -> discord.Embed:
@@ -219,10 +179,10 @@ class _Guarded:
 
 class UpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
                     template=rf"cf:up:(?P<gen>{ID}):(?P<idx>\d{{1,2}}):(?P<factor>[24])"):
-    def __init__(self, generation_id: int, index: int, factor: int) -> None:
+    def __init__(self, generation_id: int, index: int, factor: int, numbered: bool = False) -> None:
         self.generation_id, self.index, self.factor = generation_id, index, factor
         super().__init__(discord.ui.Button(
-            label=f"Upscale {factor}x" + (f" #{index + 1}" if index else ""), style=discord.ButtonStyle.secondary,
+            label=f"Upscale {factor}x" + _number(index, numbered), style=discord.ButtonStyle.secondary,
             custom_id=f"cf:up:{generation_id}:{index}:{factor}", emoji="🔍", row=min(index, 4)))
 
     @classmethod
@@ -235,10 +195,10 @@ class UpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
 
 
 class AnimateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:anim:(?P<gen>{ID}):(?P<idx>\d{{1,2}})"):
-    def __init__(self, generation_id: int, index: int) -> None:
+    def __init__(self, generation_id: int, index: int, numbered: bool = False) -> None:
         self.generation_id, self.index = generation_id, index
         super().__init__(discord.ui.Button(
-            label="Animate" + (f" #{index + 1}" if index else ""), style=discord.ButtonStyle.primary,
+            label="Animate" + _number(index, numbered), style=discord.ButtonStyle.primary,
             custom_id=f"cf:anim:{generation_id}:{index}", emoji="🎞️", row=min(index, 4)))
 
     @classmethod
@@ -265,6 +225,11 @@ class CancelButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template
         await interaction.client.on_cancel_button(interaction, self.job_id)
 
 
+def _number(index: int, numbered: bool) -> str:
+    """" #2" on the buttons of a batch's second image, as its attachment is named "image-2"."""
+    return f" #{index + 1}" if numbered else ""
+
+
 def cancel_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
@@ -276,11 +241,12 @@ def result_view(generation: Generation) -> discord.ui.View | None:
     if generation.kind == "animate":
         return None
     view = discord.ui.View(timeout=None)
+    numbered = len(generation.files) > 1
     for index in range(min(len(generation.files), 5)):
         if generation.kind == "txt2img":
-            view.add_item(UpscaleButton(generation.id, index, 2))
-            view.add_item(UpscaleButton(generation.id, index, 4))
-        view.add_item(AnimateButton(generation.id, index))
+            view.add_item(UpscaleButton(generation.id, index, 2, numbered))
+            view.add_item(UpscaleButton(generation.id, index, 4, numbered))
+        view.add_item(AnimateButton(generation.id, index, numbered))
     return view
 
 
@@ -290,57 +256,77 @@ DYNAMIC_ITEMS = (UpscaleButton, AnimateButton, CancelButton)
 # help -------------------------------------------------------------------------
 
 
-def help_embed(limits: dict[str, Any], presets: list[str]) -> discord.Embed:
+def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -> discord.Embed:
+    """/help, written from the same limits and choices the commands are built with."""
     embed = discord.Embed(title="How to use this bot", color=COLOR_OK, description=(
         "Make images and videos with ComfyUI. Everything you make is posted in the channel, "
         "and anyone here can use the buttons under a result."))
     embed.add_field(name="/generate prompt:<text>", inline=False, value="\n".join([
         "Makes images from a description. Options:",
-        "• `negative_prompt`: what you do not want to see",
-        f"• `aspect`: square, portrait or landscape; or `width` and `height` ({limits['min_side']} to {limits['max_width']} × {limits['max_height']})",
-        f"• `steps`: 1 to {limits['max_steps']} (more is slower, often finer)",
-        "• `cfg`: 1 to 30, how closely to follow the prompt",
-        "• `seed`: the same seed and settings give the same image",
-        f"• `batch`: 1 to {limits['max_batch']} images at once",
-        f"• `model`: {_presets(presets)}",
-        "• `priority`: admins only, puts the job ahead of the queue",
+        "• `negative_prompt`: what you do not want to see.",
+        f"• `aspect`: {', '.join(aspects)}; or `width` and `height`, {limits['min_side']} to "
+        f"{limits['max_width']} × {limits['max_height']} pixels.",
+        f"• `steps`: 1 to {limits['max_steps']}; more is slower, and often finer.",
+        "• `cfg`: 1 to 30, how closely to follow the prompt.",
+        "• `seed`: the same seed and settings give the same image.",
+        f"• `batch`: 1 to {limits['max_batch']} images at once.",
+        f"• `model`: {_presets(presets)}.",
+        "• `priority`: for admins, puts the job ahead of the queue.",
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
-        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image",
-        "🎞️ **Animate**: turns that image into a short MP4 video",
-        "✖️ **Cancel** (while a job waits or runs): for whoever started it, or a moderator",
+        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image.",
+        "🎞️ **Animate**: turns that image into a short MP4 video.",
+        "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
+        "In a batch, the buttons are numbered like the images (#1, #2).",
         "Buttons keep working on old results, even after the bot restarts.",
     ]))
-    embed.add_field(name="/status", inline=False, value="The ComfyUI servers, the queue, and your jobs with their positions.")
+    embed.add_field(name="/status", inline=False, value="Whether ComfyUI is up, the queue, and where your jobs are.")
+    embed.add_field(name="When your result is ready", inline=False, value=(
+        "The bot posts it as a new message that mentions you, so you hear about it wherever you are."))
     embed.add_field(name="Limits", inline=False, value=(
-        f"{limits['jobs_per_user']} jobs per person at a time; about {limits['commands_per_minute']} commands "
-        "and button clicks per minute. If you hit a limit, the bot tells you when to try again."))
+        f"{wording.plural(limits['jobs_per_user'], 'job')} per person at a time, and about "
+        f"{wording.plural(limits['commands_per_minute'], 'command')} or button clicks a minute. "
+        "If you reach a limit, the bot tells you when to try again."))
     return fit_embed(embed)
 
 
 def _presets(presets: list[str]) -> str:
     if not presets:
-        return "the default model"
-    return clip(summarize([clip(name, 40) for name in presets], shown=8, noun="models", sep=", "), 400)
+        return "the server's default model"
+    return clip(summarize([wording.code(name) for name in presets], shown=8, noun="models", sep=", "), 400)
 
 
 def status_embed(status: Any) -> discord.Embed:
-    """/status: each server's state and load, the queue, and the caller's own jobs."""
-    embed = discord.Embed(title="Status", color=COLOR_OK if any(s.healthy for s in status.servers) else COLOR_FAIL)
-    for server in status.servers[:SERVERS_SHOWN]:
-        state = "🟢 up" if server.healthy else f"⚠️ unusable: {clip(server.problem, 300)}" if server.problem else "🔴 down"
-        loaded = f", last model: {clip(server.last_model, 100)}" if server.last_model else ""
-        embed.add_field(name=clip(server.name, 80), inline=False,
-                        value=f"{state}, {server.load}/{server.capacity} of our jobs{loaded}")
-    if len(status.servers) > SERVERS_SHOWN:
-        embed.add_field(name="…", inline=False, value=f"and {len(status.servers) - SERVERS_SHOWN} more servers")
-    embed.add_field(name="Queue", inline=False,
-                    value=f"{status.waiting} waiting, {status.running} on the servers")
-    lines = []
-    for job, position in status.mine[:10]:
-        where = f"position {position + 1}" if position is not None else clip(job.state, 40)
-        lines.append(f"• job {job.id} ({_label(job.kind)}): {where}")
-    embed.add_field(name="Your jobs", inline=False, value="\n".join(lines) or "none")
+    """/status: whether the servers are up, the queue, and the caller's jobs in the words their
+    messages use (the same positions)."""
+    up = [server for server in status.servers if server.healthy]
+    embed = discord.Embed(title="Status", color=COLOR_OK if up else COLOR_FAIL)
+    unusable = f"it answers, but not the way ComfyUI does; {wording.LOG_HINT}."
+    if len(status.servers) == 1:
+        (server,) = status.servers
+        lines = ["🟢 ComfyUI is up." if server.healthy else f"⚠️ ComfyUI cannot be used: {unusable}"
+                 if server.problem else "🔴 ComfyUI is not answering."]
+    else:
+        lines = [f"{'🟢' if up else '🔴'} {len(up)} of {len(status.servers)} ComfyUI servers are up."]
+        for number, server in enumerate(status.servers[:SERVERS_SHOWN], start=1):
+            state = "up" if server.healthy else f"cannot be used: {unusable}" if server.problem else "not answering"
+            lines.append(f"• Server {number}: {state}" + (f", {wording.plural(server.load, 'job')} of ours."
+                                                         if server.healthy else ""))
+        if len(status.servers) > SERVERS_SHOWN:
+            lines.append(f"… and {len(status.servers) - SERVERS_SHOWN} more servers.")
+    embed.add_field(name="Servers", inline=False, value="\n".join(lines))
+    embed.add_field(name="Queue", inline=False, value=(
+        f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU."))
+    mine = []
+    for job, position, giving_up_in in status.mine[:10]:
+        what = f"Your {wording.noun(job.kind)} “{clip(job.request.get('prompt') or '', 40)}”" \
+            if job.request.get("prompt") else f"Your {wording.noun(job.kind)}"
+        if position is not None:
+            state = wording.wait_clause(position, giving_up_in)
+        else:
+            state = "running" if job.state == "running" else "starting, next on the GPU"
+        mine.append(f"• {what}: {state}.")
+    embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
     return fit_embed(embed)
 
 

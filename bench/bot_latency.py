@@ -10,7 +10,7 @@ same clock on Linux; checked at start). Prints:
 - interaction -> prompt at ComfyUI: INTERACTION_CREATE sent -> the fake ComfyUI handles that job's
   POST /prompt;
 - end of prompt -> result on Discord: the fake ComfyUI sends `executing null` -> the fake Discord
-  applies the edit that carries the result's attachment (a 1 MiB noise PNG, under the
+  stores the new message that carries the result's attachment (a 1 MiB noise PNG, under the
   interaction's attachment_size_limit, so nothing is refitted);
   these three over `--latency-jobs` /generate jobs one at a time, then again with `--concurrency`
   in flight (SERVER_CAPACITY raised to match, so no job waits in the bot's own queue), after a warm-up;
@@ -239,15 +239,17 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
 
 
 def final_message(discord: FakeDiscord, interaction: Interaction) -> Message | None:
-    """The job's message once it shows a result with files, a failure or a refusal."""
-    message = discord.messages.get(interaction.original_message_id or "")
-    if message is None:
+    """How the job ended: the new message with its result or failure (its nonce names the job's
+    progress message), or the progress message itself when the job was refused."""
+    progress = interaction.original_message_id
+    if progress is None:
         return None
-    if message.attachments and message.embeds:
-        return message
-    if message.content.startswith(("❌", "⏱️")) or "failed" in message.content:
-        return message
-    return None
+    ends = (f"{progress}.0", f"{progress}.99")
+    posted = next((m for m in reversed(list(discord.messages.values())) if str(m.nonce) in ends), None)
+    if posted is not None:
+        return posted
+    message = discord.messages.get(progress)
+    return message if message is not None and message.content.startswith(("❌", "⏱️")) else None
 
 
 async def finish(bot: Bot, interaction: Interaction) -> Message | None:
@@ -322,7 +324,7 @@ async def timed_jobs(bot: Bot, first: int, jobs: int, concurrency: int, output: 
             return
         prompt_id = next(pid for pid, body in reversed(bot.comfy.prompts.items())
                          if body["prompt"]["4"]["inputs"]["string_a"] == f"bench {first + index}")
-        posted = next(entry for entry in message.history if entry["files"])  # the edit carrying the result
+        posted = next(entry for entry in message.history if entry["files"])  # the post carrying the result
         if posted["files"][0]["size"] != len(output):
             bot.failures.append(f"job {first + index}: the result was refitted ({posted['files'][0]['size']} bytes)")
         timings.acks.append(interaction.ack_latency)
@@ -504,10 +506,6 @@ def breakdown(bot: Bot, timed: list[tuple[Interaction, str, Message]]) -> list[s
     for r in bot.comfy.requests:
         if r["path"] in ("/view", "/api/view"):
             views.setdefault(r["query"].get("filename", ""), r["time"])
-    patches: dict[str, float] = {}
-    for r in bot.discord.requests:
-        if r["files"] and "/messages/" in r["path"]:
-            patches.setdefault(r["path"].rsplit("/", 1)[1], r["time"])
     steps: dict[str, list[float]] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -523,9 +521,8 @@ def breakdown(bot: Bot, timed: list[tuple[Interaction, str, Message]]) -> list[s
         end = bot.comfy.end_sent[prompt_id]
         if names and names[0] in views:
             add("executing null -> GET /view arrives", views[names[0]] - end)
-            add("GET /view arrives -> PATCH with file arrives", patches[message.id] - views[names[0]])
-        add("PATCH with file arrives -> edit applied",
-            next(e["time"] for e in message.history if e["files"]) - patches[message.id])
+            add("GET /view arrives -> result message posted",
+                next(e["time"] for e in message.history if e["files"]) - views[names[0]])
     return [f"  {name}: {summary(values)}" for name, values in steps.items()]
 
 

@@ -43,10 +43,14 @@ class Running:
 
 
 async def result_of(discord: FakeDiscord, interaction, timeout: float = 15.0) -> Message:
-    """The job's message once it shows a final state (a result with files, or a failure)."""
-    return await discord.wait_for_message(
-        lambda m: m.id == interaction.original_message_id and (m.attachments and m.embeds or "failed" in m.content),
-        timeout=timeout)
+    """How the job started by `interaction` ended: the message posted with its result or its failure
+    (its nonce names the job's progress message), or that message itself if the job was refused."""
+    def ended(m: Message) -> bool:
+        progress = interaction.original_message_id
+        return progress is not None and (str(m.nonce) in (f"{progress}.0", f"{progress}.99")
+                                         or (m.id == progress and m.content.startswith("❌")))
+
+    return await discord.wait_for_message(ended, timeout=timeout)
 
 
 def image_size(attachment: dict) -> tuple[int, int]:

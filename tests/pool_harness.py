@@ -106,6 +106,8 @@ class RecordingNotifier:
     def __init__(self, *, block_delivery: bool = False) -> None:
         self.block_delivery = block_delivery
         self.queued: list[tuple[int, int | None]] = []
+        self.countdowns: list[tuple[int, float]] = []
+        self.starting: list[int] = []
         self.progress: list[tuple[int, str]] = []
         self.deliver_calls: list[int] = []
         self.deliveries: list[Delivered] = []
@@ -113,8 +115,13 @@ class RecordingNotifier:
         self.cancelled: list[tuple[int, int]] = []
         self._message_ids = iter(range(900_000, 10**9))
 
-    async def job_queued(self, job: Job, position: int) -> None:
+    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None) -> None:
         self.queued.append((job.id, position))
+        if giving_up_in is not None:
+            self.countdowns.append((job.id, giving_up_in))
+
+    async def job_starting(self, job: Job) -> None:
+        self.starting.append(job.id)
 
     async def job_progress(self, job: Job, event: Event) -> None:
         self.progress.append((job.id, type(event).__name__))

@@ -20,8 +20,10 @@ async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_f
     await interaction.wait_acked(3)
     assert interaction.ack_latency < 3.0 and interaction.response_type == 5
     message = await result_of(discord_fake, interaction)
-    texts = [entry.get("payload", {}).get("content") or "" for entry in message.history]
-    assert any("waiting" in text or "running" in text for text in texts)
+    progress = discord_fake.messages[interaction.original_message_id]
+    texts = [(entry.get("payload") or {}).get("content") or "" for entry in progress.history]
+    assert any(text.startswith(("⏳ Waiting for your image", "⏳ Starting", "🎨 ")) for text in texts), texts
+    assert await discord_fake.wait_for(lambda: progress.deleted), "the progress message goes once the result is posted"
     (attachment,) = message.attachments
     assert image_size(attachment) == (128, 96)
     saved = sorted(settings.outputs_dir.glob("*.png"))
@@ -31,7 +33,8 @@ async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_f
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Seed"] == "42" and fields["Size"] == "128×96"
     assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
-    assert message.content == "<@5001>"
+    assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
+    assert attachment["filename"] == "image.png"
     (posted,) = comfy.prompts.values()
     assert posted["prompt"]["4"]["inputs"]["string_a"] == 'a "red" {fox} 🦊'
     assert not [v for v in discord_fake.violations if not v.startswith("[429")]
@@ -54,7 +57,7 @@ async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_pa
     upscaled = await result_of(discord_fake, click)
     assert image_size(upscaled.attachments[0]) == (192, 128)
     assert custom_ids(upscaled) == ["cf:anim:2:0"]
-    assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "<@6001>"
+    assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "✅ <@6001>, your upscale is ready."
     animate = await discord_fake.click(upscaled.id, "cf:anim:2:0")
     video = await result_of(discord_fake, animate)
     (attachment,) = video.attachments
@@ -90,8 +93,8 @@ async def test_attachment_on_another_host_is_refused(comfy, discord_fake, runnin
     for path in settings.outputs_dir.glob("*.png"):
         path.unlink()
     click = await discord_fake.click(first.id, "cf:anim:1:0")
-    message = await discord_fake.wait_for_message(lambda m: m.id == click.original_message_id and "Cannot" in m.content)
-    assert message.content == "❌ Cannot use that image: that attachment is not on Discord's CDN, so the bot will not download it"
+    message = await discord_fake.wait_for_message(lambda m: m.id == click.original_message_id and "cannot" in m.content)
+    assert message.content == "❌ That image cannot be used: that attachment is not on Discord's CDN, so the bot will not download it."
     assert await bot.store.active_job_count(5001) == 0
 
 
@@ -102,7 +105,7 @@ async def test_rate_limit_tells_the_user_when_to_retry(comfy, discord_fake, runn
     limited = await discord_fake.slash("generate", {"prompt": "b"})
     await limited.wait_acked(3)
     message = discord_fake.messages[limited.original_message_id]
-    assert message.flags & 64 and message.content.startswith("⏱️ You are going a bit fast: please try again in ")
+    assert message.flags & 64 and message.content.startswith("⏱️ You are going a bit fast. Try again in ")
     other = await discord_fake.slash("generate", {"prompt": "c", "width": 64, "height": 64}, user_id="7001")
     assert (await result_of(discord_fake, other)).attachments  # another user is not limited
 
@@ -114,7 +117,8 @@ async def test_job_limit_per_user(comfy, discord_fake, running, tmp_path):
     await first.wait_acked(3)
     second = await discord_fake.slash("generate", {"prompt": "more"})
     await second.wait_acked(3)
-    assert discord_fake.messages[second.original_message_id].content.startswith("⏱️ You already have 1 jobs waiting or running")
+    assert discord_fake.messages[second.original_message_id].content == \
+        "⏱️ You already have 1 job waiting or running, and the limit is 1. Try again when one has finished."
     assert (await result_of(discord_fake, first)).attachments
 
 
@@ -133,9 +137,8 @@ async def test_rejected_parameter_is_explained(comfy, discord_fake, running, tmp
     settings = bot_settings(tmp_path, comfy.url, workflow_set="default", checkpoint="missing.safetensors")
     await running.start(settings)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
-    assert message.content == (
-        "❌ Image failed: no ComfyUI server here can run this: node 4 (CheckpointLoaderSimple), input 'ckpt_name': "
-        "'missing.safetensors' is not available (the server has: v1-5-pruned-emaonly.safetensors, sdxl.safetensors)")
+    assert message.content == ("❌ Your image could not be made: the model `missing` is not installed on any server. "
+                               "Choose another model, or ask the operator.")
     assert comfy.prompts == {}  # refused before anything reached ComfyUI
 
 
@@ -144,8 +147,9 @@ async def test_out_of_memory_is_explained(comfy, discord_fake, running, tmp_path
     comfy.fail_node("ImageAddNoise", exception_message="CUDA out of memory. Tried to allocate 2.00 GiB",
                     exception_type="torch.OutOfMemoryError")
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
-    assert message.content == ("❌ Image failed: ComfyUI failed in node 2 (ImageAddNoise): the server ran out of GPU memory "
-                               "(CUDA out of memory. Tried to allocate 2.00 GiB); try a smaller size or batch")
+    assert message.content == ("❌ <@5001>, your image could not be made: the server ran out of GPU memory. "
+                               "Try a smaller size or fewer images.")
+    assert message.mentions == ["5001"]
 
 
 async def test_interrupted_job_is_explained(comfy, discord_fake, running, tmp_path):
@@ -158,14 +162,16 @@ async def test_interrupted_job_is_explained(comfy, discord_fake, running, tmp_pa
     async with __import__("aiohttp").ClientSession() as session:  # someone interrupts it in ComfyUI's own UI
         await session.post(comfy.url + "/interrupt")
     message = await result_of(discord_fake, interaction)
-    assert message.content.startswith("❌ Image failed: The job was interrupted at node")
+    assert message.content == ("❌ <@5001>, your image could not be made: it was stopped on the server before it "
+                               "finished. Try again.")
 
 
 async def test_comfyui_down_at_start_bot_still_answers(discord_fake, running, tmp_path):
     await running.start(bot_settings(tmp_path, "http://127.0.0.1:9", comfyui_timeout=0.5))
     assert any(r["path"].endswith("/commands") and r["method"] == "PUT" for r in discord_fake.requests)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x"}))
-    assert message.content == "❌ Image failed: ComfyUI is unreachable right now. Please try again later."
+    assert message.content == ("❌ <@5001>, your image could not be made: ComfyUI is not answering right now. "
+                               "Try again in a few minutes.")
 
 
 async def test_too_big_to_post_is_fitted_or_refused(comfy, discord_fake, running, tmp_path):
@@ -180,7 +186,8 @@ async def test_too_big_to_post_is_fitted_or_refused(comfy, discord_fake, running
     assert attachment["size"] < len(comfy.output_bytes) and Image.open(io.BytesIO(attachment["data"])).size[0] > 0
     refused = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "big", "width": 64, "height": 64}, attachment_size_limit=100), timeout=20)
-    assert refused.content.startswith("❌ Image failed: The image is ") and refused.content.endswith("this channel accepts files up to 100 bytes.")
+    assert refused.content.startswith("❌ <@5001>, your image could not be made: the image is ")
+    assert refused.content.endswith("this channel accepts files up to 100 bytes.")
 
 
 async def test_job_past_the_token_lifetime_is_delivered_in_the_channel(comfy, monkeypatch, running, tmp_path):
@@ -193,10 +200,10 @@ async def test_job_past_the_token_lifetime_is_delivered_in_the_channel(comfy, mo
         comfy.node_delay = 1.2
         interaction = await fake.slash("generate", {"prompt": "long", "width": 64, "height": 64})
         message = await fake.wait_for_message(lambda m: m.interaction_id is None and m.attachments, timeout=15)
-        assert message.content == "<@5001> your result is ready." and message.mentions == ["5001"]
+        assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
         assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
-        original = await fake.wait_for_message(lambda m: m.id == interaction.original_message_id and "Finished" in m.content)
-        assert original.content.startswith("✅ Finished: the result is in ")
+        original = fake.messages[interaction.original_message_id]
+        assert await fake.wait_for(lambda: original.deleted)  # deleted through the channel: the token has expired
         assert not [v for v in fake.violations if "token-expired" in v]
     finally:
         await harness.stop()
@@ -206,10 +213,11 @@ async def test_job_past_the_token_lifetime_is_delivered_in_the_channel(comfy, mo
 async def test_progress_edits_are_coalesced(comfy, discord_fake, running, tmp_path):
     await running.start(bot_settings(tmp_path, comfy.url, workflow_set="default"))
     comfy.node_delays = {"KSampler": 3.0}
-    message = await result_of(discord_fake, await discord_fake.slash(
-        "generate", {"prompt": "slow", "width": 64, "height": 64, "steps": 30}), timeout=20)
+    interaction = await discord_fake.slash("generate", {"prompt": "slow", "width": 64, "height": 64, "steps": 30})
+    await result_of(discord_fake, interaction, timeout=20)
+    message = discord_fake.messages[interaction.original_message_id]  # the progress message
     edits = [entry["time"] for entry in message.history if entry.get("kind") == "edit"]
-    gaps = [later - earlier for earlier, later in zip(edits, edits[1:-1])]  # the final edit goes at once
+    gaps = [later - earlier for earlier, later in zip(edits, edits[1:])]  # the result is a new message
     assert len(edits) >= 3 and min(gaps) >= 1.4
     assert not [v for v in discord_fake.violations if v.startswith("[429")]
     assert any("step" in (entry.get("payload") or {}).get("content", "") for entry in message.history)

@@ -53,14 +53,14 @@ async def test_nothing_the_bot_echoes_pings_anyone_but_the_owner(comfy, discord_
     assert ok.attachments and ok.mentions == [OWNER]
     comfy.fail_node("SaveImage", exception_message=f"cannot save {NOISY}")
     failed = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": NOISY, "width": 64, "height": 64}))
-    assert "failed" in failed.content and "@everyone" not in failed.content
+    assert "could not be made" in failed.content and "@everyone" not in failed.content
     assert_only_the_owner_is_pinged(discord_fake)
 
 
 @pytest.mark.parametrize("fault, expected", [
-    ("many-problems", "… and 197 more problems"),
-    ("long-traceback", "RuntimeError: the last line"),
-    ("secret-500", "ComfyUI answered 500 to POST /prompt"),
+    ("many-problems", "a model it needs is not installed on the server."),
+    ("long-traceback", "the server hit an error while making it."),
+    ("secret-500", "ComfyUI answered in a way the bot does not understand."),
 ], ids=["200-node-problems", "20000-line-traceback", "500-with-secrets"])
 async def test_a_huge_or_leaky_comfyui_error_becomes_a_short_message(comfy, discord_fake, running, tmp_path,
                                                                      fault, expected):
@@ -74,7 +74,7 @@ async def test_a_huge_or_leaky_comfyui_error_becomes_a_short_message(comfy, disc
         page = "Authorization: Bearer sk-123456789\nupstream http://admin:pw@10.1.2.3:8188 failed\n" * 500
         comfy.override("/prompt", hostile.answer(page.encode(), status=500, content_type="text/plain"), count=1)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
-    assert message.content.startswith("❌ Image failed: ") and expected in message.content
+    assert message.content.startswith("❌ <@5001>, your image could not be made: ") and expected in message.content
     assert len(message.content) <= 2000
     assert "sk-123456789" not in message.content and "admin:pw" not in message.content and "10.1.2.3" not in message.content
     assert_within_discord_limits(discord_fake)
@@ -85,7 +85,7 @@ async def test_an_overlong_model_name_is_clipped_in_the_reply(comfy, discord_fak
     interaction = await discord_fake.slash("generate", {"prompt": "x", "model": "m" * 5000})
     await interaction.wait_acked(3)
     reply = discord_fake.messages[interaction.original_message_id]
-    assert reply.ephemeral and reply.content.startswith("There is no model called 'mmm") and len(reply.content) < 300
+    assert reply.ephemeral and reply.content.startswith("There is no model called `mmm") and len(reply.content) < 300
     assert_within_discord_limits(discord_fake)
 
 
@@ -157,17 +157,18 @@ async def test_a_burst_of_fifty_clicks_makes_at_most_the_limit_of_jobs(comfy, di
 
 
 @pytest.mark.parametrize("answer, expected", [
-    (hostile.answer(hostile.HTML_PAGE, content_type="image/png"), "is a web page, not an image"),
-    (hostile.answer(hostile.truncated_png(), content_type="image/png"), "is damaged, cut short"),
-    (hostile.endless(), "larger than 1.0 MiB, the most the bot downloads"),
-    (hostile.answer(b"", status=302, content_type="text/plain"), "answered 302"),
+    (hostile.answer(hostile.HTML_PAGE, content_type="image/png"), "the server sent a broken file instead of the result"),
+    (hostile.answer(hostile.truncated_png(), content_type="image/png"), "the server sent a broken file"),
+    (hostile.endless(), "the result is larger than 1.0 MiB, the most the bot downloads"),
+    (hostile.answer(b"", status=302, content_type="text/plain"), "ComfyUI answered in a way the bot does not understand"),
 ], ids=["html-page", "truncated-png", "endless", "redirect"])
 async def test_a_broken_result_fails_in_words(comfy, discord_fake, running, tmp_path, answer, expected):
     settings = bot_settings(tmp_path, comfy.url, download_limit=1024 * 1024)
     await running.start(settings)
     comfy.override("/view", answer)
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
-    assert message.content.startswith("❌ Image failed: ") and expected in message.content, message.content
+    assert message.content.startswith("❌ <@5001>, your image could not be made: ") and expected in message.content, \
+        message.content
     assert not message.attachments
 
 
@@ -184,7 +185,9 @@ async def test_a_result_of_more_than_ten_files_is_split_over_messages(comfy, dis
                                            max_batch=6))
     first = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "twelve", "batch": 6, "width": 64, "height": 64}))
-    rest = await discord_fake.wait_for_message(lambda m: m.id != first.id and m.attachments and "part 2" in m.content)
+    rest = await discord_fake.wait_for_message(lambda m: m.id != first.id and m.attachments and "(2)" in m.content)
+    assert rest.content == "More of your images (2)." and rest.mentions == []
+    assert [a["filename"] for a in first.attachments + rest.attachments] == [f"image-{i}.png" for i in range(1, 13)]
     assert len(first.attachments) == 10 and len(rest.attachments) == 2 and first.embeds and custom_ids(first)
     job = await _wait_job_state(bot, 1, "done")
     generation = await bot.store.get_generation(job.generation_id)
@@ -244,10 +247,13 @@ async def test_status_and_generate_say_why_a_server_is_unusable(comfy, discord_f
     status = await discord_fake.slash("status")
     await status.wait_acked(3)
     (embed,) = discord_fake.messages[status.original_message_id].embeds
-    (server,) = [field for field in embed["fields"] if field["name"] == "ComfyUI"]
-    assert server["value"].startswith("⚠️ unusable: ComfyUI's node list (/object_info) is malformed")
+    (servers,) = [field["value"] for field in embed["fields"] if field["name"] == "Servers"]
+    assert servers == ("⚠️ ComfyUI cannot be used: it answers, but not the way ComfyUI does; the operator can see "
+                       "the details in the bot's log.")
     message = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x"}), timeout=5)
-    assert message.content.startswith("❌ Image failed: no ComfyUI server here can run this: ComfyUI's node list")
+    assert message.content == ("❌ Your image could not be made: ComfyUI is not working properly right now: it "
+                               "answers, but not the way ComfyUI does. Try again later; the operator can see the "
+                               "details in the bot's log.")
 
 
 async def test_a_password_in_the_comfyui_url_is_never_shown_or_stored(comfy, discord_fake, running, tmp_path):

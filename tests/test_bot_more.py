@@ -46,24 +46,26 @@ async def test_running_job_shows_the_latest_preview_then_only_the_result(comfy, 
     comfy.node_delays = {"KSampler": 3.0}  # longer than one progress-edit interval (1.5 s)
     interaction = await discord_fake.slash("generate", {"prompt": "preview me", "width": 64, "height": 64, "steps": 10})
     message = await result_of(discord_fake, interaction, timeout=15)
+    progress = interaction.original_message_id
 
-    with_preview = [edit for edit in edits_of(discord_fake, message.id)
+    with_preview = [edit for edit in edits_of(discord_fake, progress)
                     if any(f["filename"] == "preview.jpg" for f in edit["files"])]
-    assert with_preview, f"no progress edit carried preview.jpg; edits: {[e['json'] for e in edits_of(discord_fake, message.id)]}"
+    assert with_preview, f"no progress edit carried preview.jpg; edits: {[e['json'] for e in edits_of(discord_fake, progress)]}"
     edit = with_preview[-1]
     (preview,) = [f for f in edit["files"] if f["filename"] == "preview.jpg"]
     assert preview["data"].startswith(JPEG_SIGNATURE)
     assert Image.open(io.BytesIO(preview["data"])).format == "JPEG"
     content = edit["json"]["content"]
-    assert content.startswith("🎨 Image: running (")
-    assert re.fullmatch(r"`[█░]+` \d+% · step \d+/10", content.splitlines()[1]), content
-    assert content.splitlines()[-1] == "node: KSampler"
+    assert re.fullmatch(r"🎨 Drawing \(step \d+ of 10\), \d+ s so far\.", content.splitlines()[0]), content
+    assert re.fullmatch(r"`[█░]+` \d+%", content.splitlines()[1]), content
+    assert "KSampler" not in content
 
-    # the result replaces the preview: the PNG that was saved, nothing else
+    # the result is a new message with the PNG that was saved, nothing else; the preview went with its message
     (attachment,) = message.attachments
     assert attachment["filename"].endswith(".png") and attachment["data"].startswith(PNG_SIGNATURE)
     assert [p.read_bytes() for p in settings.outputs_dir.glob("*.png")] == [attachment["data"]]
-    assert message.content == "<@5001>" and message.embeds
+    assert message.content == "✅ <@5001>, your image is ready." and message.embeds
+    assert await discord_fake.wait_for(lambda: discord_fake.messages[progress].deleted)
     assert not [v for v in discord_fake.violations if not v.startswith("[429")]
 
 
@@ -112,7 +114,7 @@ async def test_model_preset_sets_checkpoint_size_steps_and_negative_prompt(comfy
     await unknown.wait_acked(3)
     reply = discord_fake.messages[unknown.original_message_id]
     assert reply.ephemeral and unknown.response_type == 4
-    assert reply.content == "There is no model called 'dreamy'. Choose one of: sdxl."
+    assert reply.content == "There is no model called `dreamy`. Choose one of: `sdxl`."
     assert len(comfy.prompts) == 1 and await bot.store.get_job(2) is None  # job 1 was the sdxl one
 
 
@@ -162,13 +164,16 @@ async def test_synced_command_carries_the_configured_limits(comfy, discord_fake,
 async def test_a_button_works_for_another_user_and_mentions_the_clicker(comfy, discord_fake, running, tmp_path):
     await running.start(bot_settings(tmp_path, comfy.url))
     first = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "share", "width": 64, "height": 64}))
-    assert first.content == "<@5001>"
+    assert first.content == "✅ <@5001>, your image is ready."
     click = await discord_fake.click(first.id, "cf:up:1:0:2", user_id="6001", username="bob")
     upscaled = await result_of(discord_fake, click)
     assert upscaled.id != first.id and image_size(upscaled.attachments[0]) == (128, 128)
-    assert upscaled.content == "<@6001>" and upscaled.mentions == ["6001"]
-    assert "for 6001" in upscaled.embeds[0]["footer"]["text"]
-    assert discord_fake.messages[first.id].content == "<@5001>"  # alice's result is left alone
+    assert upscaled.content == "✅ <@6001>, your upscale is ready." and upscaled.mentions == ["6001"]
+    fields = fields_of(upscaled)
+    assert fields["From"] == f"[the original image](https://discord.com/channels/{discord_fake.guild_id}/" \
+                             f"{discord_fake.channel_id}/{first.id})"
+    assert fields["Size"] == "128×128" and upscaled.embeds[0]["description"] == "share"
+    assert discord_fake.messages[first.id].content == "✅ <@5001>, your image is ready."  # alice's is left alone
     assert custom_ids(discord_fake.messages[first.id]) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
 
 
@@ -289,8 +294,10 @@ async def wait_running(comfy, timeout: float = 5.0) -> str:
     return comfy.running_id()
 
 
-def is_final(message) -> bool:
-    return bool(message.attachments and message.embeds or "failed" in message.content)
+def is_final(discord_fake, interaction) -> bool:
+    """The job ended: its result or failure was posted (its nonce names the progress message)."""
+    progress = interaction.original_message_id
+    return any(str(m.nonce) in (f"{progress}.0", f"{progress}.99") for m in discord_fake.messages.values())
 
 
 async def test_one_comfyui_restart_mid_job_costs_the_user_nothing(comfy, discord_fake, running, tmp_path):
@@ -301,7 +308,7 @@ async def test_one_comfyui_restart_mid_job_costs_the_user_nothing(comfy, discord
     await comfy.restart(downtime=0.5)  # the process restarts: the running prompt is forgotten
     comfy.node_delay = 0.0
     message = await result_of(discord_fake, interaction, timeout=15)
-    assert message.content == "<@5001>" and image_size(message.attachments[0]) == (64, 64), message.content
+    assert message.content == "✅ <@5001>, your image is ready." and image_size(message.attachments[0]) == (64, 64)
     first, second = comfy.prompts.values()  # run once more, with the same values
     assert first["prompt"] == second["prompt"]
 
@@ -311,18 +318,18 @@ async def test_comfyui_restarting_mid_job_is_explained_and_the_bot_carries_on(co
     comfy.node_delay = 1.0
     interaction = await discord_fake.slash("generate", {"prompt": "doomed", "width": 64, "height": 64})
     await interaction.wait_acked(3)
-    job_message = discord_fake.messages[interaction.original_message_id]
     restarts = 0
     while restarts < 3:  # ComfyUI restarts each time it runs this job
-        await discord_fake.wait_for(lambda: is_final(job_message) or comfy.running_id() is not None, timeout=10)
-        if is_final(job_message):
+        await discord_fake.wait_for(lambda: is_final(discord_fake, interaction) or comfy.running_id() is not None,
+                                    timeout=10)
+        if is_final(discord_fake, interaction):
             break
         await comfy.restart(downtime=0.5)
         restarts += 1
     message = await result_of(discord_fake, interaction, timeout=10)
     assert restarts == 2 and len(comfy.prompts) == 2
-    assert message.content == ("❌ Image failed: ComfyUI failed twice while running this job. "
-                               "Please try again later.")
+    assert message.content == ("❌ <@5001>, your image could not be made: the server failed twice while running it. "
+                               "Try again in a few minutes.")
     assert message.attachments == [] and message.embeds == []
     assert await bot.store.active_job_count(5001) == 0
 
@@ -360,7 +367,8 @@ async def test_comfyui_down_mid_job_is_explained_and_generate_works_once_it_is_b
     await comfy.stop()  # ComfyUI is gone, and stays gone
     async with ClosedPort(comfy.port) as closed:
         message = await result_of(discord_fake, interaction, timeout=15)
-        assert message.content == "❌ Image failed: ComfyUI is unreachable right now. Please try again later."
+        assert message.content == ("❌ <@5001>, your image could not be made: ComfyUI is not answering right now. "
+                                   "Try again in a few minutes.")
         assert message.attachments == []
         # an outage of some seconds: the bot has tried to reconnect five times (its backoff has grown)
         await discord_fake.wait_for(lambda: closed.attempts >= 5, timeout=15)

@@ -62,12 +62,12 @@ async def test_cancel_button_for_the_owner_a_moderator_and_nobody_else(comfies, 
     slashes = [await discord_fake.slash("generate", {"prompt": name, "width": 64, "height": 64})
                for name in ("kept", "mine", "moderated")]
     waiting = [await discord_fake.wait_for_message(
-        lambda m, s=s: m.id == s.original_message_id and "waiting" in m.content and m.custom_ids) for s in slashes]
+        lambda m, s=s: m.id == s.original_message_id and "Waiting" in m.content and m.custom_ids) for s in slashes]
     kept, mine, moderated = waiting
     kept_id, mine_id, moderated_id = ids = [job_id_of(m) for m in waiting]  # handled concurrently: any order
     assert sorted(ids) == [2, 3, 4]
     assert kept.custom_ids == [f"cf:cancel:{kept_id}"]
-    await discord_fake.wait_for_message(lambda m: m.id == kept.id and "waiting" in m.content)
+    await discord_fake.wait_for_message(lambda m: m.id == kept.id and "Waiting" in m.content)
 
     refused = await reply_to(discord_fake, await discord_fake.click(kept.id, f"cf:cancel:{kept_id}", user_id=BOB, username="bob"))
     assert refused.ephemeral
@@ -75,15 +75,15 @@ async def test_cancel_button_for_the_owner_a_moderator_and_nobody_else(comfies, 
     assert (await bot.store.get_job(kept_id)).state == "waiting"
 
     own = await reply_to(discord_fake, await discord_fake.click(mine.id, f"cf:cancel:{mine_id}"))
-    assert own.ephemeral and own.content == "Cancelled: it left the queue."
-    shown = await discord_fake.wait_for_message(lambda m: m.id == mine.id and "cancelled" in m.content)
-    assert shown.content == f"🚫 Image cancelled by <@{ALICE}>." and shown.custom_ids == []
+    assert own.ephemeral and own.content == "Cancelled: it left the queue before it started."
+    shown = await discord_fake.wait_for_message(lambda m: m.id == mine.id and "Cancelled" in m.content)
+    assert shown.content == f"🚫 Cancelled by <@{ALICE}>." and shown.custom_ids == []
 
     by_mod = await reply_to(discord_fake, await discord_fake.click(
         moderated.id, f"cf:cancel:{moderated_id}", user_id=CAROL, username="carol", permissions=MANAGE_MESSAGES))
-    assert by_mod.ephemeral and by_mod.content == "Cancelled: it left the queue."
-    shown = await discord_fake.wait_for_message(lambda m: m.id == moderated.id and "cancelled" in m.content)
-    assert shown.content == f"🚫 Image cancelled by <@{CAROL}>." and shown.mentions == []
+    assert by_mod.ephemeral and by_mod.content == "Cancelled: it left the queue before it started."
+    shown = await discord_fake.wait_for_message(lambda m: m.id == moderated.id and "Cancelled" in m.content)
+    assert shown.content == f"🚫 Cancelled by <@{CAROL}>." and shown.mentions == []
 
     assert [(await bot.store.get_job(job_id)).state for job_id in (mine_id, moderated_id)] == ["cancelled", "cancelled"]
     comfy.resume()
@@ -97,8 +97,7 @@ async def test_status_is_ephemeral_and_shows_each_server_and_the_callers_jobs(co
     x, y = comfies
     x.pause()
     y.pause()
-    bot = await start_bot(running, tmp_path, comfies, server_capacity=1)
-    x_label, y_label = [backend.client.name for backend in bot.scheduler.pool.backends]
+    await start_bot(running, tmp_path, comfies, server_capacity=1)
     slashes = [await discord_fake.slash("generate", {"prompt": f"job {i}", "width": 64, "height": 64})
                for i in range(3)]
     await wait_until(lambda: len(posted_jobs(x)) == 1 and len(posted_jobs(y)) == 1, 5, "one job on each server")
@@ -106,15 +105,20 @@ async def test_status_is_ephemeral_and_shows_each_server_and_the_callers_jobs(co
     status = await reply_to(discord_fake, await discord_fake.slash("status"))
     assert status.ephemeral
     fields = {field["name"]: field["value"] for field in status.embeds[0]["fields"]}
-    assert x_label != y_label
-    assert fields[x_label].startswith("🟢 up, 1/1 of our jobs") and fields[y_label].startswith("🟢 up, 1/1 of our jobs")
-    assert fields["Queue"] == "1 waiting, 2 on the servers"
+    assert fields["Servers"].splitlines() == ["🟢 2 of 2 ComfyUI servers are up.", "• Server 1: up, 1 job of ours.",
+                                              "• Server 2: up, 1 job of ours."]
+    assert fields["Queue"] == "1 job waiting, 2 on the GPU."
     mine = fields["Your jobs"].splitlines()
-    assert sorted(mine) == ["• job 1 (Image): submitted", "• job 2 (Image): submitted", "• job 3 (Image): position 1"]
+    assert sorted(mine) == ["• Your image “job 0”: starting, next on the GPU.",
+                            "• Your image “job 1”: starting, next on the GPU.",
+                            "• Your image “job 2”: yours is next."]
+    waiting_message = discord_fake.messages[slashes[2].original_message_id]
+    assert waiting_message.content == "⏳ Waiting for your image: yours is next."  # the same words in both places
 
     other = await reply_to(discord_fake, await discord_fake.slash("status", user_id=BOB, username="bob"))
     assert other.ephemeral
-    assert {f["name"]: f["value"] for f in other.embeds[0]["fields"]}["Your jobs"] == "none"
+    assert {f["name"]: f["value"] for f in other.embeds[0]["fields"]}["Your jobs"] == \
+        "You have no jobs waiting or running."
 
     x.resume()
     y.resume()
@@ -133,12 +137,11 @@ async def test_jobs_of_two_users_are_spread_over_two_servers_and_all_delivered(c
                 "generate", {"prompt": f"{name} {i}", "width": 64, "height": 64}, user_id=user, username=name))
     results = [await result_of(discord_fake, slash, timeout=20) for slash in slashes]
     assert all(len(message.attachments) == 1 for message in results)
-    assert [message.content for message in results] == [f"<@{user}>" for _ in range(3) for user in (ALICE, BOB)]
+    assert [message.content for message in results] == [
+        f"✅ <@{user}>, your image is ready." for _ in range(3) for user in (ALICE, BOB)]
     x, y = comfies
     assert posted_jobs(x) and posted_jobs(y), (posted_jobs(x), posted_jobs(y))
     assert posts_per_job(x, y) == {job_id: 1 for job_id in range(1, 7)}
-    servers = {message.embeds[0]["footer"]["text"].rsplit(" · ", 1)[1] for message in results}
-    assert len(servers) == 2, servers  # the result says which server made it
     assert not [v for v in discord_fake.violations if not v.startswith("[429")]
 
 
@@ -171,7 +174,7 @@ async def test_a_job_whose_message_was_deleted_still_ends(comfies, discord_fake,
     assert active == 0
     assert ended_as == "done"
     posted = await discord_fake.wait_for_message(lambda m: not m.deleted and m.attachments and m.interaction_id is None)
-    assert posted.content == f"<@{ALICE}> your result is ready." and posted.mentions == [ALICE]
+    assert posted.content == f"✅ <@{ALICE}>, your image is ready." and posted.mentions == [ALICE]
 
 
 async def test_sharded_bot_serves_commands(comfies, monkeypatch, tmp_path):

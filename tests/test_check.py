@@ -98,3 +98,15 @@ async def test_check_shows_odd_system_stats_without_failing(comfy, tmp_path):
     assert code == 0, output
     (line,) = [line for line in output.splitlines() if line.startswith("  answers: ")]
     assert line.startswith("  answers: ComfyUI (version unknown), devices: gpu xxx") and len(line) < 150
+
+
+async def test_check_says_whether_the_server_sends_previews(comfy, tmp_path):
+    from tests.fakes import hostile
+
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest", LOG_LEVEL="warning")
+    assert code == 0 and "  previews: off; start ComfyUI with --preview-method auto to show them while a job runs" in output
+    stats = {**comfy.system_stats, "system": {**comfy.system_stats["system"],
+                                              "argv": ["main.py", "--listen", "--preview-method", "taesd"]}}
+    comfy.override("/system_stats", hostile.answer(stats))
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest", LOG_LEVEL="warning")
+    assert code == 0 and "  previews: on (taesd)" in output

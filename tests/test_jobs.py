@@ -115,7 +115,7 @@ async def test_job_timeout_cancels_on_the_server(comfy, client, tmp_path):
     settings = make_settings(tmp_path, comfyui_url=comfy.url, job_timeout=0.3)
     engine = await make_engine(client, settings)
     comfy.node_delay = 1.0
-    with pytest.raises(ComfyError, match="did not finish within 0.3 seconds and was cancelled"):
+    with pytest.raises(ComfyError, match="did not finish within 0.3 seconds and was stopped"):
         await text_to_image(engine, ImageRequest("slow", width=64, height=64))
     assert any(r["path"] == "/interrupt" for r in comfy.requests)
 

@@ -1,0 +1,79 @@
+"""A running job's progress in words: the stage it is at, a bar that only moves forward, the time.
+
+Stages come from the node types of whatever workflow runs ("KSampler" is "Drawing"), so an
+operator's own workflow reads as well as the shipped ones; a node nobody mapped is "Working".
+Knows nothing of Discord.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from comfy_types import Event, NodeStarted, Progress, Started
+from wording import EMOJI, seconds
+
+BAR_WIDTH = 12
+SAMPLING = "Drawing"  # an upscale samples as "Upscaling", an animation as "Animating"
+STAGES = {
+    "Loading the model": {"CheckpointLoaderSimple", "CheckpointLoader", "ImageOnlyCheckpointLoader", "UNETLoader",
+                          "VAELoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "LoraLoader",
+                          "LoraLoaderModelOnly", "UpscaleModelLoader", "ControlNetLoader", "CLIPVisionLoader",
+                          "unCLIPCheckpointLoader", "StyleModelLoader"},
+    "Reading the prompt": {"CLIPTextEncode", "CLIPTextEncodeSDXL", "CLIPTextEncodeSDXLRefiner", "StringConcatenate",
+                           "ConditioningCombine", "ConditioningConcat", "ConditioningSetArea", "CLIPSetLastLayer"},
+    "Reading the image": {"LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "CLIPVisionEncode",
+                          "ImagePadForOutpaint", "Canny", "ControlNetApply", "ControlNetApplyAdvanced"},
+    "Preparing": {"EmptyLatentImage", "EmptyImage", "EmptySD3LatentImage", "ImageScale", "SetLatentNoiseMask"},
+    SAMPLING: {"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced", "ImageAddNoise"},
+    "Decoding": {"VAEDecode", "VAEDecodeTiled"},
+    "Upscaling": {"ImageUpscaleWithModel", "ImageScaleBy", "LatentUpscale", "LatentUpscaleBy"},
+    "Animating": {"SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "RepeatImageBatch"},
+    "Saving": {"SaveImage", "SaveAnimatedWEBP", "SaveAnimatedPNG", "SaveVideo", "SaveWEBM", "CreateVideo",
+               "PreviewImage", "PreviewAny", "SaveImageWebsocket"},
+}
+STAGE_OF = {class_type: stage for stage, classes in STAGES.items() for class_type in classes}
+KIND_SAMPLING = {"upscale": "Upscaling", "animate": "Animating"}
+
+
+def stage(class_type: str, kind: str) -> str:
+    """The stage a node type stands for, in words; "Working" for one nobody mapped."""
+    found = STAGE_OF.get(class_type, "Working")
+    return KIND_SAMPLING.get(kind, SAMPLING) if found == SAMPLING else found
+
+
+@dataclass
+class Progression:
+    """What a running job's message shows; fed by ComfyUI events."""
+
+    kind: str = "txt2img"
+    started: float | None = None  # when ComfyUI started the prompt (monotonic)
+    stage: str = "Starting"
+    sampling: bool = False  # the current node reports sampler steps
+    value: int = 0
+    maximum: int = 0
+    shown: float = 0.0  # the bar's share: it never goes back within a job
+    preview: bytes | None = None
+    preview_mime: str = "image/png"
+
+    def apply(self, event: Event) -> None:
+        if self.started is None and isinstance(event, Started | NodeStarted | Progress):
+            self.started = time.monotonic()
+        if isinstance(event, NodeStarted):
+            self.stage = stage(event.class_type, self.kind)
+            self.sampling = STAGE_OF.get(event.class_type) == SAMPLING
+            self.value = self.maximum = 0
+        elif isinstance(event, Progress) and event.max > 1:  # a one-step bar says nothing
+            self.value, self.maximum = min(event.value, event.max), event.max
+            self.shown = max(self.shown, self.value / self.maximum)
+
+    def text(self) -> str:
+        """Two lines at most: the stage with the time so far, and the bar once there is one."""
+        elapsed = time.monotonic() - self.started if self.started is not None else 0.0
+        steps = f" (step {self.value} of {self.maximum})" if self.maximum and self.sampling else (
+            f" ({self.value / self.maximum:.0%})" if self.maximum else "")
+        lines = [f"{EMOJI['running']} {self.stage}{steps}, {seconds(elapsed)} so far."]
+        if self.shown > 0:
+            filled = round(self.shown * BAR_WIDTH)
+            lines.append(f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {self.shown:.0%}")
+        return "\n".join(lines)

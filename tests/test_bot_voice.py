@@ -1,0 +1,120 @@
+"""What people see, through a whole session: notified results, progress in words, a queue that tells
+the truth, and no internals (ids, node classes, server file names) anywhere.
+
+Fake Discord <-> real discord.py bot <-> real engine <-> fake ComfyUI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+from tests.bot_harness import bot_settings, result_of
+from tests.fakes.discord import FakeDiscord
+
+ALICE = "5001"
+MENTION = re.compile(r"<@[!&]?\d+>")
+
+
+def shown(discord_fake: FakeDiscord) -> list[str]:
+    """Everything the bot made people read: each content and embed it sent, as text."""
+    texts = []
+    for message in discord_fake.messages.values():
+        for entry in message.history:
+            payload = entry.get("payload") or {}
+            texts.append(payload.get("content") or "")
+            texts += [json.dumps(embed, ensure_ascii=False) for embed in payload.get("embeds") or []]
+    return [text for text in texts if text]
+
+
+async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discord_fake, running, tmp_path):
+    settings = bot_settings(tmp_path, comfy.url, workflow_set="default")
+    await running.start(settings)
+    comfy.node_delays = {"KSampler": 1.6}
+    first = await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "a lighthouse", "width": 64, "height": 64, "batch": 2}), timeout=20)
+    await result_of(discord_fake, await discord_fake.click(first.id, "cf:up:1:1:2"), timeout=20)
+    comfy.fail_node("VAEDecode", exception_message="Invalid file /srv/models/vae/broken.safetensors")
+    await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
+    await (await discord_fake.slash("status")).wait_acked(3)
+    await (await discord_fake.slash("help")).wait_acked(3)
+
+    classes = {node["class_type"] for prompt in comfy.prompts.values() for node in prompt["prompt"].values()}
+    server_files = [name for (_, _, name) in comfy.files]
+    texts = shown(discord_fake)
+    assert any(text.startswith("🎨 Drawing (step ") for text in texts), texts
+    for text in texts:
+        bare = re.sub(r'"name": "Seed", "value": "\d+"', "", MENTION.sub("", text))  # a seed is the user's
+        bare = re.sub(r"https://discord\.com/channels/[\d@]+/\d+/\d+", "", bare)  # a link Discord renders
+        assert not re.search(r"\d{15,}", bare), text  # no raw ids
+        assert not [name for name in classes if name in bare], text
+        assert not [name for name in server_files if name in bare], text
+        assert ".safetensors" not in bare and "generation" not in bare and "job 1" not in bare, text
+    assert first.attachments[0]["filename"] == "image-1.png" and first.attachments[1]["filename"] == "image-2.png"
+    labels = [c["label"] for row in first.components for c in row["components"]]
+    assert labels == ["Upscale 2x #1", "Upscale 4x #1", "Animate #1", "Upscale 2x #2", "Upscale 4x #2", "Animate #2"]
+
+
+async def test_the_result_and_the_failure_notify_the_owner_and_leave_one_message(comfy, discord_fake, running,
+                                                                                 tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url))
+    done = await discord_fake.slash("generate", {"prompt": "ok", "width": 64, "height": 64})
+    result = await result_of(discord_fake, done)
+    assert result.content == f"✅ <@{ALICE}>, your image is ready." and result.mentions == [ALICE]
+    allowed = result.allowed_mentions
+    assert allowed["parse"] == [] and [str(user) for user in allowed["users"]] == [ALICE]  # the owner, nobody else
+    comfy.fail_node("SaveImage", exception_message="disk full")
+    broken = await discord_fake.slash("generate", {"prompt": "no", "width": 64, "height": 64})
+    failure = await result_of(discord_fake, broken)
+    assert failure.mentions == [ALICE] and failure.content.startswith(f"❌ <@{ALICE}>, your image could not be made: ")
+    for interaction in (done, broken):  # the progress messages are gone: one message per job is left
+        assert await discord_fake.wait_for(lambda i=interaction: discord_fake.messages[i.original_message_id].deleted)
+    fields = {field["name"]: field["value"] for field in result.embeds[0]["fields"]}
+    assert re.fullmatch(r"waited \d+ s, ran \d+ s", fields["Time"]), fields
+
+
+async def test_the_elapsed_time_keeps_moving_while_a_long_step_runs(comfy, discord_fake, running, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setattr("delivery.TICK", 1.6)
+    await running.start(bot_settings(tmp_path, comfy.url))
+    comfy.node_delays = {"ImageAddNoise": 5.0}  # one long step that sends no progress of its own
+    interaction = await discord_fake.slash("generate", {"prompt": "slow", "width": 64, "height": 64})
+    await result_of(discord_fake, interaction, timeout=20)
+    progress = discord_fake.messages[interaction.original_message_id]
+    drawing = [(entry.get("payload") or {}).get("content") or "" for entry in progress.history]
+    seconds = {int(m[1]) for text in drawing if (m := re.match(r"🎨 Drawing, (\d+) s so far\.", text))}
+    assert len(seconds) >= 2, drawing
+
+
+async def test_waiting_while_comfyui_is_down_says_so_with_a_countdown(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, server_grace=20.0))
+    await comfy.stop()
+    interaction = await discord_fake.slash("generate", {"prompt": "patience", "width": 64, "height": 64})
+    waiting = await discord_fake.wait_for_message(
+        lambda m: m.id == interaction.original_message_id and "not answering" in m.content, timeout=10)
+    assert re.fullmatch(r"⏳ Waiting for your image: ComfyUI is not answering; trying again, giving up in \d+ s\.",
+                        waiting.content), waiting.content
+    await comfy.start()
+    result = await result_of(discord_fake, interaction, timeout=15)
+    assert result.attachments
+
+
+PRESETS = {"sdxl": {"checkpoint": "sdxl.safetensors"}, "ghost": {"checkpoint": "not-installed.safetensors"}}
+
+
+async def test_a_preset_no_server_has_is_not_offered(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, workflow_set="default", model_presets=PRESETS))
+    await asyncio.sleep(0.5)  # setup: the pool reads the server's node list once it is up
+    assert await discord_fake.autocomplete("generate", {"prompt": "x", "model": ""}, "model") == [
+        {"name": "sdxl", "value": "sdxl"}]
+    refused = await discord_fake.slash("generate", {"prompt": "x", "model": "ghost"})
+    await refused.wait_acked(3)
+    assert discord_fake.messages[refused.original_message_id].content == \
+        "There is no model called `ghost`. Choose one of: `sdxl`."
+    help_ = await discord_fake.slash("help")
+    await help_.wait_acked(3)
+    usage = discord_fake.messages[help_.original_message_id].embeds[0]["fields"][0]["value"]
+    assert "• `model`: `sdxl`." in usage and "ghost" not in usage
+    for aspect in ("square (1:1)", "portrait (2:3)", "landscape (3:2)", "wide (16:9)", "tall (9:16)"):
+        assert aspect in usage
