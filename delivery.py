@@ -121,11 +121,15 @@ class Delivery:
         return self._live[job.id]
 
     def _forget(self, job: Job) -> LiveMessage:
+        self._stop_progress(job)
+        return self._live.pop(job.id, None) or LiveMessage(self._editor(job))
+
+    def _stop_progress(self, job: Job) -> None:
+        """The job is not running (any more): no stage, no ticking clock."""
         self._progress.pop(job.id, None)
         ticker = self._tickers.pop(job.id, None)
         if ticker is not None:
             ticker.cancel()
-        return self._live.pop(job.id, None) or LiveMessage(self._editor(job))
 
     # while the job waits and runs ------------------------------------------------------------
 
@@ -136,6 +140,7 @@ class Delivery:
         self._show(job, wording.starting(job.kind))
 
     def _show(self, job: Job, text: str) -> None:
+        self._stop_progress(job)  # a job moved off a dead server waits again: its old run stops ticking
         if job.message_id is not None:
             self._live_message(job).update(key=text, content=text, view=cancel_view(job.id))
 

@@ -192,3 +192,29 @@ async def test_sharded_bot_serves_commands(comfies, monkeypatch, tmp_path):
     finally:
         await harness.stop()
         await fake.stop()
+
+
+async def test_a_job_moved_off_a_dead_server_shows_it_waits_again(comfies, discord_fake, running, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setattr("delivery.TICK", 0.3)  # a run's clock ticks fast: it must stop when the run is lost
+    x, y = comfies
+    x.node_delay = 1.0
+    await start_bot(running, tmp_path, comfies, server_capacity=1, server_grace=0.5)
+    alice = await discord_fake.slash("generate", {"prompt": "moved", "width": 64, "height": 64})
+    await wait_until(lambda: x.running_id(), 5, "alice's job running on x")
+    y.pause()
+    bob = await discord_fake.slash("generate", {"prompt": "busy", "width": 64, "height": 64}, user_id=BOB,
+                                   username="bob")
+    await wait_until(lambda: posted_jobs(y), 5, "bob's job holding y")
+    progress = discord_fake.messages[alice.original_message_id]
+    await discord_fake.wait_for(lambda: progress.content.startswith("🎨"), timeout=10)
+    await x.stop()
+    await discord_fake.wait_for(lambda: progress.content == "⏳ Waiting for your image: yours is next.", timeout=10)
+    seen = []
+    for _ in range(8):  # the lost run's clock must not paint it as running again
+        seen.append(progress.content)
+        await asyncio.sleep(0.2)
+    assert set(seen) == {"⏳ Waiting for your image: yours is next."}, seen
+    y.resume()
+    assert (await result_of(discord_fake, alice, timeout=15)).attachments
+    assert (await result_of(discord_fake, bob, timeout=15)).attachments
