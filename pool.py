@@ -52,15 +52,6 @@ async def open_backends(settings: Settings, workflows: Mapping[str, Any], output
     return backends
 
 
-def model_values(settings: Settings, kind: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The model files a job needs, as workflow parameters: what a server must have to run it."""
-    if kind == "txt2img":
-        return {"checkpoint": request.get("checkpoint") or settings.checkpoint}
-    if kind == "upscale":
-        return {"upscale_model": settings.upscale_model}
-    return {"video_checkpoint": settings.video_checkpoint}
-
-
 @dataclass(eq=False)
 class Backend:
     """One ComfyUI server and what the scheduler knows of it."""

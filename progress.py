@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import kinds
 from comfy_types import Event, NodeStarted, Progress, Started
 from wording import EMOJI, seconds
 
@@ -33,13 +34,13 @@ STAGES = {
                "PreviewImage", "PreviewAny", "SaveImageWebsocket"},
 }
 STAGE_OF = {class_type: stage for stage, classes in STAGES.items() for class_type in classes}
-KIND_SAMPLING = {"upscale": "Upscaling", "animate": "Animating"}
 
 
 def stage(class_type: str, kind: str) -> str:
     """The stage a node type stands for, in words; "Working" for one nobody mapped."""
     found = STAGE_OF.get(class_type, "Working")
-    return KIND_SAMPLING.get(kind, SAMPLING) if found == SAMPLING else found
+    declared = kinds.KINDS.get(kind)
+    return (declared.sampling if declared is not None else SAMPLING) if found == SAMPLING else found
 
 
 @dataclass

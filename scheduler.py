@@ -25,23 +25,22 @@ from typing import Any, Protocol
 
 import structlog
 
+import kinds
 import tasks
 import wording
 from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
-from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
+from image_gen import RequestError
 from outputs import OutputError, OutputFolder
-from pool import Backend, Pool, model_values
+from pool import Backend, Pool
 from runner import Engine, JobResult
 from store import ACTIVE_STATES, Generation, Job, LimitReached, Store
-from video_gen import animate
 from workflows import WorkflowError
 
 log = structlog.get_logger(__name__)
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
 SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
-IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "batch", "frames", "fps")
 POSITION_INTERVAL = 0.5  # seconds between recomputations of the queue positions shown to people
 COUNTDOWN_STEP = 5  # while no server answers, "giving up in 25 s" moves in steps of this many seconds
@@ -178,12 +177,9 @@ class Scheduler:
     async def submit(self, job: Job) -> Job:
         """Check, persist and queue a new job. Raises QueueFull or RequestError with a sentence."""
         self._check_limits(job)
-        request = dict(job.request)
-        if job.kind in ("txt2img", "animate"):
-            request["seed"] = resolve_seed(request.get("seed"))  # resolved once: a retry gives the same image
-        if job.kind == "txt2img":
-            txt2img_values(self._settings, ImageRequest(**{k: v for k, v in request.items() if k in IMAGE_FIELDS}))
-        models = model_values(self._settings, job.kind, request)
+        kind = kinds.get(job.kind)
+        request = kind.prepare(self._settings, dict(job.request))
+        models = kind.models(self._settings, request)
         reasons = self.pool.unservable(job.kind, models)
         if reasons:
             log.warning("job_unservable", kind=job.kind, user_id=job.user_id, reasons=reasons)
@@ -283,7 +279,7 @@ class Scheduler:
             self._served = {user: when for user, when in self._served.items() if when > self._serial - 10_000}
 
     def _models(self, job: Job) -> dict[str, Any]:
-        return model_values(self._settings, job.kind, job.request)
+        return kinds.get(job.kind).models(self._settings, job.request)
 
     async def _expire_unservable(self) -> None:
         """Waiting jobs fail in words, not silence: when no server can run them, or none able to is
@@ -398,16 +394,10 @@ class Scheduler:
         await self._finish(job, result, jlog)
 
     async def _execute(self, job: Job, engine: Engine, on_event: Any, attach: bool) -> JobResult:
-        request, options = job.request, {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
-        if job.kind == "txt2img":
-            fields = {key: value for key, value in request.items() if key in IMAGE_FIELDS}
-            return await text_to_image(engine, ImageRequest(**fields), **options)
-        source = self._settings.outputs_dir / request["input"]
-        if job.kind == "upscale":
-            return await upscale(engine, source, int(request["factor"]), **options)
-        if job.kind == "animate":
-            return await animate(engine, source, seed=request.get("seed"), **options)
-        raise RequestError(f"unknown job kind {job.kind!r}")
+        kind = kinds.get(job.kind)
+        source = self._settings.outputs_dir / job.request["input"] if kind.image_input else None
+        options = {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
+        return await kind.run(engine, job.request, source, options)
 
     async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:
         """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
@@ -448,7 +438,7 @@ class Scheduler:
         """What the result embed shows: the values actually used, the preset's name, how long the job
         waited and ran, and for an upscale or animation what it came from (its message, prompt, size)."""
         shown = {key: result.params[key] for key in SHOWN if key in result.params}
-        for key in ("model", "factor"):
+        for key in kinds.get(job.kind).shown:
             if key in job.request:
                 shown[key] = job.request[key]
         ran = result.timings["running"] + result.timings["download"]

@@ -16,6 +16,7 @@ from typing import Any
 import discord
 import structlog
 
+import kinds
 import wording
 from safe_text import clip, summarize
 from store import Generation
@@ -98,10 +99,9 @@ def result_embed(generation: Generation) -> discord.Embed:
     """What a result shows beside its files: the prompt, what it came from, the settings that made it
     and the time it took. Nobody's id, no file or server names: the message's text names its owner."""
     params = generation.params
-    count = len(generation.files)
-    titles = {"txt2img": "Image" if count == 1 else f"{count} images", "animate": "Animation",
-              "upscale": f"Upscaled {params['factor']}x" if params.get("factor") else "Upscaled"}
-    embed = discord.Embed(title=titles.get(generation.kind, "Result"), color=COLOR_OK)
+    kind = kinds.KINDS.get(generation.kind)
+    title = kind.title(params, len(generation.files)) if kind is not None else "Result"
+    embed = discord.Embed(title=title, color=COLOR_OK)
     if params.get("prompt"):
         embed.description = str(params["prompt"])
     source = params.get("source") or {}
@@ -237,16 +237,19 @@ def cancel_view(job_id: int) -> discord.ui.View:
 
 
 def result_view(generation: Generation) -> discord.ui.View | None:
-    """Buttons under a result: per image Upscale 2x/4x and Animate; an upscaled image gets Animate only."""
-    if generation.kind == "animate":
+    """Buttons under a result: per image (the first five), the actions its kind offers."""
+    kind = kinds.KINDS.get(generation.kind)
+    actions = kind.buttons if kind is not None else ()
+    if not actions:
         return None
     view = discord.ui.View(timeout=None)
     numbered = len(generation.files) > 1
     for index in range(min(len(generation.files), 5)):
-        if generation.kind == "txt2img":
+        if "upscale" in actions:
             view.add_item(UpscaleButton(generation.id, index, 2, numbered))
             view.add_item(UpscaleButton(generation.id, index, 4, numbered))
-        view.add_item(AnimateButton(generation.id, index, numbered))
+        if "animate" in actions:
+            view.add_item(AnimateButton(generation.id, index, numbered))
     return view
 
 

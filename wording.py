@@ -28,6 +28,7 @@ from comfy_types import (
     TimedOut,
     Unreachable,
 )
+import kinds
 from image_gen import RequestError
 from media import BadResult
 from outputs import OutputError
@@ -35,7 +36,6 @@ from safe_text import clip
 from workflows import WorkflowError
 
 EMOJI = {"waiting": "⏳", "running": "🎨", "done": "✅", "failed": "❌", "cancelled": "🚫", "limit": "⏱️"}
-NOUNS = {"txt2img": "image", "upscale": "upscale", "animate": "animation"}
 FAR = 10  # positions from here on are shown as "more than 10": no edit for every step of a long queue
 LOG_HINT = "the operator can see the details in the bot's log"
 UNUSABLE = "ComfyUI is not working properly right now: it answers, but not the way ComfyUI does"
@@ -57,7 +57,7 @@ def model_name(value: str) -> str:
 
 
 def noun(kind: str, count: int = 1) -> str:
-    word = NOUNS.get(kind, "job")
+    word = kinds.noun(kind)
     return plural(count, word).split(" ", 1)[1] if count != 1 else word
 
 

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import ctypes
 import io
+import itertools
 import json
 import os
 import signal
@@ -238,14 +239,26 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
 # jobs ---------------------------------------------------------------------------------------
 
 
+_NONCES: dict[int, tuple[int, dict[str, Message]]] = {}  # id(fake) -> (messages indexed so far, nonce -> message)
+
+
+def _by_nonce(discord: FakeDiscord) -> dict[str, Message]:
+    """The fake's messages by nonce, indexed as they arrive (a scan per check would grow with the run)."""
+    seen, index = _NONCES.get(id(discord), (0, {}))
+    for message in itertools.islice(discord.messages.values(), seen, None):
+        if message.nonce is not None:
+            index[str(message.nonce)] = message
+    _NONCES[id(discord)] = (len(discord.messages), index)
+    return index
+
+
 def final_message(discord: FakeDiscord, interaction: Interaction) -> Message | None:
     """How the job ended: the new message with its result or failure (its nonce names the job's
     progress message), or the progress message itself when the job was refused."""
     progress = interaction.original_message_id
     if progress is None:
         return None
-    ends = (f"{progress}.0", f"{progress}.99")
-    posted = next((m for m in reversed(list(discord.messages.values())) if str(m.nonce) in ends), None)
+    posted = _by_nonce(discord).get(f"{progress}.0") or _by_nonce(discord).get(f"{progress}.99")
     if posted is not None:
         return posted
     message = discord.messages.get(progress)

@@ -1,0 +1,84 @@
+"""Job kinds, each one declaration: what it runs, what it needs, what its result offers and is called.
+
+The scheduler, the store, delivery and views read a `Kind` and never name one, so adding a kind is
+a declaration here, its workflow files and its tests. Knows nothing of Discord: `buttons` names
+the actions a result offers, and views turns each name into its restart-proof buttons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
+from runner import Engine, JobResult
+from video_gen import animate
+
+IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
+Runner = Callable[[Engine, Mapping[str, Any], Path | None, dict[str, Any]], Awaitable[JobResult]]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # as stored with each job, and the name of the workflow that runs it
+    noun: str  # what people call its result: "your image is ready"
+    title: Callable[[Mapping[str, Any], int], str]  # the result's title, from its shown values and file count
+    models: Callable[[Settings, Mapping[str, Any]], dict[str, Any]]  # model files it needs, as workflow values
+    run: Runner  # (engine, request, input image or None, options for run_workflow)
+    prepare: Callable[[Settings, dict[str, Any]], dict[str, Any]] = lambda settings, request: request
+    sampling: str = "Drawing"  # what its sampler's stage is called while it runs
+    image_input: bool = False  # the request names an image in the output folder ("input"), uploaded first
+    buttons: tuple[str, ...] = ()  # the actions its result offers per image ("upscale", "animate")
+    shown: tuple[str, ...] = ()  # request values its result shows beside the workflow's ("model", "factor")
+
+
+def _prepare_txt2img(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    request["seed"] = resolve_seed(request.get("seed"))  # resolved once: a retry gives the same image
+    txt2img_values(settings, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}))
+    return request
+
+
+def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    request["seed"] = resolve_seed(request.get("seed"))
+    return request
+
+
+TXT2IMG = Kind(
+    name="txt2img", noun="image",
+    title=lambda shown, count: "Image" if count == 1 else f"{count} images",
+    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    run=lambda engine, request, source, options: text_to_image(
+        engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
+    prepare=_prepare_txt2img, buttons=("upscale", "animate"), shown=("model",),
+)
+UPSCALE = Kind(
+    name="upscale", noun="upscale",
+    title=lambda shown, count: f"Upscaled {shown['factor']}x" if shown.get("factor") else "Upscaled",
+    models=lambda settings, request: {"upscale_model": settings.upscale_model},
+    run=lambda engine, request, source, options: upscale(engine, source, int(request["factor"]), **options),
+    sampling="Upscaling", image_input=True, buttons=("animate",), shown=("factor",),
+)
+ANIMATE = Kind(
+    name="animate", noun="animation",
+    title=lambda shown, count: "Animation",
+    models=lambda settings, request: {"video_checkpoint": settings.video_checkpoint},
+    run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
+    prepare=_prepare_animate, sampling="Animating", image_input=True,
+)
+KINDS = {kind.name: kind for kind in (TXT2IMG, UPSCALE, ANIMATE)}
+
+
+def get(name: str) -> Kind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise RequestError(f"this bot does not know the job kind {name!r}") from None
+
+
+def noun(name: str) -> str:
+    kind = KINDS.get(name)
+    return kind.noun if kind is not None else "job"
