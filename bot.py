@@ -30,8 +30,8 @@ from comfyui import ComfyClient
 from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
-from image_gen import SEED_LIMIT, RequestError
-from media import verify
+from image_gen import SEED_LIMIT, STRENGTH, RequestError
+from media import fit_input, verify
 from outputs import OutputError, OutputFolder
 from pool import open_backends
 from safe_text import clip
@@ -249,6 +249,17 @@ class ComfyBot(commands.Bot):
         return [name for name, preset in self.settings.model_presets.items()
                 if pool.offers("txt2img", {"checkpoint": preset.checkpoint})]
 
+    async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
+        """True when `model` is left out or offered; otherwise the person is told which ones are."""
+        offered = self.offered_presets()
+        if model is None or model in offered:
+            return True
+        choose = f"Choose one of: {clip(', '.join(map(wording.code, offered)), 1500)}." if offered else \
+            "This server has no models to choose from; leave `model` out."
+        await interaction.response.send_message(f"There is no model called {wording.code(model)}. {choose}",
+                                                ephemeral=True)
+        return False
+
     def may_use_priority(self, interaction: discord.Interaction) -> bool:
         return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
 
@@ -289,9 +300,20 @@ class ComfyBot(commands.Bot):
             raise ValueError("the file is gone from the bot's folder and the message has no attachment to use")
         return (await self._fetch_attachment(urls[index], generation.files[index])).name
 
-    async def _fetch_attachment(self, url: str, name: str) -> Path:
+    async def input_image(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
+        """A person's attachment as a job's input: fetched from the CDN under the cap, read by its content
+        (not its name), turned upright, fitted to MAX_WIDTH x MAX_HEIGHT; its name in the output folder
+        (pinned) and its size."""
+        fetched = await self._fetch_attachment(attachment.url, attachment.filename, checked=False)
+        try:
+            data, size = await fit_input(fetched, self.settings.max_width, self.settings.max_height)
+        finally:
+            await self.outputs.discard(fetched)
+        return (await self.outputs.save_bytes("input.png", data)).name, size
+
+    async def _fetch_attachment(self, url: str, name: str, *, checked: bool = True) -> Path:
         """Download an image from Discord's CDN into the output folder, pinned: only from CDN_HOSTS
-        (redirects too), streamed under DOWNLOAD_LIMIT, and checked to be the image it claims."""
+        (redirects too), streamed under DOWNLOAD_LIMIT, and (`checked`) the image its name says."""
         limit = self.settings.download_limit
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
@@ -309,7 +331,8 @@ class ComfyBot(commands.Bot):
                 path = await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024),
                                                       max_bytes=limit)
             try:
-                await verify(path)
+                if checked:
+                    await verify(path)
             except OutputError:
                 await self.outputs.discard(path)
                 raise
@@ -352,12 +375,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         if priority and not bot.may_use_priority(interaction):
             await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
             return
-        offered = bot.offered_presets()
-        if model is not None and model not in offered:
-            choose = f"Choose one of: {clip(', '.join(map(wording.code, offered)), 1500)}." if offered else \
-                "This server has no models to choose from; leave `model` out."
-            await interaction.response.send_message(
-                f"There is no model called {wording.code(model)}. {choose}", ephemeral=True)
+        if not await bot.model_offered(interaction, model):
             return
         if await bot.refuse_if_limited(interaction):
             return
@@ -378,6 +396,37 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
                             priority=1 if priority else 0)
 
+    @app_commands.command(name="edit", description="Redraw an image of yours after a prompt")
+    @app_commands.describe(
+        image="The image to start from: PNG, JPEG, WebP or GIF", prompt="What it should become",
+        strength="How much to redraw: 0.05 keeps it, 1 redraws it all (default 0.6)",
+        negative_prompt="What to avoid", seed="Same seed and settings give the same image", model="Which model to use")
+    async def edit(interaction: discord.Interaction, image: discord.Attachment,
+                   prompt: app_commands.Range[str, 1, 1500],
+                   strength: app_commands.Range[float, STRENGTH[0], STRENGTH[1]] = STRENGTH[2],
+                   negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
+                   seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None) -> None:
+        bot: ComfyBot = interaction.client
+        if not await bot.model_offered(interaction, model):
+            return
+        if await bot.refuse_if_limited(interaction):
+            return
+        callback = await interaction.response.defer(thinking=True)
+        try:
+            name, (width, height) = await bot.input_image(image)
+        except (OutputError, ValueError) as error:
+            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
+            return
+        preset = presets.get(model) if model else None
+        request = {
+            "prompt": prompt, "input": name, "strength": strength, "seed": seed, "width": width, "height": height,
+            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
+            "steps": preset.steps if preset else None, "cfg": preset.cfg if preset else None,
+            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
+        }
+        await bot.start_job(interaction, "img2img", request, message_id=callback.message_id if callback else None)
+
+    @edit.autocomplete("model")
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         bot: ComfyBot = interaction.client
@@ -398,7 +447,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         await interaction.response.send_message(embed=status_embed(bot.scheduler.status(interaction.user.id)),
                                                 ephemeral=True)
 
-    return [generate, help_command, status_command]
+    return [generate, edit, help_command, status_command]
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Prints the settings (secrets masked), whether ComfyUI answers, its version and
 queue, the validation of every workflow of the selected set, and with --smoke
-runs text to image, upscale of that image and animate of the upscale.
+runs text to image, image to image from that, upscale of the result and animate of the upscale.
 Exit status 0 when everything passed, 1 otherwise.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from comfy_types import ComfyError, Unreachable
 from comfyui import ComfyClient
 from config import Settings, redact_url
-from image_gen import ImageRequest, RequestError, text_to_image, upscale
+from image_gen import ImageRequest, RequestError, image_to_image, text_to_image, upscale
 from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
 from safe_text import server_line
@@ -111,6 +111,8 @@ async def _smoke(engine: Engine, out: Print) -> bool:
     out("Smoke test")
     steps: list[tuple[str, Callable[[JobResult | None], object]]] = [
         ("text to image", lambda _: text_to_image(engine, ImageRequest("bot.py check --smoke", width=256, height=256))),
+        ("image to image", lambda previous: image_to_image(engine, previous.files[0],
+                                                           {"prompt": "bot.py check --smoke", "strength": 0.5})),
         ("upscale x2", lambda previous: upscale(engine, previous.files[0], 2)),
         ("animate", lambda previous: animate(engine, previous.files[0], frames=8)),
     ]

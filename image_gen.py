@@ -1,4 +1,4 @@
-"""Image jobs: text to image and upscale. A request becomes a bound workflow and files.
+"""Image jobs: text to image, image to image and upscale. A request becomes a bound workflow and files.
 
 Requests are checked here against the configured limits, so a bad value is a
 sentence for the user before anything reaches ComfyUI. Knows nothing of Discord.
@@ -18,6 +18,7 @@ from runner import Engine, EventHandler, JobResult, run_workflow
 
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
 UPSCALE_FACTORS = (2, 4)
+STRENGTH = (0.05, 1.0, 0.6)  # img2img: the least, the most and the default share of the image redrawn
 
 
 class RequestError(ValueError):
@@ -112,3 +113,28 @@ async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHa
     result = await run_workflow(engine, "upscale", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
     result.params["factor"] = factor
     return result
+
+
+def img2img_values(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """The workflow values of an image-to-image request (all but the uploaded image), checked; the seed resolved."""
+    prompt = str(request.get("prompt") or "")
+    if not prompt.strip():
+        raise RequestError("prompt must not be empty")
+    low, high, default = STRENGTH
+    strength = default if request.get("strength") is None else float(request["strength"])
+    steps = request.get("steps") or settings.default_steps
+    cfg = settings.default_cfg if request.get("cfg") is None else request["cfg"]
+    _within("strength", strength, low, high)
+    _within("steps", steps, 1, settings.max_steps)
+    _within("cfg", cfg, 0, 30)
+    return {"prompt": prompt, "negative_prompt": str(request.get("negative_prompt") or ""), "strength": strength,
+            "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
+            "checkpoint": request.get("checkpoint") or settings.checkpoint}
+
+
+async def image_to_image(engine: Engine, image: Path, request: dict[str, Any], *,
+                         on_event: EventHandler | None = None, prompt_id: str | None = None,
+                         attach: bool = False) -> JobResult:
+    """Redraw an image after a prompt; `strength` is how much of it is redrawn (KSampler's denoise)."""
+    values = {**img2img_values(engine.settings, request), "image": await upload(engine, image)}
+    return await run_workflow(engine, "img2img", values, on_event=on_event, prompt_id=prompt_id, attach=attach)

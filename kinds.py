@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from image_gen import ImageRequest, RequestError, resolve_seed, text_to_image, txt2img_values, upscale
+from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, resolve_seed, text_to_image,
+                       txt2img_values, upscale)
 from runner import Engine, JobResult
 from video_gen import animate
 
@@ -42,6 +43,11 @@ def _prepare_txt2img(settings: Settings, request: dict[str, Any]) -> dict[str, A
     return request
 
 
+def _prepare_img2img(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    request["seed"] = img2img_values(settings, request)["seed"]  # checked, and the seed resolved once
+    return request
+
+
 def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     request["seed"] = resolve_seed(request.get("seed"))
     return request
@@ -54,6 +60,13 @@ TXT2IMG = Kind(
     run=lambda engine, request, source, options: text_to_image(
         engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
     prepare=_prepare_txt2img, buttons=("upscale", "animate"), shown=("model",),
+)
+IMG2IMG = Kind(
+    name="img2img", noun="image",
+    title=lambda shown, count: "Edited image",
+    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    run=lambda engine, request, source, options: image_to_image(engine, source, dict(request), **options),
+    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "animate"), shown=("model", "width", "height"),
 )
 UPSCALE = Kind(
     name="upscale", noun="upscale",
@@ -69,7 +82,7 @@ ANIMATE = Kind(
     run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, UPSCALE, ANIMATE)}
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, UPSCALE, ANIMATE)}
 
 
 def get(name: str) -> Kind:

@@ -41,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
 SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
-SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "batch", "frames", "fps")
+SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps")
 POSITION_INTERVAL = 0.5  # seconds between recomputations of the queue positions shown to people
 COUNTDOWN_STEP = 5  # while no server answers, "giving up in 25 s" moves in steps of this many seconds
 POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."

@@ -113,6 +113,7 @@ def result_embed(generation: Generation) -> discord.Embed:
         ("Seed", params.get("seed")),
         ("Steps", params.get("steps")),
         ("CFG", params.get("cfg")),
+        ("Strength", f"{params['strength']:.2f}" if isinstance(params.get("strength"), int | float) else None),
         ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
         ("Time", _time(params, generation.duration)),
     ]
@@ -275,6 +276,11 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         f"• `batch`: 1 to {limits['max_batch']} images at once.",
         f"• `model`: {_presets(presets)}.",
         "• `priority`: for admins, puts the job ahead of the queue.",
+    ]))
+    embed.add_field(name="/edit image:<attachment> prompt:<text>", inline=False, value="\n".join([
+        "Redraws an image of yours after a prompt (PNG, JPEG, WebP or GIF; large ones are scaled down).",
+        "• `strength`: 0.05 keeps the image almost as it is, 1 redraws it all; 0.6 if left out.",
+        "• `negative_prompt`, `seed` and `model` as for /generate.",
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
         "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image.",

@@ -118,3 +118,63 @@ async def test_a_preset_no_server_has_is_not_offered(comfy, discord_fake, runnin
     assert "• `model`: `sdxl`." in usage and "ghost" not in usage
     for aspect in ("square (1:1)", "portrait (2:3)", "landscape (3:2)", "wide (16:9)", "tall (9:16)"):
         assert aspect in usage
+
+
+# /edit: an image in, a redrawn image out ------------------------------------------------------------------
+
+
+def photo(size: tuple[int, int], fmt: str = "JPEG", orientation: int | None = None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", size, (40, 120, 200))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    image.save(buffer, fmt, exif=exif.tobytes()) if fmt == "JPEG" else image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+async def test_edit_redraws_an_attachment_fitted_and_upright(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, max_width=1024, max_height=1024))
+    upload = ("holiday.jpg", photo((1500, 900), orientation=6))  # a phone photo, stored sideways
+    interaction = await discord_fake.slash("edit", {"image": upload, "prompt": "as a painting", "strength": 0.4})
+    result = await result_of(discord_fake, interaction, timeout=20)
+    assert result.content == f"✅ <@{ALICE}>, your image is ready."
+    (posted,) = comfy.prompts.values()
+    graph = posted["prompt"]
+    assert graph["2"]["inputs"]["strength"] == 0.4 and graph["4"]["inputs"]["string_a"] == "as a painting"
+    uploaded = comfy.read_file("input", "", graph["1"]["inputs"]["image"])
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(uploaded)).size == (608, 1024)  # turned upright, fitted, multiples of 8
+    embed = result.embeds[0]
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert embed["title"] == "Edited image" and fields["Strength"] == "0.40" and fields["Size"] == "608×1024"
+    assert [c["custom_id"] for row in result.components for c in row["components"]] == [
+        "cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
+
+
+async def test_edit_runs_the_default_workflow_with_strength_as_denoise(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, workflow_set="default"))
+    interaction = await discord_fake.slash("edit", {"image": ("in.png", photo((96, 64), "PNG")), "prompt": "night"})
+    assert (await result_of(discord_fake, interaction, timeout=20)).attachments
+    (posted,) = comfy.prompts.values()
+    sampler = posted["prompt"]["3"]["inputs"]
+    assert sampler["denoise"] == 0.6 and posted["prompt"]["6"]["inputs"]["text"] == "night"
+
+
+async def test_edit_refuses_what_is_not_an_image_in_words(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, download_limit=1024 * 1024))
+    cases = [(("page.png", b"<!doctype html><html>oops</html>"),
+              "❌ That image cannot be used: the attachment is not a PNG, JPEG, WebP or GIF image that can be read."),
+             (("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(2 * 1024 * 1024)),
+              "❌ That image cannot be used: the attachment is larger than 1 MiB.")]
+    for upload, answer in cases:
+        interaction = await discord_fake.slash("edit", {"image": upload, "prompt": "x"})
+        message = await discord_fake.wait_for_message(
+            lambda m, i=interaction: m.id == i.original_message_id and m.content.startswith("❌"), timeout=10)
+        assert message.content == answer
+    assert comfy.prompts == {}

@@ -705,3 +705,30 @@ async def test_a_discarded_file_is_gone_at_once_and_frees_its_slot(tmp_path: Pat
     assert finals(tmp_path) == [] and folder.files() == []
     kept = await folder.save_bytes("next.png", b"next")  # the slot is free although nothing was released
     assert finals(tmp_path) == [kept.name]
+
+
+# --- inputs: a person's image made ready for a workflow ---------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, size, fitted", [
+    ("PNG", (100, 60), (96, 56)),
+    ("WEBP", (4000, 1000), (2048, 512)),
+    ("GIF", (64, 64), (64, 64)),
+], ids=["png-to-multiples-of-8", "webp-scaled-down", "gif-first-frame"])
+async def test_an_input_is_read_by_content_and_fitted(tmp_path: Path, fmt: str, size: tuple[int, int],
+                                                      fitted: tuple[int, int]) -> None:
+    path = tmp_path / "upload.bin"  # the name says nothing: the content decides
+    frames = [Image.new("RGB", size, (255, 0, 0)), Image.new("RGB", size, (0, 0, 255))]
+    frames[0].save(path, fmt, save_all=fmt == "GIF", append_images=frames[1:] if fmt == "GIF" else [])
+    data, got = await media.fit_input(path, 2048, 2048)
+    image = Image.open(BytesIO(data))
+    assert got == fitted and image.size == fitted and image.format == "PNG"
+    assert image.convert("RGB").getpixel((0, 0))[0] > 200  # the first frame: red
+
+
+async def test_an_input_with_too_many_pixels_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (300, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.raises(BadResult, match="more than 10,000 pixels"):
+        await media.fit_input(path, 2048, 2048)

@@ -889,6 +889,12 @@ async def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positi
     return ({**latent_image, "seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler_name},), None
 
 
+@node("VAEEncode")
+async def vae_encode(ctx, pixels, vae):
+    first = pixels[0]
+    return ({"width": first.width, "height": first.height, "batch": len(pixels), "seed": None},), None
+
+
 @node("VAEDecode")
 async def vae_decode(ctx, samples, vae):
     w, h = max(8, samples["width"] // 8 * 8), max(8, samples["height"] // 8 * 8)
