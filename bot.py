@@ -26,25 +26,25 @@ from discord import app_commands
 from discord.ext import commands
 
 import logs
+import wording
 from comfyui import ComfyClient
 from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
-from image_gen import SEED_LIMIT, STRENGTH, RequestError
+from image_gen import RequestError
 from media import fit_input, verify
 from outputs import OutputError, OutputFolder
 from pool import open_backends
 from safe_text import clip
 from scheduler import QueueFull, Scheduler
+from slash_commands import make_commands
 from store import Job, Store
-import wording
-from views import DYNAMIC_ITEMS, help_embed, status_embed
+from views import DYNAMIC_ITEMS
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
 
 OOPS = "❌ Something went wrong on the bot's side; nothing was started. The operator can find it in the log."
-ASPECTS = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2), "wide": (16, 9), "tall": (9, 16)}
 MAX_REDIRECTS = 3
 
 
@@ -346,116 +346,6 @@ class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):
 
 def bot_class(settings: Settings) -> type[ComfyBot]:
     return ShardedComfyBot if settings.discord_sharded else ComfyBot
-
-
-def make_commands(settings: Settings) -> list[app_commands.Command]:
-    """The slash commands, with ranges and choices taken from the settings."""
-    presets = settings.model_presets
-    max_w, max_h, max_steps, max_batch = settings.max_width, settings.max_height, settings.max_steps, settings.max_batch
-
-    @app_commands.command(description="Make images from a text description")
-    @app_commands.describe(
-        prompt="What to draw", negative_prompt="What to avoid", aspect="Shape of the image (ignored if width/height given)",
-        width=f"Width in pixels (64-{max_w})", height=f"Height in pixels (64-{max_h})", steps=f"Sampling steps (1-{max_steps})",
-        cfg="How closely to follow the prompt (1-30)", seed="Same seed and settings give the same image",
-        batch=f"How many images (1-{max_batch})", model="Which model to use",
-        priority="Admins only: put this job ahead of the queue")
-    @app_commands.choices(aspect=[app_commands.Choice(name=f"{name} ({w}:{h})", value=name) for name, (w, h) in ASPECTS.items()])
-    async def generate(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
-                       negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
-                       aspect: app_commands.Choice[str] | None = None,
-                       width: app_commands.Range[int, 64, max_w] | None = None,
-                       height: app_commands.Range[int, 64, max_h] | None = None,
-                       steps: app_commands.Range[int, 1, max_steps] | None = None,
-                       cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
-                       seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
-                       batch: app_commands.Range[int, 1, max_batch] = 1,
-                       model: str | None = None, priority: bool = False) -> None:
-        bot: ComfyBot = interaction.client
-        if priority and not bot.may_use_priority(interaction):
-            await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
-            return
-        if not await bot.model_offered(interaction, model):
-            return
-        if await bot.refuse_if_limited(interaction):
-            return
-        callback = await interaction.response.defer(thinking=True)
-        preset = presets.get(model) if model else None
-        base_w = (preset.width if preset and preset.width else None) or settings.default_width
-        base_h = (preset.height if preset and preset.height else None) or settings.default_height
-        if aspect is not None and width is None and height is None:
-            width, height = aspect_size(ASPECTS[aspect.value], base_w * base_h, max_w, max_h)
-        request = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
-            "width": width or base_w, "height": height or base_h,
-            "steps": steps or (preset.steps if preset else None), "cfg": cfg if cfg is not None else (preset.cfg if preset else None),
-            "seed": seed, "batch": batch,
-            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
-        }
-        await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
-                            priority=1 if priority else 0)
-
-    @app_commands.command(name="edit", description="Redraw an image of yours after a prompt")
-    @app_commands.describe(
-        image="The image to start from: PNG, JPEG, WebP or GIF", prompt="What it should become",
-        strength="How much to redraw: 0.05 keeps it, 1 redraws it all (default 0.6)",
-        negative_prompt="What to avoid", seed="Same seed and settings give the same image", model="Which model to use")
-    async def edit(interaction: discord.Interaction, image: discord.Attachment,
-                   prompt: app_commands.Range[str, 1, 1500],
-                   strength: app_commands.Range[float, STRENGTH[0], STRENGTH[1]] = STRENGTH[2],
-                   negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
-                   seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None) -> None:
-        bot: ComfyBot = interaction.client
-        if not await bot.model_offered(interaction, model):
-            return
-        if await bot.refuse_if_limited(interaction):
-            return
-        callback = await interaction.response.defer(thinking=True)
-        try:
-            name, (width, height) = await bot.input_image(image)
-        except (OutputError, ValueError) as error:
-            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
-            return
-        preset = presets.get(model) if model else None
-        request = {
-            "prompt": prompt, "input": name, "strength": strength, "seed": seed, "width": width, "height": height,
-            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
-            "steps": preset.steps if preset else None, "cfg": preset.cfg if preset else None,
-            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
-        }
-        await bot.start_job(interaction, "img2img", request, message_id=callback.message_id if callback else None)
-
-    @edit.autocomplete("model")
-    @generate.autocomplete("model")
-    async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        bot: ComfyBot = interaction.client
-        return [app_commands.Choice(name=name[:100], value=name[:100]) for name in bot.offered_presets()
-                if current.lower() in name.lower()][:25]
-
-    @app_commands.command(name="help", description="How to use this bot")
-    async def help_command(interaction: discord.Interaction) -> None:
-        limits = {"min_side": 64, "max_width": max_w, "max_height": max_h, "max_steps": max_steps, "max_batch": max_batch,
-                  "jobs_per_user": settings.jobs_per_user, "commands_per_minute": settings.commands_per_minute}
-        bot: ComfyBot = interaction.client
-        aspects = [f"{name} ({w}:{h})" for name, (w, h) in ASPECTS.items()]
-        await interaction.response.send_message(embed=help_embed(limits, bot.offered_presets(), aspects), ephemeral=True)
-
-    @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
-    async def status_command(interaction: discord.Interaction) -> None:
-        bot: ComfyBot = interaction.client
-        await interaction.response.send_message(embed=status_embed(bot.scheduler.status(interaction.user.id)),
-                                                ephemeral=True)
-
-    return [generate, edit, help_command, status_command]
-
-
-def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
-    """A width and height of exactly this ratio, about this many pixels, multiples of 8, within limits."""
-    w, h = ratio
-    unit = max(8, round((area / (w * h)) ** 0.5 / 8) * 8)
-    unit = min(unit, max(8, max_w // w // 8 * 8), max(8, max_h // h // 8 * 8))
-    return w * unit, h * unit
 
 
 async def run(settings: Settings) -> int:

@@ -17,7 +17,6 @@ import dataclasses
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import structlog
 
 import kinds
 import tasks
+from fairqueue import FairQueue
 import wording
 from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
@@ -110,11 +110,7 @@ class Scheduler:
         self._notifier = notifier
         self._prefix = f"cf{instance[:8]}-"  # our prompt ids on shared servers: cf<instance>-<job>-<random>
         self.pool = Pool(backends, settings.server_grace, self._wake_up, self._clean_server)
-        self._waiting: dict[int, deque[Job]] = {}  # user -> waiting jobs, oldest first
-        self._served: dict[int, int] = {}  # user -> when (a serial number) a job of theirs last started
-        self._serial = 0
-        self._priority: deque[Job] = deque()
-        self._moved: set[int] = set()  # jobs moved off a failed server: at the front, in their first order
+        self._queue = FairQueue()
         self._flights: dict[int, Flight] = {}
         self._cancelled: dict[int, int] = {}  # job id -> who cancelled it
         self._inputs_released: set[int] = set()
@@ -203,51 +199,18 @@ class Scheduler:
                 raise QueueFull(f"This server already has {wording.plural(in_guild, 'job')} waiting. Try again in a while.")
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
-        """Queue a job; `front` (a job moved off a failed server) puts it ahead of everyone, behind
-        the jobs moved before it that were queued before it, so moved jobs keep their order."""
-        if front:
-            index = next((i for i, queued in enumerate(self._priority)
-                          if queued.id not in self._moved or queued.id > job.id), len(self._priority))
-            self._priority.insert(index, job)
-            self._moved.add(job.id)
-        elif job.priority > 0:
-            self._priority.append(job)
-        else:
-            self._waiting.setdefault(job.user_id, deque()).append(job)
-
+        self._queue.add(job, front=front)
 
     def _dequeue(self, job: Job) -> bool:
         self._stalled.pop(job.id, None)
-        if job in self._priority:
-            self._priority.remove(job)
-            self._moved.discard(job.id)
-            return True
-        queue = self._waiting.get(job.user_id)
-        if queue is None or job not in queue:
-            return False
-        queue.remove(job)
-        if not queue:
-            del self._waiting[job.user_id]
-        return True
+        return self._queue.remove(job)
 
     def waiting_jobs(self) -> Iterator[Job]:
-        """Waiting jobs in the order they will be taken: priority lane, then round-robin over users.
-
-        The user served longest ago goes first (one never served before anyone), so one
-        user's many jobs never hold back another user's first.
-        """
-        yield from self._priority
-        users = sorted(self._waiting, key=lambda user: (self._served.get(user, -1), self._waiting[user][0].id))
-        queues = [self._waiting[user] for user in users]
-        depth = 0
-        while queues:
-            queues = [queue for queue in queues if depth < len(queue)]
-            for queue in queues:
-                yield queue[depth]
-            depth += 1
+        """Waiting jobs in the order they will be taken (fairqueue.py)."""
+        return iter(self._queue)
 
     def position(self, job_id: int) -> int | None:
-        return next((index for index, job in enumerate(self.waiting_jobs()) if job.id == job_id), None)
+        return self._queue.position(job_id)
 
     # dispatching -----------------------------------------------------------------
 
@@ -258,7 +221,7 @@ class Scheduler:
             while (pick := self._pick()) is not None:
                 job, backend = pick
                 self._dequeue(job)
-                self._serve(job.user_id)
+                self._queue.served(job.user_id)
                 self._launch(job, backend, attach=False)
             await self._expire_unservable()
 
@@ -270,13 +233,6 @@ class Scheduler:
             if backend is not None:
                 return job, backend
         return None
-
-    def _serve(self, user_id: int) -> None:
-        """Note that this user had a turn: to the back of the round."""
-        self._serial += 1
-        self._served[user_id] = self._serial
-        if len(self._served) > 10_000:  # forget users long gone so memory does not grow with history
-            self._served = {user: when for user, when in self._served.items() if when > self._serial - 10_000}
 
     def _models(self, job: Job) -> dict[str, Any]:
         return kinds.get(job.kind).models(self._settings, job.request)
@@ -498,7 +454,6 @@ class Scheduler:
 
     def _forget(self, job_id: int) -> None:
         self._inputs_released.discard(job_id)
-        self._moved.discard(job_id)
         self._stalled.pop(job_id, None)
         self._avoid.pop(job_id, None)
         self._shown.pop(job_id, None)
