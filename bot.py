@@ -264,8 +264,9 @@ class ComfyBot(commands.Bot):
         return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
 
     async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
-                              index: int, factor: int) -> None:
-        """Upscale or Animate clicked: a new job whose input is that image of that generation."""
+                              index: int, factor: int = 0, strength: float | None = None) -> None:
+        """Upscale, Vary or Animate clicked: a new job whose input is that image of that generation
+        (a variation redraws it after the prompt that made it, at `strength`)."""
         if await self.refuse_if_limited(interaction):
             return
         generation = await self.store.get_generation(generation_id)
@@ -278,11 +279,39 @@ class ComfyBot(commands.Bot):
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
-        request = {"input": name}
+        request: dict = {"input": name}
         if kind == "upscale":
             request["factor"] = factor
+        if strength is not None:
+            request.update(await self._source_request(generation), strength=strength, seed=None)
         await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
+
+    async def on_reroll_button(self, interaction: discord.Interaction, generation_id: int) -> None:
+        """Reroll clicked: the same request as that result's, with a new seed."""
+        if await self.refuse_if_limited(interaction):
+            return
+        generation = await self.store.get_generation(generation_id)
+        job = await self.store.get_job(generation.job_id) if generation and generation.job_id else None
+        if job is None or "input" in job.request:
+            await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
+            return
+        callback = await interaction.response.defer(thinking=True)
+        request = {**job.request, "seed": None}
+        request.pop("upload_limit", None)
+        await self.start_job(interaction, job.kind, request, message_id=callback.message_id if callback else None,
+                             source_generation_id=generation_id)
+
+    async def _source_request(self, generation) -> dict:
+        """What made a result (prompt, negative prompt, model, size), for a variation of it."""
+        job = await self.store.get_job(generation.job_id) if generation.job_id else None
+        made = job.request if job is not None else {}
+        shown = generation.params
+        keys = ("prompt", "negative_prompt", "checkpoint", "model", "steps", "cfg")
+        request = {key: made.get(key, shown.get(key)) for key in keys if made.get(key, shown.get(key)) is not None}
+        if shown.get("width") and shown.get("height"):
+            request["width"], request["height"] = shown["width"], shown["height"]
+        return request
 
     async def _input_image(self, interaction: discord.Interaction, generation, index: int) -> str:
         """The image's file name in the output folder, pinned; fetched from Discord's CDN if pruned."""

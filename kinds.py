@@ -59,14 +59,15 @@ TXT2IMG = Kind(
     models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
     run=lambda engine, request, source, options: text_to_image(
         engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
-    prepare=_prepare_txt2img, buttons=("upscale", "animate"), shown=("model",),
+    prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll"), shown=("model",),
 )
 IMG2IMG = Kind(
     name="img2img", noun="image",
     title=lambda shown, count: "Edited image",
     models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
     run=lambda engine, request, source, options: image_to_image(engine, source, dict(request), **options),
-    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "animate"), shown=("model", "width", "height"),
+    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate"),
+    shown=("model", "width", "height"),
 )
 UPSCALE = Kind(
     name="upscale", noun="upscale",

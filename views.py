@@ -211,6 +211,45 @@ class AnimateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], templat
         await interaction.client.on_image_button(interaction, "animate", self.generation_id, self.index, 0)
 
 
+class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
+                 template=rf"cf:vary:(?P<gen>{ID}):(?P<idx>\d{{1,2}}):(?P<how>[sS])"):
+    """Vary (subtle) / Vary (strong): the image redrawn after its own prompt at a low or high strength."""
+
+    def __init__(self, generation_id: int, index: int, strong: bool, numbered: bool = False) -> None:
+        self.generation_id, self.index, self.strong = generation_id, index, strong
+        super().__init__(discord.ui.Button(
+            label=f"Vary ({'strong' if strong else 'subtle'})" + _number(index, numbered),
+            style=discord.ButtonStyle.secondary, custom_id=f"cf:vary:{generation_id}:{index}:{'S' if strong else 's'}",
+            emoji="🪄", row=min(index, 4)))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> VaryButton:
+        return cls(int(match["gen"]), int(match["idx"]), match["how"] == "S")
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        strength = VARY_STRONG if self.strong else VARY_SUBTLE
+        await interaction.client.on_image_button(interaction, "img2img", self.generation_id, self.index,
+                                                 strength=strength)
+
+
+class RerollButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:reroll:(?P<gen>{ID})"):
+    """Reroll: the same request again, with a new seed."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Reroll", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:reroll:{generation_id}", emoji="🎲", row=4))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> RerollButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_reroll_button(interaction, self.generation_id)
+
+
 class CancelButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:cancel:(?P<job>{ID})"):
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
@@ -245,16 +284,23 @@ def result_view(generation: Generation) -> discord.ui.View | None:
         return None
     view = discord.ui.View(timeout=None)
     numbered = len(generation.files) > 1
-    for index in range(min(len(generation.files), 5)):
+    rows = 4 if "reroll" in actions else 5  # the last row holds what is for the whole result
+    for index in range(min(len(generation.files), rows)):
         if "upscale" in actions:
             view.add_item(UpscaleButton(generation.id, index, 2, numbered))
             view.add_item(UpscaleButton(generation.id, index, 4, numbered))
+        if "vary" in actions:
+            view.add_item(VaryButton(generation.id, index, False, numbered))
+            view.add_item(VaryButton(generation.id, index, True, numbered))
         if "animate" in actions:
             view.add_item(AnimateButton(generation.id, index, numbered))
+    if "reroll" in actions:
+        view.add_item(RerollButton(generation.id))
     return view
 
 
-DYNAMIC_ITEMS = (UpscaleButton, AnimateButton, CancelButton)
+DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, CancelButton)
+VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 
 # help -------------------------------------------------------------------------
@@ -284,7 +330,9 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
         "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image.",
+        "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
         "🎞️ **Animate**: turns that image into a short MP4 video.",
+        "🎲 **Reroll**: the same request again, with a new seed.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2).",
         "Buttons keep working on old results, even after the bot restarts.",

@@ -53,7 +53,8 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
         assert ".safetensors" not in bare and "generation" not in bare and "job 1" not in bare, text
     assert first.attachments[0]["filename"] == "image-1.png" and first.attachments[1]["filename"] == "image-2.png"
     labels = [c["label"] for row in first.components for c in row["components"]]
-    assert labels == ["Upscale 2x #1", "Upscale 4x #1", "Animate #1", "Upscale 2x #2", "Upscale 4x #2", "Animate #2"]
+    assert labels == ["Upscale 2x #1", "Upscale 4x #1", "Vary (subtle) #1", "Vary (strong) #1", "Animate #1",
+                      "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2", "Reroll"]
 
 
 async def test_the_result_and_the_failure_notify_the_owner_and_leave_one_message(comfy, discord_fake, running,
@@ -154,7 +155,7 @@ async def test_edit_redraws_an_attachment_fitted_and_upright(comfy, discord_fake
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert embed["title"] == "Edited image" and fields["Strength"] == "0.40" and fields["Size"] == "608×1024"
     assert [c["custom_id"] for row in result.components for c in row["components"]] == [
-        "cf:up:1:0:2", "cf:up:1:0:4", "cf:anim:1:0"]
+        "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0"]
 
 
 async def test_edit_runs_the_default_workflow_with_strength_as_denoise(comfy, discord_fake, running, tmp_path):
@@ -178,3 +179,32 @@ async def test_edit_refuses_what_is_not_an_image_in_words(comfy, discord_fake, r
             lambda m, i=interaction: m.id == i.original_message_id and m.content.startswith("❌"), timeout=10)
         assert message.content == answer
     assert comfy.prompts == {}
+
+
+# Vary and Reroll: variations of a result, restart-proof ---------------------------------------------------
+
+
+async def test_vary_redraws_that_image_after_its_own_prompt_and_reroll_draws_anew(comfy, discord_fake, running,
+                                                                                  tmp_path):
+    settings = bot_settings(tmp_path, comfy.url)
+    await running.start(settings)
+    first = await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "a red barn", "negative_prompt": "people", "width": 96, "height": 64, "seed": 7}))
+    await running.stop()
+    await running.start(settings)  # the buttons need nothing in memory
+    subtle = await result_of(discord_fake, await discord_fake.click(first.id, "cf:vary:1:0:s"), timeout=15)
+    strong = await result_of(discord_fake, await discord_fake.click(first.id, "cf:vary:1:0:S"), timeout=15)
+    reroll = await result_of(discord_fake, await discord_fake.click(first.id, "cf:reroll:1"), timeout=15)
+    graphs = [body["prompt"] for body in comfy.prompts.values()]
+    assert [graph["2"]["inputs"]["strength"] for graph in graphs[1:3]] == [0.35, 0.75]
+    for graph in graphs[1:3]:  # img2img from the first image, after the first image's prompt
+        assert graph["4"]["inputs"]["string_a"] == "a red barn" and graph["4"]["inputs"]["string_b"] == "people"
+        assert graph["1"]["class_type"] == "LoadImage"
+    again = graphs[3]
+    assert again["4"]["inputs"]["string_a"] == "a red barn" and again["1"]["inputs"]["width"] == 96
+    assert again["2"]["inputs"]["seed"] != 7  # a new seed
+    assert subtle.embeds[0]["title"] == strong.embeds[0]["title"] == "Edited image"
+    assert subtle.content == strong.content == f"✅ <@{ALICE}>, your image is ready."
+    assert reroll.embeds[0]["title"] == "Image" and reroll.attachments
+    fields = {field["name"]: field["value"] for field in strong.embeds[0]["fields"]}
+    assert fields["Strength"] == "0.75" and fields["From"].startswith("[the original image](")
