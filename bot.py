@@ -39,13 +39,19 @@ from safe_text import clip
 from scheduler import QueueFull, Scheduler
 from slash_commands import make_commands
 from store import Job, Store
-from views import DYNAMIC_ITEMS
+from views import DYNAMIC_ITEMS, VARY_SUBTLE
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
 
 OOPS = "❌ Something went wrong on the bot's side; nothing was started. The operator can find it in the log."
 MAX_REDIRECTS = 3
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+VARY_PROMPT = "a variation of this image"  # for an image that comes with no words of its own
+
+
+def is_image(attachment: discord.Attachment) -> bool:
+    return (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES)
 
 
 class RateLimiter:
@@ -286,6 +292,34 @@ class ComfyBot(commands.Bot):
             request.update(await self._source_request(generation), strength=strength, seed=None)
         await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
+
+    async def on_message_image(self, interaction: discord.Interaction, message: discord.Message, action: str) -> None:
+        """Apps -> Vary / Upscale / Animate this image: a job whose input is the message's first image.
+        A variation of one of the bot's own results keeps its prompt; of anything else, the message's
+        text is the prompt."""
+        if await self.refuse_if_limited(interaction):
+            return
+        attachment = next((a for a in message.attachments if is_image(a)), None)
+        if attachment is None:
+            await interaction.response.send_message("That message has no image to use.", ephemeral=True)
+            return
+        callback = await interaction.response.defer(thinking=True)
+        try:
+            name, (width, height) = await self.input_image(attachment)
+        except (OutputError, ValueError) as error:
+            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
+            return
+        generation = await self.store.generation_by_message(message.id) if message.author.id == self.user.id else None
+        request: dict = {"input": name}
+        kind = {"vary": "img2img", "upscale": "upscale"}.get(action, "animate")
+        if action == "vary":
+            made = await self._source_request(generation) if generation is not None else {
+                "prompt": clip(message.content, 1500).strip() or VARY_PROMPT}
+            request.update(made, width=width, height=height, strength=VARY_SUBTLE, seed=None)
+        elif action == "upscale":
+            request["factor"] = 2
+        await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
+                             source_generation_id=generation.id if generation is not None else None)
 
     async def on_reroll_button(self, interaction: discord.Interaction, generation_id: int) -> None:
         """Reroll clicked: the same request as that result's, with a new seed."""

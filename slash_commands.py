@@ -120,7 +120,20 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         await interaction.response.send_message(embed=status_embed(bot.scheduler.status(interaction.user.id)),
                                                 ephemeral=True)
 
-    return [generate, edit, help_command, status_command]
+    return [generate, edit, help_command, status_command, *context_menus()]
+
+
+def context_menus() -> list[app_commands.ContextMenu]:
+    """Apps -> Vary / Upscale / Animate this image, on any message with an image: the bot's own results,
+    other people's and other bots'."""
+    def menu(name: str, action: str) -> app_commands.ContextMenu:
+        async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
+            await interaction.client.on_message_image(interaction, message, action)
+
+        return app_commands.ContextMenu(name=name, callback=callback)
+
+    return [menu("Vary this image", "vary"), menu("Upscale this image", "upscale"),
+            menu("Animate this image", "animate")]
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:

@@ -88,6 +88,10 @@ _MIGRATIONS = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta (key, value) VALUES ('instance_id', lower(hex(randomblob(16))));
     """,
+    # 4: find the result a message shows (Apps -> Vary on one of the bot's own results).
+    """
+    CREATE INDEX generations_by_message ON generations (message_id);
+    """,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -257,6 +261,10 @@ class Store:
     async def get_generation(self, generation_id: int) -> Generation | None:
         return await self._run(_select_generation, generation_id)
 
+    async def generation_by_message(self, message_id: int) -> Generation | None:
+        """The result first posted in that message, if any."""
+        return await self._run(_select_generation_by_message, message_id)
+
     async def set_generation_message(
         self, generation_id: int, message_id: int, attachment_urls: list[str]
     ) -> None:
@@ -400,6 +408,12 @@ def _insert_generation(db: sqlite3.Connection, generation: Generation) -> Genera
 def _select_generation(db: sqlite3.Connection, generation_id: int) -> Generation | None:
     sql = f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE id = ?"
     row = db.execute(sql, (generation_id,)).fetchone()
+    return None if row is None else _record(Generation, row)
+
+
+def _select_generation_by_message(db: sqlite3.Connection, message_id: int) -> Generation | None:
+    sql = f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE message_id = ? ORDER BY id LIMIT 1"
+    row = db.execute(sql, (message_id,)).fetchone()
     return None if row is None else _record(Generation, row)
 
 

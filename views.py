@@ -336,6 +336,7 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2).",
         "Buttons keep working on old results, even after the bot restarts.",
+        "On any message with an image, *Apps* → **Vary**, **Upscale** or **Animate this image** does the same.",
     ]))
     embed.add_field(name="/status", inline=False, value="Whether ComfyUI is up, the queue, and where your jobs are.")
     embed.add_field(name="When your result is ready", inline=False, value=(

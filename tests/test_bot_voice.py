@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 
-from tests.bot_harness import bot_settings, result_of
+from tests.bot_harness import bot_settings, image_size, result_of
 from tests.fakes.discord import FakeDiscord
 
 ALICE = "5001"
@@ -208,3 +208,29 @@ async def test_vary_redraws_that_image_after_its_own_prompt_and_reroll_draws_ane
     assert reroll.embeds[0]["title"] == "Image" and reroll.attachments
     fields = {field["name"]: field["value"] for field in strong.embeds[0]["fields"]}
     assert fields["Strength"] == "0.75" and fields["From"].startswith("[the original image](")
+
+
+# Apps -> Vary / Upscale / Animate this image, on anyone's message ----------------------------------------
+
+
+async def test_the_apps_menu_works_on_anyones_image(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url))
+    whale = discord_fake.user_post("6001", "a blue whale", [("whale.png", photo((120, 80), "PNG"))])
+    varied = await result_of(discord_fake, await discord_fake.message_command("Vary this image", whale.id), timeout=15)
+    (graph,) = [body["prompt"] for body in comfy.prompts.values()]
+    assert graph["4"]["inputs"]["string_a"] == "a blue whale" and graph["2"]["inputs"]["strength"] == 0.35
+    assert varied.content == f"✅ <@{ALICE}>, your image is ready." and varied.embeds[0]["title"] == "Edited image"
+
+    upscaled = await result_of(discord_fake, await discord_fake.message_command("Upscale this image", whale.id),
+                               timeout=15)
+    assert upscaled.embeds[0]["title"] == "Upscaled 2x" and image_size(upscaled.attachments[0]) == (240, 160)
+    own = await result_of(discord_fake, await discord_fake.message_command("Vary this image", varied.id), timeout=15)
+    last = list(comfy.prompts.values())[-1]["prompt"]
+    assert last["4"]["inputs"]["string_a"] == "a blue whale"  # the bot's own result keeps its prompt
+    assert own.attachments
+
+    words = discord_fake.user_post("6001", "no picture here")
+    refused = await discord_fake.message_command("Animate this image", words.id)
+    await refused.wait_acked(3)
+    reply = discord_fake.messages[refused.original_message_id]
+    assert reply.ephemeral and reply.content == "That message has no image to use."

@@ -875,6 +875,38 @@ class FakeDiscord:
         return await self._send_interaction(payload, name=" ".join([cmd["name"], *subpath]), user_id=str(user_id),
                                             username=username)
 
+    def user_post(self, author_id: str, content: str = "", files: list[tuple[str, bytes]] = ()) -> Message:
+        """A message someone else (a user, another bot) posted in the channel, with attachments on the CDN."""
+        atts = [self._store_attachment(self.channel_id, name, data, None, None) for name, data in files]
+        m = Message(id=self.snowflake(), channel_id=self.channel_id, author_id=str(author_id), content=content,
+                    attachments=atts)
+        m.created_at = snowflake_time(m.id)
+        m.history.append({"kind": "user", "time": time.monotonic(), "payload": {"content": content}, "files": []})
+        self._publish(m)
+        return m
+
+    async def message_command(self, name: str, message_id: str, *, user_id: str = "5001", username: str = "alice",
+                              permissions: str = "0") -> Interaction:
+        """A user picks Apps -> ``name`` on a message (a message context menu): data.type 3, target_id,
+        and the message in resolved.messages, as Discord sends it."""
+        scopes = [(self.guild_id, self.guild_commands.get(self.guild_id, [])), (None, self.global_commands)]
+        found = next(((guild, cmd) for guild, cmds in scopes for cmd in cmds
+                      if cmd.get("name") == name and cmd.get("type") == 3), None)
+        if found is None:
+            raise LookupError(f"the bot synced no message command {name!r}")
+        target = self.messages.get(str(message_id))
+        if target is None or target.deleted:
+            raise LookupError(f"message {message_id} does not exist")
+        guild_cmd, cmd = found
+        payload = self._base_interaction(IT_COMMAND, user_id=str(user_id), username=username,
+                                            permissions=permissions, attachment_size_limit=None)
+        data = {"id": cmd["id"], "name": cmd["name"], "type": 3, "target_id": target.id,
+                "resolved": {"messages": {target.id: self._message_json(target)}}}
+        if guild_cmd is not None:
+            data["guild_id"] = guild_cmd
+        payload["data"] = data
+        return await self._send_interaction(payload, name=name, user_id=str(user_id), username=username)
+
     async def autocomplete(self, name: str, options: dict, focused: str, *, user_id: str = "5001",
                            username: str = "alice", permissions: str = "0", timeout: float | None = None) -> list:
         """A user types into option ``focused`` of ``/name``; returns the choices the bot answered (type 8)."""
