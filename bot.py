@@ -270,7 +270,8 @@ class ComfyBot(commands.Bot):
         return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
 
     async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
-                              index: int, factor: int = 0, strength: float | None = None) -> None:
+                              index: int, factor: int = 0, strength: float | None = None,
+                              zoom: float | None = None) -> None:
         """Upscale, Vary or Animate clicked: a new job whose input is that image of that generation
         (a variation redraws it after the prompt that made it, at `strength`)."""
         if await self.refuse_if_limited(interaction):
@@ -290,6 +291,8 @@ class ComfyBot(commands.Bot):
             request["factor"] = factor
         if strength is not None:
             request.update(await self._source_request(generation), strength=strength, seed=None)
+        if zoom is not None:
+            request.update(await self._source_request(generation), zoom=zoom, seed=None)
         await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
 

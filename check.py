@@ -14,7 +14,7 @@ from collections.abc import Callable
 from comfy_types import ComfyError, Unreachable
 from comfyui import ComfyClient
 from config import Settings, redact_url
-from image_gen import ImageRequest, RequestError, image_to_image, text_to_image, upscale
+from image_gen import ImageRequest, RequestError, image_to_image, outpaint, text_to_image, upscale
 from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
 from safe_text import server_line
@@ -115,12 +115,16 @@ async def _smoke(engine: Engine, out: Print) -> bool:
                                                            {"prompt": "bot.py check --smoke", "strength": 0.5})),
         ("upscale x2", lambda previous: upscale(engine, previous.files[0], 2)),
         ("animate", lambda previous: animate(engine, previous.files[0], frames=8)),
+        ("zoom out 2x", lambda previous: outpaint(engine, results[0].files[0], {
+            "prompt": "bot.py check --smoke", "zoom": 2.0, "width": 256, "height": 256})),
     ]
+    results: list[JobResult] = []  # the first one is the text-to-image result: zoom out starts from it
     previous: JobResult | None = None
     for label, start in steps:
         began = time.monotonic()
         try:
             previous = await start(previous)
+            results.append(previous)
         except (ComfyError, WorkflowError, RequestError, OutputError) as error:
             out(f"  {label}: FAILED: {error}")
             return False

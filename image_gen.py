@@ -138,3 +138,34 @@ async def image_to_image(engine: Engine, image: Path, request: dict[str, Any], *
     """Redraw an image after a prompt; `strength` is how much of it is redrawn (KSampler's denoise)."""
     values = {**img2img_values(engine.settings, request), "image": await upload(engine, image)}
     return await run_workflow(engine, "img2img", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
+
+
+ZOOMS = (1.5, 2.0)  # how far Zoom out may go: the result is this many times the image's width and height
+
+
+def outpaint_values(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """The workflow values of a zoom-out (all but the uploaded image), checked; the seed resolved.
+
+    The border on each side is half the growth, in multiples of 8, and the result must fit the limits."""
+    zoom = float(request.get("zoom") or 2.0)
+    if zoom not in ZOOMS:
+        raise RequestError(f"zoom must be one of {', '.join(f'{z:g}x' for z in ZOOMS)}")
+    width, height = int(request.get("width") or 0), int(request.get("height") or 0)
+    if width < 8 or height < 8:
+        raise RequestError("the image's size is not known, so it cannot be zoomed out")
+    pad_x, pad_y = int(width * (zoom - 1) / 2) // 8 * 8, int(height * (zoom - 1) / 2) // 8 * 8
+    if width + 2 * pad_x > settings.max_width or height + 2 * pad_y > settings.max_height:
+        raise RequestError(f"zoomed out {zoom:g}x, the image would be larger than "
+                           f"{settings.max_width}×{settings.max_height}; upscale less or start from a smaller one")
+    steps = request.get("steps") or settings.default_steps
+    cfg = settings.default_cfg if request.get("cfg") is None else request["cfg"]
+    return {"prompt": str(request.get("prompt") or ""), "negative_prompt": str(request.get("negative_prompt") or ""),
+            "pad_x": pad_x, "pad_y": pad_y, "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
+            "checkpoint": request.get("checkpoint") or settings.checkpoint}
+
+
+async def outpaint(engine: Engine, image: Path, request: dict[str, Any], *, on_event: EventHandler | None = None,
+                   prompt_id: str | None = None, attach: bool = False) -> JobResult:
+    """Zoom out: pad the image on every side and fill the new border after the prompt."""
+    values = {**outpaint_values(engine.settings, request), "image": await upload(engine, image)}
+    return await run_workflow(engine, "outpaint", values, on_event=on_event, prompt_id=prompt_id, attach=attach)

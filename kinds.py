@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, resolve_seed, text_to_image,
-                       txt2img_values, upscale)
+from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, outpaint, outpaint_values,
+                       resolve_seed, text_to_image, txt2img_values, upscale)
 from runner import Engine, JobResult
 from video_gen import animate
 
@@ -48,6 +48,16 @@ def _prepare_img2img(settings: Settings, request: dict[str, Any]) -> dict[str, A
     return request
 
 
+def _prepare_outpaint(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    values = outpaint_values(settings, request)  # checked, and the seed resolved once
+    request["seed"] = values["seed"]
+    request["width"] += 2 * values["pad_x"]  # what the result will measure, for its embed
+    request["height"] += 2 * values["pad_y"]
+    request["source_width"], request["source_height"] = request["width"] - 2 * values["pad_x"], \
+        request["height"] - 2 * values["pad_y"]
+    return request
+
+
 def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     request["seed"] = resolve_seed(request.get("seed"))
     return request
@@ -59,15 +69,24 @@ TXT2IMG = Kind(
     models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
     run=lambda engine, request, source, options: text_to_image(
         engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
-    prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll"), shown=("model",),
+    prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll", "zoom"), shown=("model",),
 )
 IMG2IMG = Kind(
     name="img2img", noun="image",
     title=lambda shown, count: "Edited image",
     models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
     run=lambda engine, request, source, options: image_to_image(engine, source, dict(request), **options),
-    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate"),
+    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=("model", "width", "height"),
+)
+OUTPAINT = Kind(
+    name="outpaint", noun="image",
+    title=lambda shown, count: f"Zoomed out {shown['zoom']:g}x" if shown.get("zoom") else "Zoomed out",
+    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    run=lambda engine, request, source, options: outpaint(
+        engine, source, {**request, "width": request["source_width"], "height": request["source_height"]}, **options),
+    prepare=_prepare_outpaint, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
+    shown=("model", "zoom", "width", "height"),
 )
 UPSCALE = Kind(
     name="upscale", noun="upscale",
@@ -83,7 +102,7 @@ ANIMATE = Kind(
     run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, UPSCALE, ANIMATE)}
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, OUTPAINT, UPSCALE, ANIMATE)}
 
 
 def get(name: str) -> Kind:

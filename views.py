@@ -233,6 +233,24 @@ class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
                                                  strength=strength)
 
 
+class ZoomButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:zoom:(?P<gen>{ID}):(?P<idx>\d{{1,2}})"):
+    """Zoom out 2x: the image padded on every side, the new border filled after its prompt."""
+
+    def __init__(self, generation_id: int, index: int, numbered: bool = False) -> None:
+        self.generation_id, self.index = generation_id, index
+        super().__init__(discord.ui.Button(label="Zoom out 2x" + _number(index, numbered),
+                                           style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:zoom:{generation_id}:{index}", emoji="🔭", row=4))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ZoomButton:
+        return cls(int(match["gen"]), int(match["idx"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_image_button(interaction, "outpaint", self.generation_id, self.index, zoom=2.0)
+
+
 class RerollButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:reroll:(?P<gen>{ID})"):
     """Reroll: the same request again, with a new seed."""
 
@@ -284,7 +302,7 @@ def result_view(generation: Generation) -> discord.ui.View | None:
         return None
     view = discord.ui.View(timeout=None)
     numbered = len(generation.files) > 1
-    rows = 4 if "reroll" in actions else 5  # the last row holds what is for the whole result
+    rows = 4 if {"reroll", "zoom"} & set(actions) else 5  # the last row: Reroll, and Zoom out per image
     for index in range(min(len(generation.files), rows)):
         if "upscale" in actions:
             view.add_item(UpscaleButton(generation.id, index, 2, numbered))
@@ -296,10 +314,13 @@ def result_view(generation: Generation) -> discord.ui.View | None:
             view.add_item(AnimateButton(generation.id, index, numbered))
     if "reroll" in actions:
         view.add_item(RerollButton(generation.id))
+    if "zoom" in actions:
+        for index in range(min(len(generation.files), rows)):
+            view.add_item(ZoomButton(generation.id, index, numbered))
     return view
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, CancelButton)
+DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 
@@ -333,6 +354,7 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
         "🎞️ **Animate**: turns that image into a short MP4 video.",
         "🎲 **Reroll**: the same request again, with a new seed.",
+        "🔭 **Zoom out 2x**: that image with a new border all around, drawn after its prompt.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2).",
         "Buttons keep working on old results, even after the bot restarts.",

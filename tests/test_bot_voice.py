@@ -54,7 +54,8 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
     assert first.attachments[0]["filename"] == "image-1.png" and first.attachments[1]["filename"] == "image-2.png"
     labels = [c["label"] for row in first.components for c in row["components"]]
     assert labels == ["Upscale 2x #1", "Upscale 4x #1", "Vary (subtle) #1", "Vary (strong) #1", "Animate #1",
-                      "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2", "Reroll"]
+                      "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2", "Reroll",
+                      "Zoom out 2x #1", "Zoom out 2x #2"]
 
 
 async def test_the_result_and_the_failure_notify_the_owner_and_leave_one_message(comfy, discord_fake, running,
@@ -155,7 +156,7 @@ async def test_edit_redraws_an_attachment_fitted_and_upright(comfy, discord_fake
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert embed["title"] == "Edited image" and fields["Strength"] == "0.40" and fields["Size"] == "608×1024"
     assert [c["custom_id"] for row in result.components for c in row["components"]] == [
-        "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0"]
+        "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:zoom:1:0"]
 
 
 async def test_edit_runs_the_default_workflow_with_strength_as_denoise(comfy, discord_fake, running, tmp_path):
@@ -234,3 +235,19 @@ async def test_the_apps_menu_works_on_anyones_image(comfy, discord_fake, running
     await refused.wait_acked(3)
     reply = discord_fake.messages[refused.original_message_id]
     assert reply.ephemeral and reply.content == "That message has no image to use."
+
+
+async def test_zoom_out_pads_the_image_and_fills_the_border_after_its_prompt(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url, max_width=160, max_height=160))
+    first = await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "a lighthouse", "width": 64, "height": 64}))
+    zoomed = await result_of(discord_fake, await discord_fake.click(first.id, "cf:zoom:1:0"), timeout=15)
+    graph = list(comfy.prompts.values())[-1]["prompt"]
+    pads = [graph["2"]["inputs"][side] for side in ("left", "top", "right", "bottom")]
+    assert pads == [32, 32, 32, 32] and graph["5"]["inputs"]["string_a"] == "a lighthouse"
+    fields = {field["name"]: field["value"] for field in zoomed.embeds[0]["fields"]}
+    assert zoomed.embeds[0]["title"] == "Zoomed out 2x" and fields["Size"] == "128×128"
+    assert image_size(zoomed.attachments[0]) == (128, 128)
+    too_big = await result_of(discord_fake, await discord_fake.click(zoomed.id, "cf:zoom:2:0"), timeout=15)
+    assert too_big.content == ("❌ Your image could not be made: zoomed out 2x, the image would be larger than "
+                               "160×160; upscale less or start from a smaller one.")

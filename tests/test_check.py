@@ -33,7 +33,9 @@ async def test_smoke_runs_all_three_jobs_on_the_selftest_set(comfy, tmp_path):
     for name in ("txt2img", "upscale", "animate"):
         assert f"  {name:<10} ok" in output
     lines = {line.split(":")[0].strip(): line for line in output.splitlines() if ": ok in" in line}
-    assert set(lines) == {"text to image", "image to image", "upscale x2", "animate"}
+    assert set(lines) == {"text to image", "image to image", "upscale x2", "animate", "zoom out 2x"}
+    zoomed = Path(lines["zoom out 2x"].rsplit(": ", 1)[1])
+    assert Image.open(zoomed).size == (512, 512)
     image = Path(lines["text to image"].rsplit(": ", 1)[1])
     upscaled = Path(lines["upscale x2"].rsplit(": ", 1)[1])
     video = Path(lines["animate"].rsplit(": ", 1)[1])

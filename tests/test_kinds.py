@@ -40,7 +40,7 @@ def test_what_a_kind_needs_and_offers():
     assert txt2img.models(settings, {"checkpoint": "sdxl.safetensors"}) == {"checkpoint": "sdxl.safetensors"}
     assert txt2img.models(settings, {}) == {"checkpoint": "base.safetensors"}
     assert (txt2img.buttons, upscale.buttons, animate.buttons) == (
-        ("upscale", "vary", "animate", "reroll"), ("animate",), ())
+        ("upscale", "vary", "animate", "reroll", "zoom"), ("animate",), ())
     assert [kind.title({"factor": 4}, 2) for kind in (txt2img, upscale, animate)] == [
         "2 images", "Upscaled 4x", "Animation"]
     assert not txt2img.image_input and upscale.image_input and animate.image_input

@@ -889,6 +889,24 @@ async def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positi
     return ({**latent_image, "seed": seed, "steps": steps, "cfg": cfg, "sampler": sampler_name},), None
 
 
+@node("ImagePadForOutpaint")
+async def image_pad_for_outpaint(ctx, image, left, top, right, bottom, feathering=40):
+    out = Images()
+    for frame in image:  # the new border is grey, as ComfyUI pads with 0.5
+        padded = Image.new("RGB", (frame.width + left + right, frame.height + top + bottom), (128, 128, 128))
+        padded.paste(frame, (left, top))
+        out.append(padded)
+    first = out[0]
+    return (out, {"mask": (first.width, first.height), "inner": (left, top, left + image[0].width,
+                                                                  top + image[0].height)}), None
+
+
+@node("VAEEncodeForInpaint")
+async def vae_encode_for_inpaint(ctx, pixels, vae, mask, grow_mask_by=6):
+    first = pixels[0]
+    return ({"width": first.width, "height": first.height, "batch": len(pixels), "seed": None},), None
+
+
 @node("VAEEncode")
 async def vae_encode(ctx, pixels, vae):
     first = pixels[0]
