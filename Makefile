@@ -25,3 +25,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/engine_latency.py
 	$(PY) bench/bot_latency.py
 	$(PY) bench/pool_makespan.py
+	$(PY) bench/input_latency.py
