@@ -25,6 +25,7 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
+import kinds
 import logs
 import wording
 from comfyui import ComfyClient
@@ -32,7 +33,7 @@ from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
 from image_gen import RequestError
-from media import fit_input, verify
+from media import fit_input, fit_mask, verify
 from outputs import OutputError, OutputFolder
 from pool import open_backends
 from safe_text import clip
@@ -227,8 +228,8 @@ class ComfyBot(commands.Bot):
                 application_id=interaction.application_id, interaction_created=interaction.created_at.timestamp(),
                 message_id=message_id, **fields))
         except (QueueFull, RequestError) as error:
-            if "input" in request:
-                self.outputs.release(self.settings.outputs_dir / request["input"])
+            for name in kinds.files(request):
+                self.outputs.release(self.settings.outputs_dir / name)
             log.info("job_refused", kind=kind, user_id=interaction.user.id, reason=str(error))
             await interaction.edit_original_response(content=wording.failed(kind, str(error)))
             return
@@ -308,7 +309,7 @@ class ComfyBot(commands.Bot):
             return
         callback = await interaction.response.defer(thinking=True)
         try:
-            name, (width, height) = await self.input_image(attachment)
+            name, (width, height), _ = await self.input_image(attachment)
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
@@ -366,16 +367,26 @@ class ComfyBot(commands.Bot):
             raise ValueError("the file is gone from the bot's folder and the message has no attachment to use")
         return (await self._fetch_attachment(urls[index], generation.files[index])).name
 
-    async def input_image(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
+    async def input_image(self, attachment: discord.Attachment,
+                          mask: discord.Attachment | None = None) -> tuple[str, tuple[int, int], str | None]:
         """A person's attachment as a job's input: fetched from the CDN under the cap, read by its content
-        (not its name), turned upright, fitted to MAX_WIDTH x MAX_HEIGHT; its name in the output folder
-        (pinned) and its size."""
+        (not its name), turned upright, fitted to MAX_WIDTH x MAX_HEIGHT. Returns its name in the output
+        folder (pinned), its size, and the name of a mask (white = redraw) when one was sent or the image
+        has transparent parts; None otherwise."""
         fetched = await self._fetch_attachment(attachment.url, attachment.filename, checked=False)
         try:
-            data, size = await fit_input(fetched, self.settings.max_width, self.settings.max_height)
+            data, size, alpha = await fit_input(fetched, self.settings.max_width, self.settings.max_height)
         finally:
             await self.outputs.discard(fetched)
-        return (await self.outputs.save_bytes("input.png", data)).name, size
+        if mask is not None:
+            fetched = await self._fetch_attachment(mask.url, mask.filename, checked=False)
+            try:
+                alpha = await fit_mask(fetched, size)
+            finally:
+                await self.outputs.discard(fetched)
+        name = (await self.outputs.save_bytes("input.png", data)).name
+        masked = (await self.outputs.save_bytes("mask.png", alpha)).name if alpha is not None else None
+        return name, size, masked
 
     async def _fetch_attachment(self, url: str, name: str, *, checked: bool = True) -> Path:
         """Download an image from Discord's CDN into the output folder, pinned: only from CDN_HOSTS

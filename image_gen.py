@@ -169,3 +169,12 @@ async def outpaint(engine: Engine, image: Path, request: dict[str, Any], *, on_e
     """Zoom out: pad the image on every side and fill the new border after the prompt."""
     values = {**outpaint_values(engine.settings, request), "image": await upload(engine, image)}
     return await run_workflow(engine, "outpaint", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
+
+
+async def inpaint(engine: Engine, image: Path, request: dict[str, Any], *, on_event: EventHandler | None = None,
+                  prompt_id: str | None = None, attach: bool = False) -> JobResult:
+    """Redraw the parts of an image its mask marks white (`request["mask"]`, a file beside the image)."""
+    mask = image.with_name(str(request["mask"]))
+    values = {**img2img_values(engine.settings, request), "image": await upload(engine, image),
+              "mask": await upload(engine, mask)}
+    return await run_workflow(engine, "inpaint", values, on_event=on_event, prompt_id=prompt_id, attach=attach)

@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, outpaint, outpaint_values,
-                       resolve_seed, text_to_image, txt2img_values, upscale)
+from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, inpaint, outpaint,
+                       outpaint_values, resolve_seed, text_to_image, txt2img_values, upscale)
 from runner import Engine, JobResult
 from video_gen import animate
 
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
+FILES = ("input", "mask")  # request values that name files in the output folder: pinned until the job ends
+
+
+def files(request: Mapping[str, Any]) -> list[str]:
+    """The output folder's files a request needs (its input image, its mask)."""
+    return [request[key] for key in FILES if isinstance(request.get(key), str)]
 Runner = Callable[[Engine, Mapping[str, Any], Path | None, dict[str, Any]], Awaitable[JobResult]]
 
 
@@ -79,6 +85,14 @@ IMG2IMG = Kind(
     prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=("model", "width", "height"),
 )
+INPAINT = Kind(
+    name="inpaint", noun="image",
+    title=lambda shown, count: "Edited image",
+    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    run=lambda engine, request, source, options: inpaint(engine, source, dict(request), **options),
+    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
+    shown=("model", "width", "height"),
+)
 OUTPAINT = Kind(
     name="outpaint", noun="image",
     title=lambda shown, count: f"Zoomed out {shown['zoom']:g}x" if shown.get("zoom") else "Zoomed out",
@@ -102,7 +116,7 @@ ANIMATE = Kind(
     run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, OUTPAINT, UPSCALE, ANIMATE)}
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE)}
 
 
 def get(name: str) -> Kind:

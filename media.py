@@ -220,32 +220,47 @@ def _write_beside(original: Path, suffix: str, data: bytes) -> Path:
     return target
 
 
-async def fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tuple[int, int]]:
+async def fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tuple[int, int], bytes | None]:
     """A person's image made ready for a workflow, in a thread: turned upright (EXIF), its first frame,
-    RGB, scaled down so it fits `max_width` x `max_height`, sides multiples of 8, as PNG bytes.
+    RGB, scaled down so it fits `max_width` x `max_height`, sides multiples of 8, as PNG bytes; with
+    its size and, when it has transparent parts, a mask of them (white where it is transparent).
 
     Only PNG, JPEG, WebP and GIF are opened, and never one with more pixels than Pillow's limit.
     """
     return await asyncio.to_thread(_fit_input, path, max_width, max_height)
 
 
-def _fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tuple[int, int]]:
+async def fit_mask(path: Path, size: tuple[int, int]) -> bytes:
+    """A mask a person sent (white where the image is to be redrawn), upright, grey, at `size`, as PNG."""
+    return await asyncio.to_thread(_fit_mask, path, size)
+
+
+def _fit_mask(path: Path, size: tuple[int, int]) -> bytes:
+    return _encode(_open_upright(path, "L").resize(size, Image.Resampling.BILINEAR), "PNG")
+
+
+def _open_upright(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path, formats=_POSTED_FORMATS) as image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and image.width * image.height > limit:
                 raise BadResult(f"The image has more than {limit:,} pixels; send a smaller one.")
             image.seek(0)
-            upright = ImageOps.exif_transpose(image).convert("RGB")
+            return ImageOps.exif_transpose(image).convert(mode)
     except BadResult:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadResult(f"The image has more than {Image.MAX_IMAGE_PIXELS:,} pixels; send a smaller one.") from exc
     except Exception as exc:  # Pillow's many decoder errors: the text may quote the file
         raise BadResult("The attachment is not a PNG, JPEG, WebP or GIF image that can be read.") from exc
+
+
+def _fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tuple[int, int], bytes | None]:
+    upright = _open_upright(path, "RGBA")
     scale = min(1.0, max_width / upright.width, max_height / upright.height)
     size = (max(8, int(upright.width * scale) // 8 * 8), max(8, int(upright.height * scale) // 8 * 8))
     if size != upright.size:
         upright = upright.resize(size, Image.Resampling.LANCZOS)
-    return _encode(upright, "PNG"), size
-
+    alpha = upright.getchannel("A")
+    mask = _encode(ImageOps.invert(alpha), "PNG") if alpha.getextrema()[0] < 255 else None
+    return _encode(upright.convert("RGB"), "PNG"), size, mask

@@ -127,7 +127,7 @@ class Scheduler:
     async def start(self) -> int:
         """Take up what a previous process left, then start dispatching. Returns the jobs resumed."""
         jobs = await self._store.jobs_in(ACTIVE_STATES)
-        self._pin([*await self._store.pending_files(), *(job.request["input"] for job in jobs if "input" in job.request)])
+        self._pin([*await self._store.pending_files(), *(name for job in jobs for name in kinds.files(job.request))])
         for job in jobs:
             backend = self.pool.get(job.server)
             if job.state == "waiting":
@@ -447,10 +447,11 @@ class Scheduler:
             log.exception("failure_not_shown", job_id=job.id)
 
     def _release_input(self, job: Job) -> None:
-        """The job no longer needs its input image: drop its pin, once (pins are counted)."""
-        if "input" in job.request and job.id not in self._inputs_released:
+        """The job no longer needs its input files: drop their pins, once (pins are counted)."""
+        if job.id not in self._inputs_released:
             self._inputs_released.add(job.id)
-            self._outputs.release(self._settings.outputs_dir / job.request["input"])
+            for name in kinds.files(job.request):
+                self._outputs.release(self._settings.outputs_dir / name)
 
     def _forget(self, job_id: int) -> None:
         self._inputs_released.discard(job_id)

@@ -72,13 +72,15 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @app_commands.command(name="edit", description="Redraw an image of yours after a prompt")
     @app_commands.describe(
         image="The image to start from: PNG, JPEG, WebP or GIF", prompt="What it should become",
+        mask="Optional: white where the image is redrawn (or send an image whose transparent parts are)",
         strength="How much to redraw: 0.05 keeps it, 1 redraws it all (default 0.6)",
         negative_prompt="What to avoid", seed="Same seed and settings give the same image", model="Which model to use")
     async def edit(interaction: discord.Interaction, image: discord.Attachment,
                    prompt: app_commands.Range[str, 1, 1500],
                    strength: app_commands.Range[float, STRENGTH[0], STRENGTH[1]] = STRENGTH[2],
                    negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
-                   seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None) -> None:
+                   seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None,
+                   mask: discord.Attachment | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
         if not await bot.model_offered(interaction, model):
             return
@@ -86,18 +88,20 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             return
         callback = await interaction.response.defer(thinking=True)
         try:
-            name, (width, height) = await bot.input_image(image)
+            name, (width, height), masked = await bot.input_image(image, mask)
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
         preset = presets.get(model) if model else None
         request = {
-            "prompt": prompt, "input": name, "strength": strength, "seed": seed, "width": width, "height": height,
+            "prompt": prompt, "input": name, "mask": masked, "strength": strength, "seed": seed, "width": width,
+            "height": height,
             "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
             "steps": preset.steps if preset else None, "cfg": preset.cfg if preset else None,
             "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
         }
-        await bot.start_job(interaction, "img2img", request, message_id=callback.message_id if callback else None)
+        kind = "inpaint" if masked else "img2img"  # a mask: only its white part is redrawn
+        await bot.start_job(interaction, kind, request, message_id=callback.message_id if callback else None)
 
     @edit.autocomplete("model")
     @generate.autocomplete("model")

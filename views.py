@@ -347,6 +347,7 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
     embed.add_field(name="/edit image:<attachment> prompt:<text>", inline=False, value="\n".join([
         "Redraws an image of yours after a prompt (PNG, JPEG, WebP or GIF; large ones are scaled down).",
         "• `strength`: 0.05 keeps the image almost as it is, 1 redraws it all; 0.6 if left out.",
+        "• `mask`: white where to redraw; or send an image whose transparent parts are to be redrawn.",
         "• `negative_prompt`, `seed` and `model` as for /generate.",
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([

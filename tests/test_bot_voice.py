@@ -10,6 +10,8 @@ import asyncio
 import json
 import re
 
+import pytest
+
 from tests.bot_harness import bot_settings, image_size, result_of
 from tests.fakes.discord import FakeDiscord
 
@@ -251,3 +253,43 @@ async def test_zoom_out_pads_the_image_and_fills_the_border_after_its_prompt(com
     too_big = await result_of(discord_fake, await discord_fake.click(zoomed.id, "cf:zoom:2:0"), timeout=15)
     assert too_big.content == ("❌ Your image could not be made: zoomed out 2x, the image would be larger than "
                                "160×160; upscale less or start from a smaller one.")
+
+
+def half_mask(size: tuple[int, int], *, alpha: bool = False) -> bytes:
+    """White (or, with `alpha`, transparent) on the left half: that half is to be redrawn."""
+    import io
+
+    from PIL import Image
+
+    width, height = size
+    if alpha:
+        image = Image.new("RGBA", size, (40, 120, 200, 255))
+        image.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+    else:
+        image = Image.new("L", size, 0)
+        image.paste(255, (0, 0, width // 2, height))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("how", ["mask-attachment", "transparency"])
+async def test_edit_with_a_mask_redraws_only_its_white_part(comfy, discord_fake, running, tmp_path, how):
+    from PIL import Image
+    import io
+
+    await running.start(bot_settings(tmp_path, comfy.url))
+    if how == "mask-attachment":
+        options = {"image": ("room.png", photo((96, 64), "PNG")), "mask": ("mask.png", half_mask((48, 32))),
+                   "prompt": "a window", "strength": 1.0}  # a mask of another size is fitted to the image
+    else:
+        options = {"image": ("room.png", half_mask((96, 64), alpha=True)), "prompt": "a window", "strength": 1.0}
+    result = await result_of(discord_fake, await discord_fake.slash("edit", options), timeout=15)
+    (graph,) = [body["prompt"] for body in comfy.prompts.values()]
+    assert graph["2"]["class_type"] == "LoadImageMask" and graph["6"]["inputs"]["string_a"] == "a window"
+    made = Image.open(io.BytesIO(result.attachments[0]["data"])).convert("RGB")
+    assert made.size == (96, 64) and result.embeds[0]["title"] == "Edited image"
+    kept = [made.getpixel((x, y)) for x in range(50, 96, 9) for y in range(0, 64, 9)]
+    redrawn = [made.getpixel((x, y)) for x in range(0, 46, 9) for y in range(0, 64, 9)]
+    assert all(pixel == (40, 120, 200) for pixel in kept)  # black in the mask: left as it was
+    assert any(pixel != (40, 120, 200) for pixel in redrawn)  # white in the mask: redrawn

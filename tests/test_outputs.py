@@ -720,7 +720,8 @@ async def test_an_input_is_read_by_content_and_fitted(tmp_path: Path, fmt: str, 
     path = tmp_path / "upload.bin"  # the name says nothing: the content decides
     frames = [Image.new("RGB", size, (255, 0, 0)), Image.new("RGB", size, (0, 0, 255))]
     frames[0].save(path, fmt, save_all=fmt == "GIF", append_images=frames[1:] if fmt == "GIF" else [])
-    data, got = await media.fit_input(path, 2048, 2048)
+    data, got, mask = await media.fit_input(path, 2048, 2048)
+    assert mask is None  # nothing transparent: nothing to redraw in particular
     image = Image.open(BytesIO(data))
     assert got == fitted and image.size == fitted and image.format == "PNG"
     assert image.convert("RGB").getpixel((0, 0))[0] > 200  # the first frame: red

@@ -38,7 +38,7 @@ TINY_TOML = '[t]\nfile = "t.json"\noutputs = ["2"]\n[t.params]\nprompt = "3.stri
 @pytest.mark.parametrize("name", ["default", "selftest"])
 def test_shipped_sets_load_with_every_job_kind(name):
     workflows = load_set(ROOT / "workflows" / name)
-    assert set(workflows) == {"txt2img", "img2img", "outpaint", "upscale", "animate"}
+    assert set(workflows) == {"txt2img", "img2img", "inpaint", "outpaint", "upscale", "animate"}
     for workflow in workflows.values():
         assert workflow.outputs and all(node in workflow.graph for node in workflow.outputs)
 

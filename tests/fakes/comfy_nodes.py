@@ -620,6 +620,37 @@ async def load_image(ctx, image):
     return (frames, masks), None
 
 
+@node("LoadImageMask")
+async def load_image_mask(ctx, image, channel):
+    type_, sub, name = split_annotated(image)
+    data = ctx.read_file(type_, sub, name)
+    if data is None:
+        raise NodeError("FileNotFoundError", f"[Errno 2] No such file or directory: '{name}'")
+
+    def decode() -> list:
+        img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        band = {"alpha": "A", "red": "R", "green": "G", "blue": "B"}[channel]
+        rgba = img.convert("RGBA")
+        mask = rgba.getchannel(band)
+        return [ImageOps.invert(mask) if band == "A" else mask]
+
+    return (await ctx.compute(decode, pixels=len(data) * 4),), None
+
+
+@node("ImageCompositeMasked")
+async def image_composite_masked(ctx, destination, source, x, y, resize_source, mask=None):
+    out = Images()
+    for index, frame in enumerate(destination):
+        top = source[min(index, len(source) - 1)]
+        if resize_source:
+            top = top.resize(frame.size)
+        layer = mask[min(index, len(mask) - 1)].resize(top.size) if mask else Image.new("L", top.size, 255)
+        composed = frame.copy()
+        composed.paste(top, (x, y), layer)
+        out.append(composed)
+    return (out,), None
+
+
 @node("ImageScaleBy")
 async def image_scale_by(ctx, image, upscale_method, scale_by):
     def run() -> Images:
@@ -905,6 +936,11 @@ async def image_pad_for_outpaint(ctx, image, left, top, right, bottom, featherin
 async def vae_encode_for_inpaint(ctx, pixels, vae, mask, grow_mask_by=6):
     first = pixels[0]
     return ({"width": first.width, "height": first.height, "batch": len(pixels), "seed": None},), None
+
+
+@node("SetLatentNoiseMask")
+async def set_latent_noise_mask(ctx, samples, mask):
+    return ({**samples, "noise_mask": True},), None
 
 
 @node("VAEEncode")

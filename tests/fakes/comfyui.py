@@ -531,7 +531,7 @@ class FakeComfyUI:
     def _effective_object_info(self) -> dict[str, Any]:
         """object_info with the uploaded inputs and the ``models`` knob injected into the combos."""
         oi = dict(self.object_info)
-        patches = {"LoadImage": ("image", self._input_images())}
+        patches = {"LoadImage": ("image", self._input_images()), "LoadImageMask": ("image", self._input_images())}
         for cls, (inp, key) in MODEL_COMBOS.items():
             patches[cls] = (inp, list(self.models.get(key, [])))
         for cls, (inp, options) in patches.items():
