@@ -24,7 +24,7 @@ from comfy_types import ComfyError, PromptLost, Unreachable
 from comfyui import ComfyClient
 from config import Settings
 from runner import Engine
-from workflows import validate
+from workflows import WorkflowError, validate
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +93,10 @@ class Backend:
             return ["its node list is not known yet"]
         key = (kind, tuple(sorted(models.items())))
         if key not in self._fits:
-            workflow = self.engine.workflow(kind)
+            try:
+                workflow = self.engine.workflow(kind)
+            except WorkflowError as error:  # an operator's own set without this kind's workflow
+                return [str(error)]
             values = {name: value for name, value in models.items() if name in workflow.params}
             self._fits[key] = [problem.short() for problem in validate(workflow, self.object_info, values)]
         return self._fits[key]

@@ -167,6 +167,8 @@ def unservable(models: dict[str, Any], reasons: list[str]) -> str:
     if "is not available" in text or "none installed" in text:
         named = ", ".join(code(model_name(str(value))) for value in models.values())
         return f"the model {named} is not installed on any server. Choose another model, or ask the operator."
+    if "workflow set" in text and "has no" in text:
+        return f"this bot is not set up for this kind of job yet (its workflows lack one). Ask the operator; {LOG_HINT}."
     if "cannot be used" in text or "/object_info" in text:
         return f"{UNUSABLE}. Try again later; {LOG_HINT}."
     return f"this job needs something that is not installed on any server. Ask the operator; {LOG_HINT}."

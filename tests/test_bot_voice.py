@@ -293,3 +293,22 @@ async def test_edit_with_a_mask_redraws_only_its_white_part(comfy, discord_fake,
     redrawn = [made.getpixel((x, y)) for x in range(0, 46, 9) for y in range(0, 64, 9)]
     assert all(pixel == (40, 120, 200) for pixel in kept)  # black in the mask: left as it was
     assert any(pixel != (40, 120, 200) for pixel in redrawn)  # white in the mask: redrawn
+
+
+async def test_a_workflow_set_without_a_kind_says_so_in_words(comfy, discord_fake, running, tmp_path):
+    import shutil
+
+    from tests.conftest import ROOT
+
+    own = tmp_path / "workflows"
+    shutil.copytree(ROOT / "workflows" / "selftest", own / "old")
+    for name in ("img2img", "inpaint", "outpaint"):  # an operator's set from before these kinds existed
+        (own / "old" / f"{name}.json").unlink()
+    toml = (own / "old" / "workflows.toml").read_text()
+    (own / "old" / "workflows.toml").write_text(toml.split("\n[img2img]")[0] + "\n")
+    await running.start(bot_settings(tmp_path, comfy.url, workflows_dir=own, workflow_set="old"))
+    interaction = await discord_fake.slash("edit", {"image": ("in.png", photo((64, 64), "PNG")), "prompt": "x"})
+    message = await result_of(discord_fake, interaction, timeout=10)
+    assert message.content == ("❌ Your image could not be made: this bot is not set up for this kind of job yet (its "
+                               "workflows lack one). Ask the operator; the operator can see the details in the bot's log.")
+    assert comfy.prompts == {}
