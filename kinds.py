@@ -57,11 +57,15 @@ def _prepare_img2img(settings: Settings, request: dict[str, Any]) -> dict[str, A
 def _prepare_outpaint(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     values = outpaint_values(settings, request)  # checked, and the seed resolved once
     request["seed"] = values["seed"]
+    request["source_width"], request["source_height"] = request["width"], request["height"]
     request["width"] += 2 * values["pad_x"]  # what the result will measure, for its embed
     request["height"] += 2 * values["pad_y"]
-    request["source_width"], request["source_height"] = request["width"] - 2 * values["pad_x"], \
-        request["height"] - 2 * values["pad_y"]
     return request
+
+
+def _checkpoint(settings: Settings, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The model file of a job that samples: its preset's checkpoint, or the default one."""
+    return {"checkpoint": request.get("checkpoint") or settings.checkpoint}
 
 
 def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, A
 TXT2IMG = Kind(
     name="txt2img", noun="image",
     title=lambda shown, count: "Image" if count == 1 else f"{count} images",
-    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    models=_checkpoint,
     run=lambda engine, request, source, options: text_to_image(
         engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
     prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll", "zoom"), shown=("model",),
@@ -80,7 +84,7 @@ TXT2IMG = Kind(
 IMG2IMG = Kind(
     name="img2img", noun="image",
     title=lambda shown, count: "Edited image",
-    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    models=_checkpoint,
     run=lambda engine, request, source, options: image_to_image(engine, source, dict(request), **options),
     prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=("model", "width", "height"),
@@ -88,7 +92,7 @@ IMG2IMG = Kind(
 INPAINT = Kind(
     name="inpaint", noun="image",
     title=lambda shown, count: "Edited image",
-    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    models=_checkpoint,
     run=lambda engine, request, source, options: inpaint(engine, source, dict(request), **options),
     prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=("model", "width", "height"),
@@ -96,7 +100,7 @@ INPAINT = Kind(
 OUTPAINT = Kind(
     name="outpaint", noun="image",
     title=lambda shown, count: f"Zoomed out {shown['zoom']:g}x" if shown.get("zoom") else "Zoomed out",
-    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint},
+    models=_checkpoint,
     run=lambda engine, request, source, options: outpaint(
         engine, source, {**request, "width": request["source_width"], "height": request["source_height"]}, **options),
     prepare=_prepare_outpaint, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
