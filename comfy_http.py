@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -212,3 +213,8 @@ def require(data: Any, key: str, what: str) -> Any:
     if not isinstance(data, dict) or key not in data:
         raise BadResponse(f"ComfyUI's answer to {what} has no {key!r}.")
     return data[key]
+
+
+def without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

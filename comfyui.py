@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 import websockets
@@ -32,7 +31,7 @@ from websockets.asyncio.client import connect as ws_connect
 import comfy_decode as frames
 import tasks
 from comfy_decode import BadFrame
-from comfy_http import ComfyHTTP, Uncertain, decode, require
+from comfy_http import ComfyHTTP, Uncertain, decode, require, without_credentials
 from comfy_types import (
     BadResponse,
     Cached,
@@ -492,10 +491,3 @@ class ComfyClient(ComfyHTTP):
         except ComfyError as error:
             self._log.warning("reconcile_failed", prompts=len(open_ids), error=str(error))
         return ended
-
-
-def without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-
-

@@ -89,13 +89,9 @@ IMG2IMG = Kind(
     prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=("model", "width", "height"),
 )
-INPAINT = Kind(
-    name="inpaint", noun="image",
-    title=lambda shown, count: "Edited image",
-    models=_checkpoint,
+INPAINT = dataclasses.replace(  # an img2img whose mask (request["mask"]) says which part is redrawn
+    IMG2IMG, name="inpaint",
     run=lambda engine, request, source, options: inpaint(engine, source, dict(request), **options),
-    prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
-    shown=("model", "width", "height"),
 )
 OUTPAINT = Kind(
     name="outpaint", noun="image",
