@@ -45,7 +45,6 @@ from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
 
-OOPS = "❌ Something went wrong on the bot's side; nothing was started. The operator can find it in the log."
 MAX_REDIRECTS = 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 VARY_PROMPT = "a variation of this image"  # for an image that comes with no words of its own
@@ -163,13 +162,13 @@ class ComfyBot(commands.Bot):
             error = error.original
         log.error("command_failed", command=interaction.command.name if interaction.command else None,
                   user_id=interaction.user.id, error=repr(error)[:500], exc_info=error)
-        await self.tell(interaction, OOPS)
+        await self.tell(interaction, wording.OOPS)
 
     async def on_item_error(self, interaction: discord.Interaction, error: Exception, custom_id: str) -> None:
         """A button that fails: the same promise as commands."""
         log.error("button_failed", custom_id=custom_id[:100], user_id=interaction.user.id,
                   error=repr(error)[:500], exc_info=error)
-        await self.tell(interaction, OOPS)
+        await self.tell(interaction, wording.OOPS)
 
     async def tell(self, interaction: discord.Interaction, text: str) -> None:
         """Answer privately, whatever state the interaction is in; never raises."""

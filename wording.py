@@ -38,6 +38,7 @@ from workflows import WorkflowError
 EMOJI = {"waiting": "⏳", "running": "🎨", "done": "✅", "failed": "❌", "cancelled": "🚫", "limit": "⏱️"}
 FAR = 10  # positions from here on are shown as "more than 10": no edit for every step of a long queue
 LOG_HINT = "the operator can see the details in the bot's log"
+OOPS = f"{EMOJI['failed']} Something went wrong on the bot's side; nothing was started. {LOG_HINT.capitalize()}."
 UNUSABLE = "ComfyUI is not working properly right now: it answers, but not the way ComfyUI does"
 MODEL_INPUTS = {"ckpt_name", "model_name", "unet_name", "vae_name", "lora_name", "clip_name", "control_net_name"}
 
