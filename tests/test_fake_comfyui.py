@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from tests.fakes.comfy_nodes import AUX_PREPROCESSORS
 from tests.fakes.comfyui import COMFY_500_BODY, FakeComfyUI
 
 pytestmark = pytest.mark.timeout(30)
@@ -458,6 +459,25 @@ SVD_PROMPT = {
                                                "codec": "auto"}},
 }
 
+CONTROLNET_MODELS = {"checkpoints": ["sd15.safetensors"], "controlnet": ["control_v11p_sd15_canny.pth"]}
+CONTROLNET_PROMPT = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+    "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+    "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+    "4": {"class_type": "LoadImage", "inputs": {"image": "pose.png"}},
+    "5": {"class_type": "Canny", "inputs": {"image": ["4", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
+    "6": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "control_v11p_sd15_canny.pth"}},
+    "7": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["2", 0], "negative": ["3", 0], "control_net": ["6", 0], "image": ["5", 0], "strength": 0.8,
+        "start_percent": 0.0, "end_percent": 1.0}},
+    "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 1}},
+    "9": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 3, "steps": 2, "cfg": 7.0,
+                                              "sampler_name": "euler", "scheduler": "normal", "positive": ["7", 0],
+                                              "negative": ["7", 1], "latent_image": ["8", 0], "denoise": 1.0}},
+    "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+    "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "bot/cn"}},
+}
+
 
 def png_bytes(size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (0, 0, 128), fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
@@ -468,6 +488,15 @@ def png_bytes(size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (0
 # ------------------------------------------------------------------------------------------------
 # compact form of messages (same as used to extract RECORDED from the transcripts)
 # ------------------------------------------------------------------------------------------------
+
+
+def shape_png(size: tuple[int, int] = (96, 64)) -> bytes:
+    """A white rectangle on black: something for edge detectors to find."""
+    im = Image.new("RGB", size, (0, 0, 0))
+    im.paste((255, 255, 255), (size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
 
 
 def _norm_output(o: Any) -> Any:
@@ -1398,3 +1427,190 @@ async def test_simple_nodes_and_input_conversion(fake, http):
     pixels = [Image.open(io.BytesIO(fake.files[("output", "n", f"{p}_00001_.png")])) for p in "abc"]
     assert pixels[0].size == (40, 20)
     assert pixels[0].tobytes() == pixels[2].tobytes() != pixels[1].tobytes()
+
+
+async def test_canny_keeps_the_input_size(fake, http):
+    await upload(http, fake, "shape.png", shape_png((90, 70)))
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "shape.png"}},
+              "2": {"class_type": "Canny", "inputs": {"image": ["1", 0], "low_threshold": 0.4, "high_threshold": 0.8}},
+              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "bot/canny"}}}
+    pid = (await submit(http, fake, prompt))["prompt_id"]
+    entry = await wait_history(http, fake, pid)
+    assert entry["status"]["status_str"] == "success"
+    assert entry["outputs"]["3"] == {"images": [{"filename": "canny_00001_.png", "subfolder": "bot", "type": "output"}]}
+    edges = Image.open(io.BytesIO(fake.files[("output", "bot", "canny_00001_.png")]))
+    assert (edges.size, edges.mode) == ((90, 70), "RGB")
+    assert {c for _, c in edges.getcolors()} == {(0, 0, 0), (255, 255, 255)}  # the rectangle's outline, nothing else
+    assert edges.getpixel((45, 35)) == (0, 0, 0) and edges.getpixel((22, 35)) == (255, 255, 255)
+    # the thresholds are validated with the recorded limits
+    prompt["2"]["inputs"]["low_threshold"] = 1.5
+    async with http.post(fake.url + "/prompt", json={"prompt": prompt}) as r:
+        assert r.status == 400
+        [err] = (await r.json())["node_errors"]["2"]["errors"]
+    assert (err["type"], err["message"]) == ("value_bigger_than_max", "Value 1.5 bigger than max of 0.99")
+
+
+async def test_controlnet_workflow(http):
+    fake = FakeComfyUI(models=CONTROLNET_MODELS)
+    await fake.start()
+    try:
+        recorded = json.loads((DATA / "object_info.json").read_text())
+        oi = await get_json(http, fake.url + "/object_info")
+        assert oi["ControlNetLoader"]["input"]["required"]["control_net_name"] == [CONTROLNET_MODELS["controlnet"]]
+        assert oi["ControlNetApplyAdvanced"] == recorded["ControlNetApplyAdvanced"]
+        assert oi["Canny"] == recorded["Canny"]
+        await upload(http, fake, "pose.png", shape_png((96, 64)))
+        ws = await WS.connect(http, fake, "cn")
+        await ws.recv()
+        prompt = copy.deepcopy(CONTROLNET_PROMPT)
+        prompt["12"] = {"class_type": "PreviewAny", "inputs": {"source": ["7", 0]}}
+        prompt["13"] = {"class_type": "PreviewAny", "inputs": {"source": ["7", 1]}}
+        pid = (await submit(http, fake, prompt, "cn"))["prompt_id"]
+        msgs = await ws.until_done(pid)
+        check_shapes(msgs, pid)
+        assert "execution_success" in types(msgs) and "execution_error" not in types(msgs)
+        assert sorted(m["data"]["node"] for m in msgs if isinstance(m, dict) and m["type"] == "executing"
+                      and m["data"]["node"] is not None) == sorted(prompt)
+        outs = (await wait_history(http, fake, pid))["outputs"]
+        assert outs["11"] == {"images": [{"filename": "cn_00001_.png", "subfolder": "bot", "type": "output"}]}
+        assert Image.open(io.BytesIO(fake.files[("output", "bot", "cn_00001_.png")])).size == (96, 64)
+        # both outputs of ControlNetApplyAdvanced carry the control, the texts stay where they were
+        for nid, text in (("12", "a cat"), ("13", "blurry")):
+            [cond] = json.loads(outs[nid]["text"][0])
+            assert cond["text"] == text
+            assert (cond["control"], cond["control_strength"], cond["control_size"]) == (
+                "control_v11p_sd15_canny.pth", 0.8, [96, 64])
+        # strength 0: the conditioning passes through unchanged, as in ComfyUI
+        prompt["7"]["inputs"]["strength"] = 0
+        outs = (await wait_history(http, fake, (await submit(http, fake, prompt, "cn"))["prompt_id"]))["outputs"]
+        assert json.loads(outs["12"]["text"][0]) == [{"text": "a cat", "clip": "sd15.safetensors"}]
+        await ws.close()
+    finally:
+        await fake.stop()
+    assert fake.unhandled == []
+
+
+async def test_controlnet_name_not_in_the_models_knob_is_refused(http):
+    fake = FakeComfyUI(models=CONTROLNET_MODELS)
+    await fake.start()
+    try:
+        await upload(http, fake, "pose.png", shape_png())
+        bad = copy.deepcopy(CONTROLNET_PROMPT)
+        bad["6"]["inputs"]["control_net_name"] = "control_v11f1p_sd15_depth.pth"
+        async with http.post(fake.url + "/prompt", json={"prompt": bad}) as r:
+            assert r.status == 400
+            body = await r.json()
+        assert body["error"]["type"] == "prompt_outputs_failed_validation"
+        assert list(body["node_errors"]) == ["6"]
+        assert body["node_errors"]["6"]["class_type"] == "ControlNetLoader"
+        assert body["node_errors"]["6"]["dependent_outputs"] == ["11"]
+        assert body["node_errors"]["6"]["errors"] == [{
+            "type": "value_not_in_list", "message": "Value not in list",
+            "details": "control_net_name: 'control_v11f1p_sd15_depth.pth' not in ['control_v11p_sd15_canny.pth']",
+            "extra_info": {"input_name": "control_net_name", "input_config": [["control_v11p_sd15_canny.pth"], {}],
+                           "received_value": "control_v11f1p_sd15_depth.pth"}}]
+    finally:
+        await fake.stop()
+    assert fake.unhandled == []
+
+
+async def test_controlnet_loader_without_models_knob_has_no_options(fake, http):
+    await upload(http, fake, "pose.png", shape_png())
+    async with http.post(fake.url + "/prompt", json={"prompt": CONTROLNET_PROMPT}) as r:
+        assert r.status == 400
+        [err] = (await r.json())["node_errors"]["6"]["errors"]
+    assert err["details"] == "control_net_name: 'control_v11p_sd15_canny.pth' not in []"
+    assert await get_json(http, fake.url + "/models/controlnet") == []
+
+
+def preprocessor_prompt() -> dict:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "shape.png"}},
+        "2": {"class_type": "DepthAnythingV2Preprocessor", "inputs": {
+            "image": ["1", 0], "ckpt_name": "depth_anything_v2_vits.pth", "resolution": 512}},
+        "3": {"class_type": "OpenposePreprocessor", "inputs": {
+            "image": ["1", 0], "detect_hand": "enable", "detect_body": "enable", "detect_face": "disable",
+            "resolution": 512}},
+        "4": {"class_type": "LineArtPreprocessor", "inputs": {"image": ["1", 0]}},  # optional inputs left out
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pre/depth"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "pre/pose"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "pre/lineart"}},
+    }
+
+
+async def test_custom_preprocessors_only_when_installed(fake, http):
+    # a bare fake neither lists nor accepts them: the unknown-class validation error
+    oi = await get_json(http, fake.url + "/object_info")
+    assert not set(AUX_PREPROCESSORS) & set(oi)
+    assert await get_json(http, fake.url + "/object_info/OpenposePreprocessor") == {}
+    await upload(http, fake, "shape.png", shape_png((80, 60)))
+    async with http.post(fake.url + "/prompt", json={"prompt": preprocessor_prompt()}) as r:
+        assert r.status == 400
+        assert await r.json() == {"error": {
+            "type": "invalid_prompt", "message": "Cannot execute because node DepthAnythingV2Preprocessor does not exist.",
+            "details": "Node ID '#2'", "extra_info": {}}, "node_errors": {}}
+
+    installed = FakeComfyUI(custom_nodes=AUX_PREPROCESSORS)
+    await installed.start()
+    try:
+        recorded = json.loads((DATA / "object_info.json").read_text())
+        oi = await get_json(http, installed.url + "/object_info")
+        assert list(oi) == list(recorded) + list(AUX_PREPROCESSORS)  # custom nodes after the built-in ones
+        for name, entry in AUX_PREPROCESSORS.items():
+            assert oi[name] == entry
+            assert set(entry) == set(recorded["ControlNetLoader"])  # every key of a real entry
+            assert (entry["name"], entry["python_module"], entry["output"]) == (
+                name, "custom_nodes.comfyui_controlnet_aux", ["IMAGE"])
+            assert entry["input"]["optional"]["resolution"] == [
+                "INT", {"default": 512, "min": 64, "max": 16384, "step": 64}]
+        assert await get_json(http, installed.url + "/object_info/OpenposePreprocessor") == {
+            "OpenposePreprocessor": AUX_PREPROCESSORS["OpenposePreprocessor"]}
+        await upload(http, installed, "shape.png", shape_png((80, 60)))
+        pid = (await submit(http, installed, preprocessor_prompt()))["prompt_id"]
+        entry = await wait_history(http, installed, pid)
+        assert entry["status"]["status_str"] == "success"
+        assert sorted(entry["outputs"]) == ["5", "6", "7"]
+        depth, pose, lineart = (Image.open(io.BytesIO(installed.files[("output", "pre", f"{n}_00001_.png")]))
+                                for n in ("depth", "pose", "lineart"))
+        assert {im.size for im in (depth, pose, lineart)} == {(80, 60)}
+        assert all(r == g == b for _, (r, g, b) in depth.getcolors())
+        assert pose.getextrema() == ((0, 0), (0, 0), (0, 0))
+        assert {c for _, c in lineart.getcolors()} == {(0, 0, 0), (255, 255, 255)}
+        # their inputs are validated like any other class's
+        bad = preprocessor_prompt()
+        bad["2"]["inputs"]["ckpt_name"] = "depth_anything_v2_vitx.pth"
+        bad["3"]["inputs"]["resolution"] = 32
+        async with http.post(installed.url + "/prompt", json={"prompt": bad}) as r:
+            assert r.status == 200  # output "7" is still valid
+            node_errors = (await r.json())["node_errors"]
+        assert [e["type"] for e in node_errors["2"]["errors"]] == ["value_not_in_list"]
+        assert node_errors["2"]["errors"][0]["details"] == (
+            "ckpt_name: 'depth_anything_v2_vitx.pth' not in ['depth_anything_v2_vitg.pth', "
+            "'depth_anything_v2_vitl.pth', 'depth_anything_v2_vitb.pth', 'depth_anything_v2_vits.pth']")
+        assert [e["message"] for e in node_errors["3"]["errors"]] == ["Value 32 smaller than min of 64"]
+    finally:
+        await installed.stop()
+    assert installed.unhandled == []
+
+
+async def test_custom_node_without_simulation_runs_as_preprocessor(http):
+    entry = {**AUX_PREPROCESSORS["DepthAnythingV2Preprocessor"], "name": "MiDaS-DepthMapPreprocessor",
+             "display_name": "MiDaS Depth Map"}
+    fake = FakeComfyUI(custom_nodes={"MiDaS-DepthMapPreprocessor": entry})
+    await fake.start()
+    try:
+        oi = await get_json(http, fake.url + "/object_info")
+        assert "MiDaS-DepthMapPreprocessor" in oi and "DepthAnythingV2Preprocessor" not in oi
+        prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 2,
+                                                               "color": 0x336699}},
+                  "2": {"class_type": "MiDaS-DepthMapPreprocessor", "inputs": {"image": ["1", 0], "resolution": 256}},
+                  "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "midas"}}}
+        entry = await wait_history(http, fake, (await submit(http, fake, prompt))["prompt_id"])
+        assert entry["status"]["status_str"] == "success"
+        assert [i["filename"] for i in entry["outputs"]["3"]["images"]] == ["midas_00001_.png", "midas_00002_.png"]
+        im = Image.open(io.BytesIO(fake.files[("output", "", "midas_00001_.png")]))
+        assert im.size == (40, 30) and len(set(im.getpixel((0, 0)))) == 1
+    finally:
+        await fake.stop()
+    assert fake.unhandled == []
+

@@ -981,6 +981,110 @@ async def image_upscale_with_model(ctx, upscale_model, image):
     return (out,), None
 
 
+# ---- ControlNet (comfy_extras/nodes_canny.py, nodes.py) -----------------------------------------
+
+
+def edge_map(im: Image.Image, threshold: float) -> Image.Image:
+    """White edges on black, same size: grayscale, FIND_EDGES, everything at or above ``threshold``
+    (0..1) becomes an edge. Stands in for Canny's gradient + hysteresis."""
+    cut = max(1, round(float(threshold) * 255))
+    edges = im.convert("L").filter(ImageFilter.FIND_EDGES)
+    return edges.point(lambda v: 255 if v >= cut else 0).convert("RGB")
+
+
+@node("Canny")
+async def canny(ctx, image, low_threshold, high_threshold):
+    def run() -> Images:
+        return Images(edge_map(im, low_threshold) for im in image)
+
+    return (await ctx.compute(run, pixels=npix(image) * 2),), None
+
+
+@node("ControlNetLoader")
+async def controlnet_loader(ctx, control_net_name):
+    return ({"type": "CONTROL_NET", "name": control_net_name},), None
+
+
+def _with_control(conditioning: list, control: dict) -> list:
+    out = []
+    for c in conditioning:
+        chain = list(c.get("controls", [])) + [control["control"]]
+        out.append({**c, **control, "controls": chain})
+    return out
+
+
+@node("ControlNetApplyAdvanced")
+async def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength, start_percent,
+                                    end_percent, vae=None):
+    if strength == 0:  # ComfyUI returns the conditioning unchanged
+        return (positive, negative), None
+    control = {"control": control_net["name"], "control_strength": strength,
+               "control_percent": (start_percent, end_percent), "control_size": (image[0].width, image[0].height)}
+    return (_with_control(positive, control), _with_control(negative, control)), None
+
+
+# ---- custom preprocessor nodes (comfyui_controlnet_aux); served only when given to the fake's
+# ``custom_nodes`` knob, e.g. FakeComfyUI(custom_nodes=AUX_PREPROCESSORS) --------------------------
+
+_AUX_RESOLUTION = ["INT", {"default": 512, "min": 64, "max": 16384, "step": 64}]
+
+
+def _aux_entry(name: str, display_name: str, category: str, optional: dict[str, list]) -> dict[str, Any]:
+    return {
+        "input": {"required": {"image": ["IMAGE"]}, "optional": {**optional, "resolution": _AUX_RESOLUTION}},
+        "input_order": {"required": ["image"], "optional": [*optional, "resolution"]},
+        "output": ["IMAGE"],
+        "output_is_list": [False],
+        "output_name": ["IMAGE"],
+        "name": name,
+        "display_name": display_name,
+        "description": "",
+        "python_module": "custom_nodes.comfyui_controlnet_aux",
+        "category": f"ControlNet Preprocessors/{category}",
+        "output_node": False,
+    }
+
+
+_ENABLE = [["enable", "disable"], {"default": "enable"}]
+AUX_PREPROCESSORS: dict[str, dict[str, Any]] = {
+    "DepthAnythingV2Preprocessor": _aux_entry(
+        "DepthAnythingV2Preprocessor", "Depth Anything V2 - Relative", "Normal and Depth Estimators",
+        {"ckpt_name": [["depth_anything_v2_vitg.pth", "depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth",
+                        "depth_anything_v2_vits.pth"], {"default": "depth_anything_v2_vitl.pth"}]}),
+    "OpenposePreprocessor": _aux_entry(
+        "OpenposePreprocessor", "OpenPose Pose", "Faces and Poses Estimators",
+        {"detect_hand": _ENABLE, "detect_body": _ENABLE, "detect_face": _ENABLE}),
+    "LineArtPreprocessor": _aux_entry(
+        "LineArtPreprocessor", "Realistic Lineart", "Line Extractors",
+        {"coarse": [["disable", "enable"], {"default": "disable"}]}),
+}
+
+
+def preprocess_frame(class_type: str, im: Image.Image) -> Image.Image:
+    """What a preprocessor class makes of one frame (same size): a black pose canvas, white line art on
+    black, or a grayscale "depth map" for anything else."""
+    lowered = class_type.lower()
+    if "pose" in lowered:
+        return Image.new("RGB", im.size, (0, 0, 0))
+    if "line" in lowered or "edge" in lowered or "canny" in lowered:
+        return edge_map(im, 0.1)
+    return ImageOps.autocontrast(im.convert("L")).convert("RGB")
+
+
+async def aux_preprocessor(ctx, image, **kwargs):
+    """The one executor of every custom preprocessor class: image plus any optional inputs."""
+    def run() -> Images:
+        return Images(preprocess_frame(ctx.class_type, im) for im in image)
+
+    return (await ctx.compute(run, pixels=npix(image) * 2),), None
+
+
+# runs classes of ``custom_nodes`` that have no simulation of their own
+PREPROCESSOR_SPEC = NodeSpec(aux_preprocessor)
+for _name in AUX_PREPROCESSORS:
+    NODES[_name] = PREPROCESSOR_SPEC
+
+
 # IS_CHANGED of the simulated nodes: ctx -> value that becomes part of the node's cache key
 def _load_image_is_changed(ctx, image: Any = None) -> Any:
     if not isinstance(image, str):

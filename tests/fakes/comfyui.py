@@ -5,7 +5,8 @@ routes (also under ``/api``), the websocket protocol with its exact message orde
 the classic output cache, the queue, history, interrupts, uploads and ``/view``. Nodes are simulated by
 a small interpreter in ``comfy_nodes.py`` (IMAGE values are PIL images).
 
-    fake = FakeComfyUI(models={"checkpoints": ["sd15.safetensors"]})
+    fake = FakeComfyUI(models={"checkpoints": ["sd15.safetensors"], "controlnet": ["control_v11p_sd15_canny.pth"]},
+                       custom_nodes=AUX_PREPROCESSORS)  # optional: installed custom node classes (comfy_nodes.py)
     await fake.start()          # binds 127.0.0.1 on a free port; fake.url == "http://127.0.0.1:<port>"
     ...
     await fake.stop()
@@ -40,6 +41,7 @@ from .comfy_nodes import (
     DIRS,
     IMAGE_EXTENSIONS,
     NODES,
+    PREPROCESSOR_SPEC,
     SENSITIVE_EXTRA_DATA_KEYS,
     SERVER_FEATURES,
     TB_EXECUTOR,
@@ -67,6 +69,7 @@ MODEL_COMBOS = {  # class -> (input name, models key), injected from FakeComfyUI
     "CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),
     "ImageOnlyCheckpointLoader": ("ckpt_name", "checkpoints"),
     "UpscaleModelLoader": ("model_name", "upscale_models"),
+    "ControlNetLoader": ("control_net_name", "controlnet"),
 }
 CONTENT_TYPES = {
     ".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -259,7 +262,7 @@ class _Run:
         inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
         changed = self._is_changed(nid, class_type, inputs)
         parts: list[Any] = [class_type, changed]
-        info = self.fake.object_info.get(class_type) or {}
+        info = self.fake._class_info(class_type)
         hidden = (info.get("input") or {}).get("hidden") or {}
         if any(v == "UNIQUE_ID" or v == ["UNIQUE_ID"] for v in hidden.values()):
             parts.append(nid)
@@ -301,9 +304,14 @@ class _Run:
 
 class FakeComfyUI:
     def __init__(self, *, models: dict[str, list[str]] | None = None, node_delay: float = 0.0,
-                 name: str = "fake", node_delays: dict[str, float] | None = None):
+                 name: str = "fake", node_delays: dict[str, float] | None = None,
+                 custom_nodes: dict[str, dict] | None = None):
         self.name = name
         self.models: dict[str, list[str]] = {k: list(v) for k, v in (models or {}).items()}
+        # installed custom node classes: class name -> its /object_info entry (advertised after the
+        # built-in classes, which they cannot replace); those without a simulation of their own run as
+        # image preprocessors (comfy_nodes.PREPROCESSOR_SPEC). Off by default, like a bare ComfyUI.
+        self.custom_nodes: dict[str, dict] = {k: copy.deepcopy(v) for k, v in (custom_nodes or {}).items()}
         self.node_delay = node_delay
         self.node_delays: dict[str, float] = dict(node_delays or {})
         self.output_bytes: bytes | None = None
@@ -528,9 +536,18 @@ class FakeComfyUI:
         return sorted(n for (t, s, n) in self.files
                       if t == "input" and s == "" and n.lower().endswith(IMAGE_EXTENSIONS))
 
+    def _class_info(self, class_type: Any) -> dict[str, Any]:
+        """The object_info entry of a class (built-in or custom), {} when there is none."""
+        if not isinstance(class_type, str):
+            return {}
+        return self.object_info.get(class_type) or self.custom_nodes.get(class_type) or {}
+
     def _effective_object_info(self) -> dict[str, Any]:
-        """object_info with the uploaded inputs and the ``models`` knob injected into the combos."""
+        """object_info with the custom nodes added and the uploaded inputs and the ``models`` knob
+        injected into the combos."""
         oi = dict(self.object_info)
+        for cls, entry in self.custom_nodes.items():
+            oi.setdefault(cls, entry)
         patches = {"LoadImage": ("image", self._input_images()), "LoadImageMask": ("image", self._input_images())}
         for cls, (inp, key) in MODEL_COMBOS.items():
             patches[cls] = (inp, list(self.models.get(key, [])))
@@ -1055,7 +1072,7 @@ class FakeComfyUI:
                         block_count[dst] += 1
 
         def is_output(nid: str) -> bool:
-            return (self.object_info.get(prompt[nid]["class_type"]) or {}).get("output_node") is True
+            return self._class_info(prompt[nid]["class_type"]).get("output_node") is True
 
         def pick(avail: list[str]) -> str:
             for nid in avail:
@@ -1104,10 +1121,12 @@ class FakeComfyUI:
             self._send("executing", {"node": nid, "display_node": nid, "prompt_id": run.prompt_id}, run.client_id)
         await asyncio.sleep(0)
         spec = NODES.get(class_type)
+        if spec is None and class_type in self.custom_nodes:
+            spec = PREPROCESSOR_SPEC
         ctx = NodeContext(self, run, nid, class_type)
         kwargs: dict[str, Any] = {}
         try:
-            declared = (self.object_info.get(class_type) or {}).get("input", {})
+            declared = self._class_info(class_type).get("input", {})
             for name, value in node["inputs"].items():
                 if name not in declared.get("required", {}) and name not in declared.get("optional", {}):
                     continue
