@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import io
+import logging
+import re
 import struct
 import time
 import zlib
@@ -71,6 +73,51 @@ class Counter(discord.ui.View):
         await interaction.response.edit_message(content=f"count {self.n}", view=self)  # type 7
 
 
+class Feedback(discord.ui.Modal, title="Feedback"):
+    """A text input in a (legacy) action row, a Label-wrapped select, a text display, an optional input."""
+
+    summary = discord.ui.TextInput(label="Summary", custom_id="summary", min_length=2, max_length=20)
+    size = discord.ui.Label(text="Size", component=discord.ui.Select(
+        custom_id="size", id=2, required=True, min_values=1, max_values=2,
+        options=[discord.SelectOption(label=n.title(), value=n) for n in ("small", "medium", "large")]))
+    note = discord.ui.TextDisplay("Thanks for taking the time.")
+    extra = discord.ui.Label(text="Anything else?", component=discord.ui.TextInput(
+        custom_id="extra", style=discord.TextStyle.paragraph, required=False))
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(custom_id="feedback", timeout=60, **kwargs)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        interaction.client.events.append(("feedback", interaction.data))
+        text = (f"feedback summary={self.summary.value!r} size={self.size.component.values} "
+                f"extra={self.extra.component.value!r}")
+        if interaction.message is not None:  # opened from a button on a message: update that message
+            await interaction.response.edit_message(content=f"{text} on {interaction.message.id}", view=None)
+        else:
+            await interaction.response.send_message(text)
+
+
+class Form(discord.ui.Modal, title="Form"):
+    """Entity select and file upload: discord.py resolves their values from ``data.resolved``."""
+
+    who = discord.ui.Label(text="Who", component=discord.ui.UserSelect(custom_id="who", max_values=2))
+    files = discord.ui.Label(text="Files", component=discord.ui.FileUpload(custom_id="files", max_values=2))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        files = [(a.filename, await a.read()) for a in self.files.component.values]
+        await interaction.response.send_message(
+            f"form who={[u.name for u in self.who.component.values]} files={files}")
+
+
+class Survey(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=60)
+
+    @discord.ui.button(label="Answer", custom_id="survey:answer")
+    async def answer(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.send_modal(Feedback())
+
+
 class BotMixin:
     def __init__(self, instance: str = "bot1", **kwargs) -> None:
         intents = discord.Intents.default()
@@ -86,6 +133,18 @@ class BotMixin:
         self.add_dynamic_items(PingButton)
         register_commands(self)
         await self.tree.sync()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # restart-proof modals: no in-memory discord.ui.Modal, the handler parses the raw submission
+        if interaction.type is discord.InteractionType.modal_submit and interaction.data["custom_id"].startswith("ticket:"):
+            self.events.append(("raw modal", interaction.data))
+            found: dict = {}
+            for comp in interaction.data["components"]:
+                inner = comp["components"] if comp["type"] == 1 else [comp.get("component") or {}]
+                for c in inner:
+                    if "custom_id" in c:
+                        found[c["custom_id"]] = c.get("value", c.get("values"))
+            await interaction.response.send_message(f"{interaction.data['custom_id']} {sorted(found.items())}")
 
 
 class FakeBot(BotMixin, commands.Bot):
@@ -221,6 +280,37 @@ def register_commands(bot: commands.Bot) -> None:
     @tree.command(description="a regular (non-persistent) view updated in place")
     async def counter(interaction: discord.Interaction, private: bool = False) -> None:
         await interaction.response.send_message("count 0", view=Counter(), ephemeral=private)
+
+    @tree.command(description="answers with a modal")
+    async def feedback(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(Feedback())
+
+    @tree.command(description="a message with a button that opens a modal")
+    async def survey(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("survey", view=Survey())
+
+    @tree.command(description="a modal the bot handles from its raw data (custom_id carries the state)")
+    async def ticket(interaction: discord.Interaction, number: int) -> None:
+        modal = discord.ui.Modal(title="Ticket", custom_id=f"ticket:{number}")  # no on_submit: on_interaction answers
+        modal.add_item(discord.ui.Label(text="Title", component=discord.ui.TextInput(custom_id="title")))
+        modal.add_item(discord.ui.Label(text="Urgency", component=discord.ui.Select(
+            custom_id="urgency", options=[discord.SelectOption(label=u, value=u) for u in ("low", "high")])))
+        await interaction.response.send_modal(modal)
+
+    @tree.command(description="a modal with a user select and a file upload")
+    async def form(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(Form(custom_id="form"))
+
+    @tree.context_menu(name="Quote")
+    async def quote(interaction: discord.Interaction, message: discord.Message) -> None:
+        class Quote(discord.ui.Modal, title="Quote"):
+            text = discord.ui.TextInput(label="Text", custom_id="text", default=message.content,
+                                        style=discord.TextStyle.paragraph)
+
+            async def on_submit(self, submit: discord.Interaction) -> None:
+                await submit.response.send_message(f"quoted {self.text.value!r} by {submit.user.name}")
+
+        await interaction.response.send_modal(Quote(custom_id=f"quote:{message.id}"))
 
     config = app_commands.Group(name="config", description="settings")
 
@@ -433,6 +523,130 @@ async def test_autocomplete_and_typed_options(make_fake):
     number, flag, ratio, who_id, who_name, where_id, filename, ctype, data = bot.results["opts"]
     assert (number, flag, ratio, who_id, who_name, where_id) == (7, True, 0.5, 5003, "carol", int(fake.channel_id))
     assert (filename, ctype, data) == ("notes.txt", "text/plain; charset=utf-8", b"hello")
+
+
+# ---------------------------------------------------------------------------------------------------
+# modals
+# ---------------------------------------------------------------------------------------------------
+async def test_submit_modal_fills_text_input_and_label_select(make_fake):
+    fake = await make_fake()
+    async with running(fake) as bot:
+        shown = await (await fake.slash("feedback", user_id="5002", username="bob")).wait_acked()
+        assert shown.response_type == 9 and shown.modal["custom_id"] == "feedback"
+        submit = await fake.submit_modal(shown, {"summary": "too slow", "size": ["small", "large"]})
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == submit.id)
+        await submit.wait_acked()
+    assert reply.content == "feedback summary='too slow' size=['small', 'large'] extra=''"
+    assert (submit.type, submit.name, submit.user_id, submit.username) == (5, "feedback", "5002", "bob")
+    assert submit.response_type == 4 and submit.modal_from == shown.id and "message" not in submit.payload
+    # what Discord sends: the modal's layout with the user's values; ids the bot set (the select's 2)
+    # are kept, the others numbered depth first from 1, skipping 2
+    assert submit.payload["type"] == 5 and submit.payload["data"] == {"custom_id": "feedback", "components": [
+        {"type": 1, "id": 1, "components": [{"type": 4, "id": 3, "custom_id": "summary", "value": "too slow"}]},
+        {"type": 18, "id": 4, "component": {"type": 3, "id": 2, "custom_id": "size", "values": ["small", "large"]}},
+        {"type": 10, "id": 5},
+        {"type": 18, "id": 6, "component": {"type": 4, "id": 7, "custom_id": "extra", "value": ""}},
+    ]}
+    assert bot.events == [("feedback", submit.payload["data"])]  # interaction.data is the raw submission
+    meta = fake._message_json(reply)["interaction_metadata"]
+    assert meta["type"] == 5 and meta["triggering_interaction_metadata"]["id"] == shown.id
+    assert "interacted_message_id" not in meta and not fake.violations
+
+
+async def test_submit_modal_opened_from_a_button_carries_the_message(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        ia = await fake.slash("survey")
+        msg = await fake.wait_for_message(lambda m: m.interaction_id == ia.id)
+        shown = await (await fake.click(msg.id, "survey:answer")).wait_acked()
+        submit = await fake.submit_modal(shown, {"summary": "ok", "size": ["medium"], "extra": "line 1\nline 2"})
+        await submit.wait_acked()
+        await fake.wait_for(lambda: msg.edits == 1)
+    assert submit.payload["message"]["id"] == msg.id and submit.payload["message"]["components"]
+    assert submit.response_type == 7 and submit.message_id == msg.id == submit.original_message_id
+    assert msg.content == f"feedback summary='ok' size=['medium'] extra='line 1\\nline 2' on {msg.id}"
+    assert msg.components == [] and not fake.violations
+
+
+async def test_submit_modal_from_message_command_sends_prefilled_value(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        target = fake.user_post("5009", "a wise\nsaying")
+        shown = await (await fake.message_command("Quote", target.id)).wait_acked()
+        assert shown.modal["components"][0]["components"][0]["value"] == "a wise\nsaying"
+        first = await fake.submit_modal(shown, {})  # the user submits what the bot pre-filled
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == first.id)
+    assert reply.content == "quoted 'a wise\\nsaying' by alice"
+    assert first.payload["data"]["components"][0]["components"][0]["value"] == "a wise\nsaying"
+    assert "message" not in first.payload  # only modals opened from a component carry the message
+    assert fake._message_json(reply)["interaction_metadata"]["triggering_interaction_metadata"] == {
+        "id": shown.id, "type": 2, "user": fake._user("5001"), "authorizing_integration_owners": {"0": fake.guild_id},
+        "name": "Quote", "command_type": 3, "target_message_id": target.id}
+
+
+async def test_submit_modal_refuses_what_the_client_would_not_send(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        shown = await (await fake.slash("feedback")).wait_acked()
+        ok = {"summary": "fine", "size": ["small"]}
+        bad = [
+            ({"size": ["small"]}, "'summary' is required"),  # required text input left empty
+            (ok | {"summary": ""}, "'summary' is required"),
+            (ok | {"summary": "x"}, "takes 2..20 characters"),
+            (ok | {"summary": "x" * 21}, "takes 2..20 characters"),
+            (ok | {"summary": "two\nlines"}, "one-line"),
+            ({"summary": "fine"}, "'size' is required"),  # required select without a choice
+            (ok | {"size": []}, "'size' is required"),
+            (ok | {"size": ["huge"]}, "no option(s) ['huge']"),
+            (ok | {"size": ["small", "medium", "large"]}, "takes 1..2 values"),
+            (ok | {"size": ["small", "small"]}, "twice"),
+            (ok | {"colour": "red"}, "has no input(s) ['colour']"),
+        ]
+        for values, message in bad:
+            with pytest.raises(ValueError, match=re.escape(message)):
+                await fake.submit_modal(shown, values)
+        with pytest.raises(TypeError):
+            await fake.submit_modal(shown, ok | {"size": "small"})
+        with pytest.raises(ValueError, match="not answered with a modal"):
+            await fake.submit_modal(await (await fake.slash("config set", {"key": "k", "value": "v"})).wait_acked(), ok)
+        assert not [i for i in fake.interactions.values() if i.type == 5], "nothing was sent"
+        submit = await fake.submit_modal(shown, ok)  # the same modal, filled in properly
+        await fake.wait_for_message(lambda m: m.interaction_id == submit.id)
+    assert not fake.violations
+
+
+async def test_submit_modal_with_user_select_and_file_upload(make_fake):
+    fake = await make_fake()
+    async with running(fake):
+        shown = await (await fake.slash("form")).wait_acked()
+        with pytest.raises(ValueError, match="'files' takes 1..2 files"):
+            await fake.submit_modal(shown, {"who": ["5003"], "files": [b"1", b"2", b"3"]})
+        submit = await fake.submit_modal(shown, {"who": ["5003", "5004"], "files": [("a.txt", b"alpha")]})
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == submit.id)
+    att_id = submit.payload["data"]["components"][1]["component"]["values"][0]
+    assert reply.content == f"form who=['user5003', 'user5004'] files={[('a.txt', b'alpha')]}"
+    resolved = submit.payload["data"]["resolved"]
+    assert set(resolved["users"]) == {"5003", "5004"} and list(resolved["attachments"]) == [att_id]
+    assert not fake.violations
+
+
+async def test_submit_modal_no_in_memory_modal_reaches_on_interaction(make_fake, caplog):
+    fake = await make_fake()
+    async with running(fake, instance="bot1"):
+        shown = await (await fake.slash("ticket", {"number": 42})).wait_acked()
+    assert shown.modal["custom_id"] == "ticket:42"
+    async with running(fake, instance="bot2") as bot2:  # restarted while the user had the modal open
+        caplog.set_level(logging.DEBUG, logger="discord.ui.view")
+        submit = await fake.submit_modal(shown, {"title": "printer on fire", "urgency": ["high"]})
+        reply = await fake.wait_for_message(lambda m: m.interaction_id == submit.id)
+    assert reply.content == "ticket:42 [('title', 'printer on fire'), ('urgency', ['high'])]"
+    [(kind, data)] = bot2.events
+    assert kind == "raw modal" and data == {"custom_id": "ticket:42", "components": [
+        {"type": 18, "id": 1, "component": {"type": 4, "id": 2, "custom_id": "title", "value": "printer on fire"}},
+        {"type": 18, "id": 3, "component": {"type": 3, "id": 4, "custom_id": "urgency", "values": ["high"]}},
+    ]}
+    assert "Modal interaction referencing unknown custom_id ticket:42" in caplog.text
+    assert submit.response_type == 4 and not fake.violations
 
 
 # ---------------------------------------------------------------------------------------------------

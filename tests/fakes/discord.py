@@ -14,6 +14,8 @@ the fake by patching two class attributes (``discord.http.Route.BASE`` and
     await ia.wait_acked()
     msg = await fake.wait_for_message(lambda m: m.interaction_id == ia.id and m.attachments)
     await fake.click(msg.id, "ping:1")                      # the user clicks a button on it
+    shown = await (await fake.slash("feedback")).wait_acked()  # the bot answers with a modal (type 9)
+    await fake.submit_modal(shown, {"summary": "ok", "size": ["small"]})  # the user fills it in
     ...
     await bot.close(); await task; await fake.stop()
 
@@ -42,7 +44,9 @@ Violation tags (each answered as shown; filter with ``v.startswith("[429")`` etc
 Discord behaviour modelled beyond the rules: the first followup after a "thinking" defer (type 5)
 fills the deferred message (same id, ephemeral as deferred); a deferred update (type 6) makes
 ``@original`` the clicked message; ephemeral messages are not reachable through channel routes;
-interaction responses carry ``interaction_metadata``; ``op 7`` RECONNECT + RESUME (:meth:`reconnect`).
+interaction responses carry ``interaction_metadata``; ``op 7`` RECONNECT + RESUME (:meth:`reconnect`);
+modal submits (:meth:`FakeDiscord.submit_modal`) mirror the modal's layout with component ids and carry the
+clicked message when the modal was opened from a component.
 
 Message nonces (POST /channels/{id}/messages, JSON body or multipart ``payload_json``): ``nonce`` must be
 an integer or a string of at most 25 characters (else ``[50035 invalid-form]``). With ``"enforce_nonce":
@@ -238,6 +242,8 @@ class Interaction:
     #: autocomplete answer (type 8 ``data.choices``) and modal (type 9 ``data``)
     choices: list[dict] | None = None
     modal: dict | None = None
+    #: for a modal submit (type 5): the id of the interaction the bot answered with that modal
+    modal_from: str | None = None
     _acked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -723,7 +729,7 @@ class FakeDiscord:
         return payload
 
     async def _send_interaction(self, payload: dict, *, name: str, user_id: str, username: str,
-                                message_id: str | None = None) -> Interaction:
+                                message_id: str | None = None, modal_from: str | None = None) -> Interaction:
         conn = await self._wait_until(lambda: self._ready_connection(self.guild_id), 5.0,
                                       lambda: "no ready bot connection to send the interaction to "
                                               "(did the bot start, and did you await fake.wait_ready()?)")
@@ -731,7 +737,7 @@ class FakeDiscord:
                          username=username, channel_id=self.channel_id, guild_id=self.guild_id, name=name,
                          attachment_size_limit=payload["attachment_size_limit"],
                          created_at=snowflake_time(payload["id"]), created_monotonic=time.monotonic(),
-                         payload=payload, message_id=message_id)
+                         payload=payload, message_id=message_id, modal_from=modal_from)
         self.interactions[ia.id] = ia
         await conn.dispatch("INTERACTION_CREATE", payload)
         return ia
@@ -964,15 +970,7 @@ class FakeDiscord:
                     raise ValueError(f"select {custom_id!r} has no option(s) {bad}; options: {allowed}")
             else:
                 resolved: dict = {}
-                for v in picked:
-                    if ctype in (5, 7):
-                        resolved.setdefault("users", {})[v] = self._user(v)
-                    elif ctype == 6:
-                        resolved.setdefault("roles", {})[v] = dict(self._everyone_role(), id=v, name=f"role{v[-4:]}")
-                    elif ctype == 8:
-                        chan = self.channels.get(v) or {"id": v, "type": 0, "name": f"channel{v[-4:]}"}
-                        resolved.setdefault("channels", {})[v] = {"id": v, "type": chan["type"], "name": chan["name"],
-                                                                  "permissions": self.app_permissions}
+                self._resolve_select_values(ctype, picked, resolved)
                 if resolved:
                     data["resolved"] = resolved
             data["values"] = picked
@@ -982,6 +980,165 @@ class FakeDiscord:
         payload["message"] = self._message_json(msg)
         return await self._send_interaction(payload, name=custom_id, user_id=str(user_id), username=username,
                                             message_id=msg.id)
+
+    def _resolve_select_values(self, ctype: int, picked: list[str], resolved: dict) -> None:
+        """Adds what a user/role/mentionable/channel select's picked ids refer to to ``resolved``."""
+        for v in picked:
+            if ctype in (5, 7):
+                resolved.setdefault("users", {})[v] = self._user(v)
+            elif ctype == 6:
+                resolved.setdefault("roles", {})[v] = dict(self._everyone_role(), id=v, name=f"role{v[-4:]}")
+            elif ctype == 8:
+                chan = self.channels.get(v) or {"id": v, "type": 0, "name": f"channel{v[-4:]}"}
+                resolved.setdefault("channels", {})[v] = {"id": v, "type": chan["type"], "name": chan["name"],
+                                                          "permissions": self.app_permissions}
+
+    async def submit_modal(self, shown: Interaction, values: dict[str, str | list[str]], *,
+                           user_id: str | None = None, username: str | None = None,
+                           permissions: str = "0") -> Interaction:
+        """The user fills in and submits the modal the bot answered ``shown`` with (callback type 9).
+
+        ``values`` maps the modal's custom_ids to what the user entered: a string for a text input, a
+        list of option values (ids for user/role/mentionable/channel selects) for a select, a list of
+        uploads (as for :meth:`slash` attachments) for a file upload. A text input not in ``values`` is
+        sent with its pre-filled ``value`` (else ""), a select with its default options. Sends an
+        INTERACTION_CREATE of type 5 as Discord does: ``data`` = ``{"custom_id", "components"[, "resolved"]}``,
+        the components mirroring the modal's layout (action row -> ``{"type": 1, "id", "components":
+        [{"type": 4, "id", "custom_id", "value"}]}``, label -> ``{"type": 18, "id", "component": {...}}``,
+        text display -> ``{"type": 10, "id"}``) with the ids the bot gave, or sequential ones as Discord
+        assigns them; plus the clicked ``message`` when the modal was opened from a component on a message.
+        The default user is ``shown``'s. Raises ValueError/TypeError for a submission the Discord client
+        would not send (required input empty, length outside min/max_length, a select value that is not
+        an option or a count outside min/max_values, a custom_id the modal does not have). Returns the
+        new interaction as soon as it is sent (``await ia.wait_acked()`` for the bot's answer)."""
+        modal = shown.modal
+        if modal is None:
+            raise ValueError(f"interaction {shown.id} ({shown.name}) was not answered with a modal (callback "
+                             f"type 9); its response type is {shown.response_type}")
+        label = f"modal {modal.get('custom_id')!r}"
+        values = dict(values)
+        known = [c["custom_id"] for c in rules.iter_components(modal.get("components"))
+                 if isinstance(c.get("custom_id"), str)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"{label} has no input(s) {unknown}; its custom_ids are {known}")
+        resolved: dict = {}
+        components = self._modal_submission(modal.get("components") or [], values, resolved, label)
+        uid = shown.user_id if user_id is None else str(user_id)
+        uname = username or (shown.username if uid == shown.user_id else self._user(uid)["username"])
+        payload = self._base_interaction(IT_MODAL, user_id=uid, username=uname, permissions=permissions,
+                                         attachment_size_limit=None, locale=shown.payload.get("locale", "en-US"))
+        data: dict = {"custom_id": modal["custom_id"], "components": components}
+        if resolved:
+            data["resolved"] = resolved
+        payload["data"] = data
+        msg = self.messages.get(shown.message_id or "") if shown.type == IT_COMPONENT else None
+        if msg is not None and not msg.deleted:
+            payload["message"] = self._message_json(msg)
+        else:
+            msg = None
+        return await self._send_interaction(payload, name=modal["custom_id"], user_id=uid, username=uname,
+                                            message_id=msg.id if msg else None, modal_from=shown.id)
+
+    def _modal_submission(self, components: list[dict], values: dict, resolved: dict, label: str) -> list[dict]:
+        """The modal's components as Discord sends them back in a submission (see :meth:`submit_modal`)."""
+        used = {c["id"] for c in rules.iter_components(components) if isinstance(c.get("id"), int) and c["id"]}
+        counter = 1
+
+        def component_id(comp: dict) -> int:
+            # Discord numbers components without an id depth first from 1, skipping ids the bot set
+            nonlocal counter
+            if isinstance(comp.get("id"), int) and comp["id"]:
+                return comp["id"]
+            while counter in used:
+                counter += 1
+            used.add(counter)
+            return counter
+
+        def mirror(comp: dict) -> dict:
+            ctype, cid = comp.get("type"), component_id(comp)
+            out: dict = {"type": ctype, "id": cid}
+            if ctype == 1:
+                out["components"] = [mirror(c) for c in comp.get("components") or []]
+            elif ctype == 18:
+                out["component"] = mirror(comp["component"])
+            elif ctype == 4:
+                out["custom_id"] = comp["custom_id"]
+                out["value"] = self._modal_text(comp, values, label)
+            elif ctype in rules.SELECT_TYPES:
+                out["custom_id"] = comp["custom_id"]
+                out["values"] = self._modal_select(comp, values, resolved, label)
+            elif ctype == 19:
+                out["custom_id"] = comp["custom_id"]
+                out["values"] = self._modal_upload(comp, values, resolved, label)
+            return out  # text displays (and anything else non-interactive) come back as {"type", "id"}
+
+        return [mirror(c) for c in components]
+
+    @staticmethod
+    def _modal_text(comp: dict, values: dict, label: str) -> str:
+        cid = comp["custom_id"]
+        value = values.get(cid, comp.get("value") or "")
+        if not isinstance(value, str):
+            raise TypeError(f"{label}: text input {cid!r} takes a string, got {value!r}")
+        if value == "":
+            if _or(comp.get("required"), True):
+                raise ValueError(f"{label}: text input {cid!r} is required; the Discord client would not submit "
+                                 f"it empty")
+            return value
+        lo, hi = comp.get("min_length") or 0, min(comp.get("max_length") or 4000, 4000)
+        if not lo <= len(value) <= hi:
+            raise ValueError(f"{label}: text input {cid!r} takes {lo}..{hi} characters, got {len(value)}")
+        if comp.get("style", 1) == 1 and "\n" in value:
+            raise ValueError(f"{label}: text input {cid!r} is a short (one-line) input; it cannot hold a newline")
+        return value
+
+    def _modal_select(self, comp: dict, values: dict, resolved: dict, label: str) -> list[str]:
+        cid, ctype = comp["custom_id"], comp["type"]
+        if cid in values:
+            if comp.get("disabled"):
+                raise ValueError(f"{label}: select {cid!r} is disabled")
+            given = values[cid]
+            if isinstance(given, (str, bytes)) or not isinstance(given, (list, tuple)):
+                raise TypeError(f"{label}: select {cid!r} takes a list of values, got {given!r}")
+            picked = [str(v) for v in given]
+        elif ctype == 3:
+            picked = [o["value"] for o in comp.get("options") or [] if o.get("default")]
+        else:
+            picked = [str(d["id"]) for d in comp.get("default_values") or []]
+        if len(set(picked)) != len(picked):
+            raise ValueError(f"{label}: select {cid!r} got a value twice: {picked}")
+        lo, hi = _or(comp.get("min_values"), 1), _or(comp.get("max_values"), 1)
+        if picked or _or(comp.get("required"), True):
+            if not picked:
+                raise ValueError(f"{label}: select {cid!r} is required; the Discord client would not submit it "
+                                 f"without a choice")
+            if not lo <= len(picked) <= hi:
+                raise ValueError(f"{label}: select {cid!r} takes {lo}..{hi} values, got {picked}")
+        if ctype == 3:
+            allowed = [o.get("value") for o in comp.get("options") or []]
+            bad = [v for v in picked if v not in allowed]
+            if bad:
+                raise ValueError(f"{label}: select {cid!r} has no option(s) {bad}; options: {allowed}")
+        else:
+            self._resolve_select_values(ctype, picked, resolved)
+        return picked
+
+    def _modal_upload(self, comp: dict, values: dict, resolved: dict, label: str) -> list[str]:
+        cid = comp["custom_id"]
+        given = values.get(cid, [])
+        if not isinstance(given, (list, tuple)):
+            raise TypeError(f"{label}: file upload {cid!r} takes a list of files, got {given!r}")
+        lo, hi = _or(comp.get("min_values"), 1), _or(comp.get("max_values"), 1)
+        if given or _or(comp.get("required"), True):
+            if not lo <= len(given) <= hi or not given:
+                raise ValueError(f"{label}: file upload {cid!r} takes {max(lo, 1)}..{hi} files, got {len(given)}")
+        ids = []
+        for upload in given:
+            att = self._user_upload(upload)
+            resolved.setdefault("attachments", {})[att["id"]] = self._attachment_json(att)
+            ids.append(att["id"])
+        return ids
 
     # -- messages -------------------------------------------------------------------------------------
     def _store_attachment(self, channel_id: str, filename: str, data: bytes, content_type: str | None,
@@ -1031,20 +1188,31 @@ class FakeDiscord:
             d["application_id"] = self.app_id
         ia = self.interactions.get(m.interaction_id or "")
         if ia is not None:
-            meta = {"id": ia.id, "type": ia.type, "user": self._user(ia.user_id),
-                    "authorizing_integration_owners": {"0": self.guild_id}}
-            if ia.type == IT_COMMAND:
-                meta["name"] = ia.name
-                meta["command_type"] = 1
-            if ia.message_id:
-                meta["interacted_message_id"] = ia.message_id
-            if ia.original_message_id and ia.original_message_id != m.id:
-                meta["original_response_message_id"] = ia.original_message_id
-            d["interaction_metadata"] = meta
+            d["interaction_metadata"] = self._interaction_metadata(ia, m.id)
         for key, value in m.extra.items():
             if key != "nonce" or with_nonce:
                 d.setdefault(key, copy.deepcopy(value))
         return d
+
+    def _interaction_metadata(self, ia: Interaction, message_id: str | None) -> dict:
+        """``interaction_metadata`` of a message created by ``ia``'s response (Discord's shapes per type)."""
+        meta = {"id": ia.id, "type": ia.type, "user": self._user(ia.user_id),
+                "authorizing_integration_owners": {"0": self.guild_id}}
+        if ia.type == IT_COMMAND:
+            meta["name"] = ia.name
+            data = ia.payload.get("data") or {}
+            meta["command_type"] = data.get("type", 1)
+            if data.get("type") == 3:
+                meta["target_message_id"] = data.get("target_id")
+        if ia.type == IT_MODAL:
+            shown = self.interactions.get(ia.modal_from or "")
+            if shown is not None:
+                meta["triggering_interaction_metadata"] = self._interaction_metadata(shown, None)
+        elif ia.message_id:
+            meta["interacted_message_id"] = ia.message_id
+        if ia.original_message_id and ia.original_message_id != message_id:
+            meta["original_response_message_id"] = ia.original_message_id
+        return meta
 
     def _check_sizes(self, files: list[_File], limit: int, where: str) -> None:
         for f in files:
@@ -1728,6 +1896,11 @@ class FakeDiscord:
 # ---------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------
+def _or(value: Any, default: Any) -> Any:
+    """``value`` unless it is missing/null (discord.py sends ``null`` for unset optional fields)."""
+    return default if value is None else value
+
+
 def _is_role_value(value: Any, guild_id: str) -> bool:
     """For mentionable options: a dict with ``"role": True`` or the @everyone role id means a role."""
     if isinstance(value, dict):

@@ -51,6 +51,7 @@ SELECT_TYPES = {3, 5, 6, 7, 8}
 ROW_CHILD_TYPES = {2} | SELECT_TYPES
 V1_TOP_LEVEL = {1}
 V2_TOP_LEVEL = {1, 9, 10, 12, 13, 14, 17}
+MODAL_TOP_LEVEL = {1, 10, 18}  # action row (legacy), text display, label
 COMPONENT_NAMES = {
     1: "action row", 2: "button", 3: "string select", 4: "text input", 5: "user select", 6: "role select",
     7: "mentionable select", 8: "channel select", 9: "section", 10: "text display", 11: "thumbnail",
@@ -242,7 +243,7 @@ def validate_components(components: Any, errs: FormErrors, *, flags: int = 0, mo
     v2 = bool(flags & FLAG_COMPONENTS_V2)
     if not v2 and not modal and len(components) > MAX_ACTION_ROWS:
         errs.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ACTION_ROWS} or fewer in length.")
-    top_allowed = V2_TOP_LEVEL if v2 else ({1, 18} if modal else V1_TOP_LEVEL)
+    top_allowed = V2_TOP_LEVEL if v2 else (MODAL_TOP_LEVEL if modal else V1_TOP_LEVEL)
     state = {"custom_ids": set(), "count": 0, "text": 0}
     for i, comp in enumerate(components):
         cpath = path + (i,)
