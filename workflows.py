@@ -11,6 +11,14 @@ named parameter sets and which output nodes hold the result:
     prompt = "6.text"            # node id, a dot, the input name
     seed = ["3.seed"]            # or a list: one value set in several places
 
+A workflow may extend another: the same graph, parameters and outputs, with
+whole nodes replaced (a ControlNet type is the canny workflow with another
+preprocessor in node 11):
+
+    [controlnet_depth]
+    extends = "controlnet_canny"
+    nodes."11" = { class_type = "DepthAnythingV2Preprocessor", inputs = { image = ["10", 0] } }
+
 Binding returns a fresh copy of the graph with the values set as JSON values:
 nothing is templated as text, so any prompt (quotes, braces, emoji) is safe.
 """
@@ -72,6 +80,12 @@ class Workflow:
     graph: Mapping[str, Any]  # the template: never mutated, copied by bind()
     params: Mapping[str, tuple[Target, ...]]
     outputs: tuple[str, ...]
+    extends: str | None = None  # the workflow this one is, with some nodes replaced
+
+    @property
+    def file(self) -> str:
+        """Where it comes from, as problems name it."""
+        return self.path.as_posix() + (f" as [{self.name}]" if self.extends else "")
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A fresh graph with each named value set on its node inputs."""
@@ -80,6 +94,9 @@ class Workflow:
             raise WorkflowError([f"{self.path}: no binding for parameter(s) {', '.join(unknown)}"])
         graph = copy.deepcopy(dict(self.graph))
         for name, value in values.items():
+            if isinstance(value, list) and len(self.params[name]) == 1 and value and all(isinstance(v, str) for v in value):
+                _batched(graph, self.params[name][0], value)
+                continue
             if not isinstance(value, str | int | float | bool):
                 raise WorkflowError([f"{self.path}: parameter {name} must be text or a number, not {type(value).__name__}"])
             for target in self.params[name]:
@@ -88,6 +105,29 @@ class Workflow:
 
     def bound_inputs(self, names: set[str]) -> set[tuple[str, str]]:
         return {(t.node, t.input) for name in names for t in self.params.get(name, ())}
+
+
+def _batched(graph: dict[str, Any], target: Target, names: list[str]) -> None:
+    """Several files where the graph loads one (an upscale of a whole batch): the loading node is
+    copied once per further file, the images are joined with core ImageBatch nodes, and whatever
+    took the first node's image takes the batch."""
+    graph[target.node]["inputs"][target.input] = names[0]
+    if len(names) == 1:
+        return
+    first, consumers = [target.node, 0], []
+    for body in graph.values():
+        consumers += [(body["inputs"], key) for key, value in body["inputs"].items() if value == first]
+    number = max((int(node) for node in graph if node.isdigit()), default=0)
+    joined = first
+    for name in names[1:]:
+        loader, batch = str(number + 1), str(number + 2)
+        number += 2
+        graph[loader] = copy.deepcopy(graph[target.node])
+        graph[loader]["inputs"][target.input] = name
+        graph[batch] = {"class_type": "ImageBatch", "inputs": {"image1": joined, "image2": [loader, 0]}}
+        joined = [batch, 0]
+    for inputs, key in consumers:
+        inputs[key] = joined
 
 
 def load_set(directory: Path) -> dict[str, Workflow]:
@@ -100,9 +140,12 @@ def load_set(directory: Path) -> dict[str, Workflow]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise WorkflowError([f"{bindings_path}: not valid TOML ({error})"]) from None
     workflows, problems = {}, []
-    for name, spec in bindings.items():
+    for name, spec in sorted(bindings.items(), key=lambda item: isinstance(item[1], dict) and "extends" in item[1]):
         try:
-            workflows[name] = _load_one(directory, name, spec)
+            if isinstance(spec, dict) and "extends" in spec:
+                workflows[name] = _extend(directory, name, spec, workflows)
+            else:
+                workflows[name] = _load_one(directory, name, spec)
         except WorkflowError as error:
             problems.extend(error.problems)
     if problems:
@@ -143,6 +186,25 @@ def _load_one(directory: Path, name: str, spec: Any) -> Workflow:
     return Workflow(name, path, graph, params, outputs)
 
 
+def _extend(directory: Path, name: str, spec: dict[str, Any], loaded: Mapping[str, Workflow]) -> Workflow:
+    """A workflow that is another one with whole nodes replaced (`nodes`), or added."""
+    where = f"{directory / BINDINGS_FILE} [{name}]"
+    base = loaded.get(spec["extends"]) if isinstance(spec["extends"], str) else None
+    if base is None:
+        raise WorkflowError([f"{where}: extends {spec['extends']!r}, which is not a workflow of this set "
+                             "(a workflow can only extend one that does not extend another)"])
+    unknown = sorted(set(spec) - {"extends", "nodes"})
+    if unknown:
+        raise WorkflowError([f"{where}: a workflow that extends another takes only extends and nodes, "
+                             f"not {', '.join(unknown)}"])
+    nodes = spec.get("nodes") or {}
+    graph = {**copy.deepcopy(dict(base.graph)), **({str(k): v for k, v in nodes.items()} if isinstance(nodes, dict) else {})}
+    problems = _shape_problems(base.path, graph) if isinstance(nodes, dict) else [f"{where}: nodes must be a table"]
+    if problems:
+        raise WorkflowError([f"{where}: {problem}" for problem in problems])
+    return Workflow(name, base.path, graph, base.params, base.outputs, extends=base.name)
+
+
 def _shape_problems(path: Path, graph: Any) -> list[str]:
     if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
         return [f"{path}: this is ComfyUI's UI format; export it with \"Save (API)\" instead"]
@@ -168,7 +230,7 @@ def validate(workflow: Workflow, object_info: Mapping[str, Any], values: Mapping
     unknown = workflow.bound_inputs(set(workflow.params) - set(values))
     problems = []
     for node, body in graph.items():
-        problems += _node_problems(workflow.path.as_posix(), node, body, graph, object_info, unknown)
+        problems += _node_problems(workflow.file, node, body, graph, object_info, unknown)
     return problems
 
 
