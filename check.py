@@ -2,7 +2,8 @@
 
 Prints the settings (secrets masked), whether ComfyUI answers, its version and
 queue, the validation of every workflow of the selected set, and with --smoke
-runs text to image, image to image from that, upscale of the result and animate of the upscale.
+runs text to image, image to image from that, upscale of the result, animate of the upscale, zoom out
+and ControlNet (canny) from the first image.
 Exit status 0 when everything passed, 1 otherwise.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from comfy_types import ComfyError, Unreachable
 from comfyui import ComfyClient
 from config import Settings, redact_url
-from image_gen import ImageRequest, RequestError, image_to_image, outpaint, text_to_image, upscale
+from image_gen import ImageRequest, RequestError, controlnet, image_to_image, outpaint, text_to_image, upscale
 from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
 from safe_text import server_line
@@ -37,6 +38,21 @@ def default_values(settings: Settings) -> dict[str, object]:
         "frames": settings.default_frames,
         "fps": settings.default_fps,
     }
+
+
+CONTROLNET_PREFIX = "controlnet_"
+
+
+def workflow_values(settings: Settings, name: str) -> dict[str, object] | None:
+    """The values workflow `name` is validated with; None for a ControlNet type nobody may choose
+    (CONTROLNET_MODELS names no model file for it), which is not checked."""
+    values = default_values(settings)
+    if name.startswith(CONTROLNET_PREFIX):
+        control_net = settings.controlnet_models.get(name.removeprefix(CONTROLNET_PREFIX))
+        if control_net is None:
+            return None
+        values["control_net"] = control_net
+    return values
 
 
 async def run_check(settings: Settings, *, smoke: bool = False, out: Print = print) -> int:
@@ -80,8 +96,12 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
         out(f"  queue: {len(running)} running, {len(pending)} waiting; {len(object_info)} node classes")
         out(f"Workflows (set {settings.workflow_set!r} in {settings.workflow_dir()})")
         ok = True
-        values = default_values(settings)
         for name, workflow in workflows.items():
+            values = workflow_values(settings, name)
+            if values is None:
+                out(f"  {name:<10} not offered: CONTROLNET_MODELS names no model file for "
+                    f"{name.removeprefix(CONTROLNET_PREFIX)!r}")
+                continue
             problems = validate(workflow, object_info, {k: v for k, v in values.items() if k in workflow.params})
             out(f"  {name:<10} {'ok' if not problems else f'{len(problems)} problem(s)'}")
             for problem in problems:
@@ -117,7 +137,12 @@ async def _smoke(engine: Engine, out: Print) -> bool:
         ("animate", lambda previous: animate(engine, previous.files[0], frames=8)),
         ("zoom out 2x", lambda previous: outpaint(engine, results[0].files[0], {
             "prompt": "bot.py check --smoke", "zoom": 2.0, "width": 256, "height": 256})),
+        ("controlnet (canny)", lambda previous: controlnet(engine, results[0].files[0], {
+            "prompt": "bot.py check --smoke", "control_type": "canny", "width": 256, "height": 256})),
     ]
+    if "canny" not in engine.settings.controlnet_models or "controlnet_canny" not in engine.workflows:
+        steps.pop()
+        out("  controlnet (canny): skipped, ControlNet is not offered (see CONTROLNET_MODELS)")
     results: list[JobResult] = []  # the first one is the text-to-image result: zoom out starts from it
     previous: JobResult | None = None
     for label, start in steps:

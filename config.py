@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     upscale_model: str = "RealESRGAN_x4plus.pth"
     upscale_model_scale: int = Field(4, ge=1, le=8)
     video_checkpoint: str = "svd_xt.safetensors"
+    # JSON: each ControlNet type people may choose -> its model file; a type also needs its
+    # controlnet_<type> workflow in the set (and, past canny, the preprocessor's custom nodes)
+    controlnet_models: dict[str, str] = {"canny": "control_v11p_sd15_canny.pth"}
 
     # Files
     outputs_dir: Path = Path("outputs")
@@ -90,6 +93,16 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("controlnet_models")
+    @classmethod
+    def _control_types(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in value if not name.isascii() or not name.isidentifier() or not name.islower()]
+        if bad:
+            raise ValueError(f"type names are lower-case letters, digits and _ (not {', '.join(map(repr, bad))})")
+        if len(value) > 25:
+            raise ValueError("at most 25 types (Discord shows at most 25 choices)")
+        return value
 
     @field_validator("comfyui_url")
     @classmethod

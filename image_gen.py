@@ -1,4 +1,5 @@
-"""Image jobs: text to image, image to image and upscale. A request becomes a bound workflow and files.
+"""Image jobs: text to image, image to image, ControlNet and upscale. A request becomes a bound workflow
+and files.
 
 Requests are checked here against the configured limits, so a bad value is a
 sentence for the user before anything reaches ComfyUI. Knows nothing of Discord.
@@ -13,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from config import Settings
 from runner import Engine, EventHandler, JobResult, run_workflow
 
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
-UPSCALE_FACTORS = (2, 4)
+UPSCALE_FACTORS = (2, 4, 8)
+POSTED_BYTES_PER_PIXEL = 0.25  # what an upscaled image weighs as the JPEG it is posted as, at worst about
 STRENGTH = (0.05, 1.0, 0.6)  # img2img: the least, the most and the default share of the image redrawn
 
 
@@ -45,6 +49,13 @@ def resolve_seed(seed: int | None) -> int:
     if not 0 <= seed < SEED_LIMIT:
         raise RequestError(f"seed must be between 0 and {SEED_LIMIT - 1}")
     return seed
+
+
+def area_size(size: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
+    """A width and height of the shape of `size`, about `area` pixels, multiples of 8, within the limits."""
+    width, height = max(1, size[0]), max(1, size[1])
+    scale = min((area / (width * height)) ** 0.5, max_w / width, max_h / height)
+    return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
 
 
 def _within(name: str, value: float, low: float, high: float) -> None:
@@ -98,15 +109,34 @@ async def upload(engine: Engine, image: Path) -> str:
     return await engine.client.upload_image(data, name)
 
 
-async def upscale(engine: Engine, image: Path, factor: int, *, on_event: EventHandler | None = None,
-                  prompt_id: str | None = None, attach: bool = False) -> JobResult:
-    """Upscale by 2x or 4x. A workflow with an upscale model does the model's scale, then resizes to the factor."""
+def upscale_fits(width: int, height: int, factor: int, post_limit: int) -> bool:
+    """Whether an image of this size, upscaled `factor` times, can still be posted whole: under the pixel
+    count the bot reads back, and small enough to fit Discord's upload limit without being shrunk."""
+    pixels = width * height * factor * factor
+    return 0 < pixels <= Image.MAX_IMAGE_PIXELS and pixels * POSTED_BYTES_PER_PIXEL <= post_limit
+
+
+def check_upscale(request: dict[str, Any]) -> None:
+    """An upscale request's factor, and for 8x whether the result could still be posted."""
+    factor = request.get("factor")
     if factor not in UPSCALE_FACTORS:
-        raise RequestError(f"upscale factor must be one of {', '.join(map(str, UPSCALE_FACTORS))}")
+        raise RequestError(f"upscale factor must be one of {', '.join(f'{f}x' for f in UPSCALE_FACTORS)}")
+    width, height = int(request.get("width") or 0), int(request.get("height") or 0)
+    if factor > 4 and not upscale_fits(width, height, factor, int(request.get("upload_limit") or 0)):
+        raise RequestError(f"upscaled {factor}x, this image would be too large to post here; upscale it 4x instead")
+
+
+async def upscale(engine: Engine, image: Path | list[Path], factor: int, *, on_event: EventHandler | None = None,
+                  prompt_id: str | None = None, attach: bool = False) -> JobResult:
+    """Upscale 2x, 4x or 8x: one image, or several of one size (a batch) in one prompt. A workflow with
+    an upscale model does the model's scale, then resizes to the factor."""
+    if factor not in UPSCALE_FACTORS:
+        raise RequestError(f"upscale factor must be one of {', '.join(f'{f}x' for f in UPSCALE_FACTORS)}")
     settings = engine.settings
     uses_model = "upscale_model" in engine.workflow("upscale").params
+    names = [await upload(engine, path) for path in (image if isinstance(image, list) else [image])]
     values = {
-        "image": await upload(engine, image),
+        "image": names if len(names) > 1 else names[0],
         "upscale_model": settings.upscale_model,
         "scale": factor / settings.upscale_model_scale if uses_model else float(factor),
     }
@@ -178,3 +208,36 @@ async def inpaint(engine: Engine, image: Path, request: dict[str, Any], *, on_ev
     values = {**img2img_values(engine.settings, request), "image": await upload(engine, image),
               "mask": await upload(engine, mask)}
     return await run_workflow(engine, "inpaint", values, on_event=on_event, prompt_id=prompt_id, attach=attach)
+
+
+CONTROL = {"strength": (0.0, 2.0, 0.8), "start": (0.0, 1.0, 0.0), "end": (0.0, 1.0, 1.0)}  # least, most, default
+
+
+def controlnet_values(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """The workflow values of a ControlNet request (all but the uploaded control image), checked; the
+    seed resolved. It is a text-to-image request whose composition follows the control image."""
+    control_type = str(request.get("control_type") or "canny")
+    if control_type not in settings.controlnet_models:
+        offered = ", ".join(map(repr, settings.controlnet_models)) or "none"
+        raise RequestError(f"there is no ControlNet type {control_type!r} here (this bot offers: {offered})")
+    values = txt2img_values(settings, ImageRequest(
+        prompt=str(request.get("prompt") or ""), negative_prompt=str(request.get("negative_prompt") or ""),
+        batch=int(request.get("batch") or 1),
+        **{key: request.get(key) for key in ("width", "height", "steps", "cfg", "seed", "checkpoint")}))
+    for name, (low, high, default) in CONTROL.items():
+        value = request.get(f"control_{name}")
+        values[f"control_{name}"] = default if value is None else float(value)
+        _within(f"control {name}", values[f"control_{name}"], low, high)
+    if values["control_start"] >= values["control_end"]:
+        raise RequestError("the control must start before it ends (control_start below control_end)")
+    values["control_net"] = settings.controlnet_models[control_type]
+    return values
+
+
+async def controlnet(engine: Engine, image: Path, request: dict[str, Any], *, on_event: EventHandler | None = None,
+                     prompt_id: str | None = None, attach: bool = False) -> JobResult:
+    """Draw after the prompt with the composition of a control image: its edges (canny), depth, pose or
+    line art, as the workflow `controlnet_<type>` reads them."""
+    values = {**controlnet_values(engine.settings, request), "image": await upload(engine, image)}
+    workflow = f"controlnet_{request.get('control_type') or 'canny'}"
+    return await run_workflow(engine, workflow, values, on_event=on_event, prompt_id=prompt_id, attach=attach)

@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from image_gen import (ImageRequest, RequestError, image_to_image, img2img_values, inpaint, outpaint,
-                       outpaint_values, resolve_seed, text_to_image, txt2img_values, upscale)
+from image_gen import (ImageRequest, RequestError, check_upscale, controlnet, controlnet_values, image_to_image,
+                       img2img_values, inpaint, outpaint, outpaint_values, resolve_seed, text_to_image,
+                       txt2img_values, upscale)
 from runner import Engine, JobResult
 from video_gen import animate
 
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
-FILES = ("input", "mask")  # request values that name files in the output folder: pinned until the job ends
+FILES = ("input", "mask", "inputs")  # request values that name files in the output folder: pinned until the job ends
 
 
 def files(request: Mapping[str, Any]) -> list[str]:
-    """The output folder's files a request needs (its input image, its mask)."""
-    return [request[key] for key in FILES if isinstance(request.get(key), str)]
+    """The output folder's files a request needs (its input image, its mask, the images of an Upscale all)."""
+    named = [request[key] if isinstance(request.get(key), list) else [request.get(key)] for key in FILES]
+    return list(dict.fromkeys(name for names in named for name in names if isinstance(name, str)))
 Runner = Callable[[Engine, Mapping[str, Any], Path | None, dict[str, Any]], Awaitable[JobResult]]
 
 
@@ -41,6 +43,11 @@ class Kind:
     image_input: bool = False  # the request names an image in the output folder ("input"), uploaded first
     buttons: tuple[str, ...] = ()  # the actions its result offers per image ("upscale", "animate")
     shown: tuple[str, ...] = ()  # request values its result shows beside the workflow's ("model", "factor")
+    workflow: Callable[[Mapping[str, Any]], str] | None = None  # the workflow a request runs, when not `name`
+
+    def workflow_for(self, request: Mapping[str, Any]) -> str:
+        """The workflow that runs this request: what a server must be able to run to take it."""
+        return self.workflow(request) if self.workflow is not None else self.name
 
 
 def _prepare_txt2img(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +73,24 @@ def _prepare_outpaint(settings: Settings, request: dict[str, Any]) -> dict[str, 
 def _checkpoint(settings: Settings, request: Mapping[str, Any]) -> dict[str, Any]:
     """The model file of a job that samples: its preset's checkpoint, or the default one."""
     return {"checkpoint": request.get("checkpoint") or settings.checkpoint}
+
+
+def _prepare_controlnet(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    request["control_type"] = request.get("control_type") or "canny"
+    values = controlnet_values(settings, request)  # checked, and the seed resolved once
+    request.update(seed=values["seed"], width=values["width"], height=values["height"])
+    return request
+
+
+def _controlnet_models(settings: Settings, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint, and the ControlNet model file the operator chose for the request's control type."""
+    control_net = settings.controlnet_models.get(str(request.get("control_type") or "canny"))
+    return {**_checkpoint(settings, request), **({"control_net": control_net} if control_net else {})}
+
+
+def _prepare_upscale(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    check_upscale(request)
+    return request
 
 
 def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
@@ -104,10 +129,13 @@ OUTPAINT = Kind(
 )
 UPSCALE = Kind(
     name="upscale", noun="upscale",
-    title=lambda shown, count: f"Upscaled {shown['factor']}x" if shown.get("factor") else "Upscaled",
+    title=lambda shown, count: (f"Upscaled {shown['factor']}x" if shown.get("factor") else "Upscaled")
+    + (f": {count} images" if count > 1 else ""),
     models=lambda settings, request: {"upscale_model": settings.upscale_model},
-    run=lambda engine, request, source, options: upscale(engine, source, int(request["factor"]), **options),
-    sampling="Upscaling", image_input=True, buttons=("animate",), shown=("factor",),
+    run=lambda engine, request, source, options: upscale(  # Upscale all: request["inputs"] names each image
+        engine, [source.with_name(name) for name in request["inputs"]] if request.get("inputs") else source,
+        int(request["factor"]), **options),
+    prepare=_prepare_upscale, sampling="Upscaling", image_input=True, buttons=("animate",), shown=("factor",),
 )
 ANIMATE = Kind(
     name="animate", noun="animation",
@@ -116,7 +144,15 @@ ANIMATE = Kind(
     run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE)}
+CONTROLNET = Kind(  # text to image whose composition follows a control image (request["input"])
+    name="controlnet", noun="image",
+    title=lambda shown, count: f"Image after your {shown['control_type']} map" if shown.get("control_type") else "Image",
+    models=_controlnet_models,
+    run=lambda engine, request, source, options: controlnet(engine, source, dict(request), **options),
+    prepare=_prepare_controlnet, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
+    shown=("model", "control_type"), workflow=lambda request: f"controlnet_{request.get('control_type') or 'canny'}",
+)
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET)}
 
 
 def get(name: str) -> Kind:

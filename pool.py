@@ -85,20 +85,21 @@ class Backend:
     def free(self) -> bool:
         return self.healthy and len(self.jobs) < self.capacity
 
-    def problems(self, kind: str, models: Mapping[str, Any]) -> list[str]:
-        """Why this server cannot run such a job (unusable, missing node classes or model files); [] if it can."""
+    def problems(self, workflow: str, models: Mapping[str, Any]) -> list[str]:
+        """Why this server cannot run this workflow with these model files (unusable, missing node classes
+        or model files); [] if it can."""
         if self.problem is not None:
             return [self.problem]
         if self.object_info is None:
             return ["its node list is not known yet"]
-        key = (kind, tuple(sorted(models.items())))
+        key = (workflow, tuple(sorted(models.items())))
         if key not in self._fits:
             try:
-                workflow = self.engine.workflow(kind)
+                graph = self.engine.workflow(workflow)
             except WorkflowError as error:  # an operator's own set without this kind's workflow
                 return [str(error)]
-            values = {name: value for name, value in models.items() if name in workflow.params}
-            self._fits[key] = [problem.short() for problem in validate(workflow, self.object_info, values)]
+            values = {name: value for name, value in models.items() if name in graph.params}
+            self._fits[key] = [problem.short() for problem in validate(graph, self.object_info, values)]
         return self._fits[key]
 
     def learn(self, object_info: dict[str, Any]) -> None:
@@ -119,35 +120,35 @@ class Pool:
         """The server a stored job names (older databases kept the full URL)."""
         return next((b for b in self.backends if name in (b.name, b.client.base_url)), None)
 
-    def choose(self, kind: str, models: Mapping[str, Any], avoid: set[str] = frozenset()) -> Backend | None:
+    def choose(self, workflow: str, models: Mapping[str, Any], avoid: set[str] = frozenset()) -> Backend | None:
         """A free server that can run the job: one that last ran the same model, then the least loaded."""
-        candidates = [b for b in self.backends if b.free() and not b.problems(kind, models)]
+        candidates = [b for b in self.backends if b.free() and not b.problems(workflow, models)]
         if not candidates:
             return None
         model = next(iter(models.values()), None)
         return min(candidates, key=lambda b: (b.name in avoid, b.last_model != model,
                                               len(b.jobs) / b.capacity, self.backends.index(b)))
 
-    def unservable(self, kind: str, models: Mapping[str, Any]) -> list[str] | None:
+    def unservable(self, workflow: str, models: Mapping[str, Any]) -> list[str] | None:
         """The reasons no server can run such a job, or None when one can (or might, once known)."""
         known = [b for b in self.backends if b.object_info is not None or b.problem is not None]
         if len(known) < len(self.backends):
             return None
-        reasons = [b.problems(kind, models) for b in known]
+        reasons = [b.problems(workflow, models) for b in known]
         if any(not r for r in reasons):
             return None
         if len(known) == 1:
             return reasons[0]
         return [f"{b.label}: {'; '.join(r)}" for b, r in zip(known, reasons)]
 
-    def offers(self, kind: str, models: Mapping[str, Any]) -> bool:
+    def offers(self, workflow: str, models: Mapping[str, Any]) -> bool:
         """Whether some server whose node list is known could run such a job (True while none is known)."""
         known = [b for b in self.backends if b.object_info is not None]
-        return not known or any(not b.problems(kind, models) for b in known)
+        return not known or any(not b.problems(workflow, models) for b in known)
 
-    def can_serve(self, kind: str, models: Mapping[str, Any]) -> bool:
+    def can_serve(self, workflow: str, models: Mapping[str, Any]) -> bool:
         """Whether a healthy server (busy or not) can run such a job."""
-        return any(b.healthy and not b.problems(kind, models) for b in self.backends)
+        return any(b.healthy and not b.problems(workflow, models) for b in self.backends)
 
     def any_healthy(self) -> bool:
         return any(backend.healthy for backend in self.backends)

@@ -41,7 +41,8 @@ log = structlog.get_logger(__name__)
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
 SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
-SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps")
+SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps",
+         "control_strength")
 POSITION_INTERVAL = 0.5  # seconds between recomputations of the queue positions shown to people
 COUNTDOWN_STEP = 5  # while no server answers, "giving up in 25 s" moves in steps of this many seconds
 POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."
@@ -176,7 +177,7 @@ class Scheduler:
         kind = kinds.get(job.kind)
         request = kind.prepare(self._settings, dict(job.request))
         models = kind.models(self._settings, request)
-        reasons = self.pool.unservable(job.kind, models)
+        reasons = self.pool.unservable(kind.workflow_for(request), models)
         if reasons:
             log.warning("job_unservable", kind=job.kind, user_id=job.user_id, reasons=reasons)
             raise RequestError(wording.unservable(models, reasons))
@@ -229,13 +230,17 @@ class Scheduler:
         if not any(backend.free() for backend in self.pool.backends):
             return None
         for job in self.waiting_jobs():
-            backend = self.pool.choose(job.kind, self._models(job), self._avoid.get(job.id, set()))
+            backend = self.pool.choose(self._workflow(job), self._models(job), self._avoid.get(job.id, set()))
             if backend is not None:
                 return job, backend
         return None
 
     def _models(self, job: Job) -> dict[str, Any]:
         return kinds.get(job.kind).models(self._settings, job.request)
+
+    def _workflow(self, job: Job) -> str:
+        """The workflow that runs the job, which the chosen server must be able to run."""
+        return kinds.get(job.kind).workflow_for(job.request)
 
     async def _expire_unservable(self) -> None:
         """Waiting jobs fail in words, not silence: when no server can run them, or none able to is
@@ -246,10 +251,10 @@ class Scheduler:
         grace = self._settings.server_grace
         verdicts: dict[tuple[Any, ...], tuple[list[str] | None, bool]] = {}  # jobs alike share one answer
         for job in list(self.waiting_jobs()):
-            models = self._models(job)
-            key = (job.kind, *models.values())
+            models, workflow = self._models(job), self._workflow(job)
+            key = (workflow, *models.values())
             if key not in verdicts:
-                verdicts[key] = (self.pool.unservable(job.kind, models), self.pool.can_serve(job.kind, models))
+                verdicts[key] = (self.pool.unservable(workflow, models), self.pool.can_serve(workflow, models))
             reasons, served = verdicts[key]
             if reasons:
                 log.warning("job_unservable", job_id=job.id, reasons=reasons)
@@ -404,9 +409,9 @@ class Scheduler:
             shown["source"] = {"guild_id": source.guild_id, "channel_id": source.channel_id,
                                "message_id": source.message_id}
             shown.setdefault("prompt", source.params.get("prompt"))
-            factor = shown.get("factor")
-            if factor and source.params.get("width") and source.params.get("height"):
-                shown["width"], shown["height"] = source.params["width"] * factor, source.params["height"] * factor
+        size = source.params if source is not None and source.params.get("width") else job.request
+        if shown.get("factor") and size.get("width") and size.get("height"):
+            shown["width"], shown["height"] = size["width"] * shown["factor"], size["height"] * shown["factor"]
         return shown
 
     async def _deliver_stored(self, job: Job) -> None:

@@ -33,7 +33,9 @@ async def test_smoke_runs_all_three_jobs_on_the_selftest_set(comfy, tmp_path):
     for name in ("txt2img", "upscale", "animate"):
         assert f"  {name:<10} ok" in output
     lines = {line.split(":")[0].strip(): line for line in output.splitlines() if ": ok in" in line}
-    assert set(lines) == {"text to image", "image to image", "upscale x2", "animate", "zoom out 2x"}
+    assert set(lines) == {"text to image", "image to image", "upscale x2", "animate", "zoom out 2x",
+                          "controlnet (canny)"}
+    assert Image.open(Path(lines["controlnet (canny)"].rsplit(": ", 1)[1])).size == (256, 256)
     zoomed = Path(lines["zoom out 2x"].rsplit(": ", 1)[1])
     assert Image.open(zoomed).size == (512, 512)
     image = Path(lines["text to image"].rsplit(": ", 1)[1])
@@ -112,3 +114,20 @@ async def test_check_says_whether_the_server_sends_previews(comfy, tmp_path):
     comfy.override("/system_stats", hostile.answer(stats))
     code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest", LOG_LEVEL="warning")
     assert code == 0 and "  previews: on (taesd)" in output
+
+
+async def test_check_names_missing_controlnet_custom_nodes_and_model_files(comfy, tmp_path):
+    models = '{"canny": "control_v11p_sd15_canny.pth", "depth": "control_v11f1p_sd15_depth.pth"}'
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="default",
+                                 CHECKPOINT="v1-5-pruned-emaonly.safetensors", CONTROLNET_MODELS=models)
+    assert code == 1, output
+    assert ("controlnet_canny.json: node 12 (ControlNetLoader), input 'control_net_name': "
+            "'control_v11p_sd15_canny.pth' is not available: the server has none installed") in output
+    assert ("controlnet_canny.json as [controlnet_depth]: node 11 (DepthAnythingV2Preprocessor): this node class is "
+            "not installed on the server (a custom node?)") in output
+    assert "  controlnet_openpose not offered: CONTROLNET_MODELS names no model file for 'openpose'" in output
+    code, output = await run_bot(tmp_path, "check", "--smoke", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
+                                 CONTROLNET_MODELS="{}")
+    assert code == 0, output
+    assert "  controlnet (canny): skipped, ControlNet is not offered (see CONTROLNET_MODELS)" in output
+    assert "controlnet_canny not offered" in output

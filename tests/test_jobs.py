@@ -69,7 +69,7 @@ async def test_upscale_doubles_the_image(comfy, engine, tmp_path):
     again = await upscale(engine, source, 4)
     assert comfy.prompts[again.prompt_id]["prompt"]["1"]["inputs"]["image"] == name
     assert sum(1 for kind, _, _ in comfy.files if kind == "input") == 1
-    with pytest.raises(RequestError, match="upscale factor must be one of 2, 4"):
+    with pytest.raises(RequestError, match="upscale factor must be one of 2x, 4x, 8x"):
         await upscale(engine, source, 3)
 
 

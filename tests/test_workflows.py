@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from check import default_values
+from check import workflow_values
 from config import Settings
 from workflows import WorkflowError, load_set, validate
 
@@ -38,7 +38,9 @@ TINY_TOML = '[t]\nfile = "t.json"\noutputs = ["2"]\n[t.params]\nprompt = "3.stri
 @pytest.mark.parametrize("name", ["default", "selftest"])
 def test_shipped_sets_load_with_every_job_kind(name):
     workflows = load_set(ROOT / "workflows" / name)
-    assert set(workflows) == {"txt2img", "img2img", "inpaint", "outpaint", "upscale", "animate"}
+    controlnets = {"controlnet_canny", "controlnet_depth", "controlnet_openpose", "controlnet_lineart"}
+    assert set(workflows) == {"txt2img", "img2img", "inpaint", "outpaint", "upscale", "animate",
+                              *(controlnets if name == "default" else {"controlnet_canny"})}
     for workflow in workflows.values():
         assert workflow.outputs and all(node in workflow.graph for node in workflow.outputs)
 
@@ -90,17 +92,23 @@ def test_missing_or_broken_bindings_file(tmp_path):
 @pytest.mark.parametrize("name", ["default", "selftest"])
 def test_shipped_sets_validate_against_a_server_with_the_models(object_info, name):
     info = json.loads(json.dumps(object_info))
-    for cls, key in [("UpscaleModelLoader", "model_name"), ("ImageOnlyCheckpointLoader", "ckpt_name")]:
+    shipped = {"UpscaleModelLoader": ["RealESRGAN_x4plus.pth"], "ImageOnlyCheckpointLoader": ["svd_xt.safetensors"],
+               "ControlNetLoader": ["control_v11p_sd15_canny.pth"]}
+    for cls, key in [("UpscaleModelLoader", "model_name"), ("ImageOnlyCheckpointLoader", "ckpt_name"),
+                     ("ControlNetLoader", "control_net_name")]:
         spec = info[cls]["input"]["required"][key]
-        models = ["RealESRGAN_x4plus.pth"] if cls == "UpscaleModelLoader" else ["svd_xt.safetensors"]
+        models = shipped[cls]
         if spec[0] == "COMBO":
             spec[1]["options"] = models
         else:
             spec[0] = models
     settings = Settings(checkpoint="sd15.safetensors")
     for workflow in load_set(ROOT / "workflows" / name).values():
-        values = {k: v for k, v in default_values(settings).items() if k in workflow.params}
-        assert validate(workflow, info, values) == []
+        values = workflow_values(settings, workflow.name)
+        if values is None:  # a ControlNet type CONTROLNET_MODELS does not offer: its custom nodes are not here
+            assert workflow.name in ("controlnet_depth", "controlnet_openpose", "controlnet_lineart")
+            continue
+        assert validate(workflow, info, {k: v for k, v in values.items() if k in workflow.params}) == []
 
 
 def test_validation_names_file_node_input_and_allowed_values(object_info, tmp_path):
@@ -140,3 +148,43 @@ def test_values_known_only_at_run_time_are_not_checked(object_info):
     workflow = load_set(ROOT / "workflows" / "selftest")["upscale"]
     # LoadImage's image is the user's upload: the template's placeholder is not on the server
     assert validate(workflow, object_info, {}) == []
+
+
+def test_a_workflow_that_extends_another_swaps_whole_nodes_and_keeps_its_bindings(object_info, tmp_path):
+    toml = TINY_TOML + '[red]\nextends = "t"\nnodes."1" = { class_type = "EmptyImage", inputs = { width = 8, ' \
+                       'height = 8, batch_size = 1, color = 16711680 } }\n'
+    workflows = load_set(write_set(tmp_path, toml, {"t.json": TINY}))
+    red = workflows["red"]
+    assert red.graph["1"]["inputs"]["color"] == 16711680 and workflows["t"].graph["1"]["inputs"]["color"] == 0
+    assert red.params == workflows["t"].params and red.outputs == ("2",)
+    assert red.bind({"prompt": "hi"})["3"]["inputs"]["string_a"] == "hi"
+    missing = '[aux]\nextends = "t"\nnodes."1" = { class_type = "FancyPreprocessor", inputs = { image = ["9", 0] } }\n'
+    (problem,) = validate(load_set(write_set(tmp_path / "aux", TINY_TOML + missing, {"t.json": TINY}))["aux"],
+                          object_info, {})
+    assert str(problem).endswith("t.json as [aux]: node 1 (FancyPreprocessor): this node class is not installed on "
+                                 "the server (a custom node?)")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[x]\nextends = "nope"\n', "extends 'nope', which is not a workflow of this set"),
+    ('[x]\nextends = "t"\nfile = "t.json"\n', "takes only extends and nodes, not file"),
+    ('[x]\nextends = "t"\nnodes = 3\n', "nodes must be a table"),
+    ('[x]\nextends = "t"\nnodes."1" = { class_type = 5 }\n', "node 1 needs a class_type and an inputs object"),
+])
+def test_a_broken_extension_is_named(tmp_path, extra, message):
+    with pytest.raises(WorkflowError, match=message):
+        load_set(write_set(tmp_path, TINY_TOML + extra, {"t.json": TINY}))
+
+
+def test_several_images_where_the_graph_loads_one_are_loaded_and_batched():
+    upscale = load_set(ROOT / "workflows" / "default")["upscale"]
+    graph = upscale.bind({"image": ["a.png", "b.png", "c.png"], "scale": 0.5})
+    loads = {node: body["inputs"]["image"] for node, body in graph.items() if body["class_type"] == "LoadImage"}
+    assert sorted(loads.values()) == ["a.png", "b.png", "c.png"] and loads["1"] == "a.png"
+    batches = [body["inputs"] for body in graph.values() if body["class_type"] == "ImageBatch"]
+    assert len(batches) == 2 and batches[0]["image1"] == ["1", 0]
+    last = next(node for node, body in graph.items() if body["class_type"] == "ImageBatch"
+                and body["inputs"]["image1"] != ["1", 0])
+    assert graph["3"]["inputs"]["image"] == [last, 0]  # the upscaler takes the whole batch
+    assert upscale.bind({"image": ["a.png"]})["1"]["inputs"]["image"] == "a.png"
+    assert upscale.graph["3"]["inputs"]["image"] == ["1", 0]  # the template is untouched
