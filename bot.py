@@ -15,17 +15,15 @@ import signal
 import sys
 import time
 from collections import deque
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import discord
-import yarl
 import structlog
 from discord import app_commands
 from discord.ext import commands
 
 import kinds
+from actions import ImageActions
 import logs
 import wording
 from comfyui import ComfyClient
@@ -33,26 +31,16 @@ from config import Settings, load_settings
 from delivery import TOKEN_LIFETIME, Delivery
 from comfy_types import ComfyError
 from image_gen import RequestError
-from media import fit_input, fit_mask, verify
-from outputs import OutputError, OutputFolder
+from outputs import OutputFolder
 from pool import open_backends
 from safe_text import clip
 from scheduler import QueueFull, Scheduler
 from slash_commands import make_commands
 from store import Job, Store
-from views import DYNAMIC_ITEMS, VARY_SUBTLE
+from views import DYNAMIC_ITEMS
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
-
-MAX_REDIRECTS = 3
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
-VARY_PROMPT = "a variation of this image"  # for an image that comes with no words of its own
-
-
-def is_image(attachment: discord.Attachment) -> bool:
-    return (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES)
-
 
 class RateLimiter:
     """At most `count` hits per `per` seconds for each key (a sliding window)."""
@@ -75,7 +63,7 @@ class RateLimiter:
         return 0.0
 
 
-class ComfyBot(commands.Bot):
+class ComfyBot(ImageActions, commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, chunk_guilds_at_startup=False,
@@ -122,9 +110,8 @@ class ComfyBot(commands.Bot):
 
     async def _validate_workflows(self, workflows) -> None:
         """Tell the operator early when a workflow does not fit the server; the bot runs either way."""
-        from check import default_values
+        from check import workflow_values
 
-        values = default_values(self.settings)
         for client in self.clients:
             try:
                 await client.wait_connected(self.settings.comfyui_timeout)
@@ -132,8 +119,10 @@ class ComfyBot(commands.Bot):
             except ComfyError as error:  # ComfyUI may be down at start: jobs will say so
                 log.warning("comfyui_not_checked", server=client.name, error=str(error))
                 continue
-            for workflow in workflows.values():
-                for problem in validate(workflow, info, {k: v for k, v in values.items() if k in workflow.params}):
+            for name, workflow in workflows.items():
+                values = workflow_values(self.settings, name)
+                for problem in validate(workflow, info, {k: v for k, v in (values or {}).items()
+                                                         if k in workflow.params}) if values is not None else ():
                     log.error("workflow_problem", server=client.name, problem=str(problem))
 
     async def close(self) -> None:
@@ -184,8 +173,14 @@ class ComfyBot(commands.Bot):
             log.warning("answer_failed", interaction_id=interaction.id, status=error.status)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A click on a button of ours that no handler knows (an old or forged custom_id) is answered,
-        not left to Discord's "This interaction failed"."""
+        """A form of ours is read here (actions.on_modal_submit); a click on a button of ours that no
+        handler knows (an old or forged custom_id) is answered, not left to "This interaction failed"."""
+        if interaction.type == discord.InteractionType.modal_submit:
+            try:
+                await self.on_modal_submit(interaction)
+            except Exception as error:
+                await self.on_item_error(interaction, error, str((interaction.data or {}).get("custom_id", "")))
+            return
         if interaction.type != discord.InteractionType.component:
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
@@ -268,152 +263,6 @@ class ComfyBot(commands.Bot):
 
     def may_use_priority(self, interaction: discord.Interaction) -> bool:
         return interaction.user.id in self.settings.admin_user_ids or interaction.permissions.manage_guild
-
-    async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
-                              index: int, factor: int = 0, strength: float | None = None,
-                              zoom: float | None = None) -> None:
-        """Upscale, Vary or Animate clicked: a new job whose input is that image of that generation
-        (a variation redraws it after the prompt that made it, at `strength`)."""
-        if await self.refuse_if_limited(interaction):
-            return
-        generation = await self.store.get_generation(generation_id)
-        if generation is None or index >= len(generation.files):
-            await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
-            return
-        callback = await interaction.response.defer(thinking=True)
-        try:
-            name = await self._input_image(interaction, generation, index)
-        except (OutputError, ValueError) as error:
-            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
-            return
-        request: dict = {"input": name}
-        if kind == "upscale":
-            request["factor"] = factor
-        if strength is not None:
-            request.update(await self._source_request(generation), strength=strength, seed=None)
-        if zoom is not None:
-            request.update(await self._source_request(generation), zoom=zoom, seed=None)
-        await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
-                             source_generation_id=generation_id, source_index=index)
-
-    async def on_message_image(self, interaction: discord.Interaction, message: discord.Message, action: str) -> None:
-        """Apps -> Vary / Upscale / Animate this image: a job whose input is the message's first image.
-        A variation of one of the bot's own results keeps its prompt; of anything else, the message's
-        text is the prompt."""
-        if await self.refuse_if_limited(interaction):
-            return
-        attachment = next((a for a in message.attachments if is_image(a)), None)
-        if attachment is None:
-            await interaction.response.send_message("That message has no image to use.", ephemeral=True)
-            return
-        callback = await interaction.response.defer(thinking=True)
-        try:
-            name, (width, height), _ = await self.input_image(attachment)
-        except (OutputError, ValueError) as error:
-            await interaction.edit_original_response(content=wording.cannot_use(str(error)))
-            return
-        generation = await self.store.generation_by_message(message.id) if message.author.id == self.user.id else None
-        request: dict = {"input": name}
-        kind = {"vary": "img2img", "upscale": "upscale"}.get(action, "animate")
-        if action == "vary":
-            made = await self._source_request(generation) if generation is not None else {
-                "prompt": clip(message.content, 1500).strip() or VARY_PROMPT}
-            request.update(made, width=width, height=height, strength=VARY_SUBTLE, seed=None)
-        elif action == "upscale":
-            request["factor"] = 2
-        await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
-                             source_generation_id=generation.id if generation is not None else None)
-
-    async def on_reroll_button(self, interaction: discord.Interaction, generation_id: int) -> None:
-        """Reroll clicked: the same request as that result's, with a new seed."""
-        if await self.refuse_if_limited(interaction):
-            return
-        generation = await self.store.get_generation(generation_id)
-        job = await self.store.get_job(generation.job_id) if generation and generation.job_id else None
-        if job is None or "input" in job.request:
-            await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
-            return
-        callback = await interaction.response.defer(thinking=True)
-        request = {**job.request, "seed": None}
-        request.pop("upload_limit", None)
-        await self.start_job(interaction, job.kind, request, message_id=callback.message_id if callback else None,
-                             source_generation_id=generation_id)
-
-    async def _source_request(self, generation) -> dict:
-        """What made a result (prompt, negative prompt, model, size), for a variation of it."""
-        job = await self.store.get_job(generation.job_id) if generation.job_id else None
-        made = job.request if job is not None else {}
-        shown = generation.params
-        keys = ("prompt", "negative_prompt", "checkpoint", "model", "steps", "cfg")
-        request = {key: made.get(key, shown.get(key)) for key in keys if made.get(key, shown.get(key)) is not None}
-        if shown.get("width") and shown.get("height"):
-            request["width"], request["height"] = shown["width"], shown["height"]
-        return request
-
-    async def _input_image(self, interaction: discord.Interaction, generation, index: int) -> str:
-        """The image's file name in the output folder, pinned; fetched from Discord's CDN if pruned."""
-        path = self.settings.outputs_dir / generation.files[index]
-        if await asyncio.to_thread(path.is_file):
-            try:
-                self.outputs.pin(path)
-                return path.name
-            except OutputError:
-                pass  # pruned between the check and the pin: fall back to the attachment
-        urls = list(generation.attachment_urls)
-        if not urls and interaction.message is not None:
-            urls = [attachment.url for attachment in interaction.message.attachments]
-        if index >= len(urls):
-            raise ValueError("the file is gone from the bot's folder and the message has no attachment to use")
-        return (await self._fetch_attachment(urls[index], generation.files[index])).name
-
-    async def input_image(self, attachment: discord.Attachment,
-                          mask: discord.Attachment | None = None) -> tuple[str, tuple[int, int], str | None]:
-        """A person's attachment as a job's input: fetched from the CDN under the cap, read by its content
-        (not its name), turned upright, fitted to MAX_WIDTH x MAX_HEIGHT. Returns its name in the output
-        folder (pinned), its size, and the name of a mask (white = redraw) when one was sent or the image
-        has transparent parts; None otherwise."""
-        fetched = await self._fetch_attachment(attachment.url, attachment.filename, checked=False)
-        try:
-            data, size, alpha = await fit_input(fetched, self.settings.max_width, self.settings.max_height)
-        finally:
-            await self.outputs.discard(fetched)
-        if mask is not None:
-            fetched = await self._fetch_attachment(mask.url, mask.filename, checked=False)
-            try:
-                alpha = await fit_mask(fetched, size)
-            finally:
-                await self.outputs.discard(fetched)
-        name = (await self.outputs.save_bytes("input.png", data)).name
-        masked = (await self.outputs.save_bytes("mask.png", alpha)).name if alpha is not None else None
-        return name, size, masked
-
-    async def _fetch_attachment(self, url: str, name: str, *, checked: bool = True) -> Path:
-        """Download an image from Discord's CDN into the output folder, pinned: only from CDN_HOSTS
-        (redirects too), streamed under DOWNLOAD_LIMIT, and (`checked`) the image its name says."""
-        limit = self.settings.download_limit
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("https", "http") or parts.hostname not in self.settings.cdn_hosts:
-                log.warning("attachment_host_refused", host=parts.hostname)
-                raise ValueError("that attachment is not on Discord's CDN, so the bot will not download it")
-            async with self._fetch_session.get(url, allow_redirects=False) as response:
-                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
-                    url = str(response.url.join(yarl.URL(response.headers["Location"])))
-                    continue
-                if response.status != 200:
-                    raise ValueError(f"Discord's CDN answered {response.status} for the attachment")
-                if (response.content_length or 0) > limit:
-                    raise ValueError(f"the attachment is larger than {limit // (1024 * 1024)} MiB")
-                path = await self.outputs.save_stream(name, response.content.iter_chunked(256 * 1024),
-                                                      max_bytes=limit)
-            try:
-                if checked:
-                    await verify(path)
-            except OutputError:
-                await self.outputs.discard(path)
-                raise
-            return path
-        raise ValueError("Discord's CDN redirected too often for the attachment")
 
 
 class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):

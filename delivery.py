@@ -185,7 +185,7 @@ class Delivery:
             names = attachment_names(job.kind, fitted)
             attachments = [discord.File(io.BytesIO(await asyncio.to_thread(path.read_bytes)), filename=name)
                            for path, name in zip(fitted, names)]
-            view = result_view(generation)
+            view = result_view(generation, limit)
             message = await self._post(job, 0, content=wording.ready(job.kind, job.user_id, len(files)),
                                        embed=result_embed(generation), files=attachments[:MAX_FILES], view=view)
             if view is not None:

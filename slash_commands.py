@@ -1,4 +1,5 @@
-"""The slash commands: /generate, /edit, /help and /status, with limits and choices from the settings.
+"""The slash commands (/generate, /edit, /help, /status) and the Apps menus on messages, with limits and
+choices from the settings.
 
 Discord reads each option's range and choices from the annotations, so the limits a person sees
 are the ones the bot enforces. A command checks what Discord cannot (a model preset, the priority
@@ -14,7 +15,7 @@ from discord import app_commands
 
 import wording
 from config import Settings
-from image_gen import SEED_LIMIT, STRENGTH
+from image_gen import CONTROL, SEED_LIMIT, STRENGTH
 from outputs import OutputError
 from views import help_embed, status_embed
 
@@ -25,6 +26,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     """The slash commands, with ranges and choices taken from the settings."""
     presets = settings.model_presets
     max_w, max_h, max_steps, max_batch = settings.max_width, settings.max_height, settings.max_steps, settings.max_batch
+    low, high, default = CONTROL["strength"]
 
     @app_commands.command(description="Make images from a text description")
     @app_commands.describe(
@@ -32,7 +34,12 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         width=f"Width in pixels (64-{max_w})", height=f"Height in pixels (64-{max_h})", steps=f"Sampling steps (1-{max_steps})",
         cfg="How closely to follow the prompt (1-30)", seed="Same seed and settings give the same image",
         batch=f"How many images (1-{max_batch})", model="Which model to use",
-        priority="Admins only: put this job ahead of the queue")
+        priority="Admins only: put this job ahead of the queue",
+        control_image="ControlNet: an image whose composition to follow (its edges, depth, pose or lines)",
+        control_type="ControlNet: what to follow in control_image (canny: its edges, if left out)",
+        control_strength=f"ControlNet: how closely to follow it ({low:g}-{high:g}, default {default:g})",
+        control_start="ControlNet: from which share of the steps it applies (0-1, default 0)",
+        control_end="ControlNet: until which share of the steps it applies (0-1, default 1)")
     @app_commands.choices(aspect=[app_commands.Choice(name=f"{name} ({w}:{h})", value=name) for name, (w, h) in ASPECTS.items()])
     async def generate(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
                        negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
@@ -43,12 +50,24 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
                        seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
                        batch: app_commands.Range[int, 1, max_batch] = 1,
-                       model: str | None = None, priority: bool = False) -> None:
+                       model: str | None = None, priority: bool = False,
+                       control_image: discord.Attachment | None = None, control_type: str | None = None,
+                       control_strength: app_commands.Range[float, low, high] | None = None,
+                       control_start: app_commands.Range[float, 0.0, 1.0] | None = None,
+                       control_end: app_commands.Range[float, 0.0, 1.0] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
         if priority and not bot.may_use_priority(interaction):
             await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
             return
+        controls = {"control_type": control_type, "control_strength": control_strength,
+                    "control_start": control_start, "control_end": control_end}
+        if control_image is None and any(value is not None for value in controls.values()):
+            await interaction.response.send_message(
+                "The control options need a `control_image` to follow; add one, or leave them out.", ephemeral=True)
+            return
         if not await bot.model_offered(interaction, model):
+            return
+        if control_image is not None and not await bot.control_type_offered(interaction, control_type):
             return
         if await bot.refuse_if_limited(interaction):
             return
@@ -66,6 +85,12 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             "seed": seed, "batch": batch,
             "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
         }
+        if control_image is not None:  # drawn at the control image's shape unless a size was asked for
+            sized = {"width": request["width"], "height": request["height"]} if width or height or aspect else {}
+            await bot.start_controlnet(interaction, control_image, {**request, **controls, "width": None,
+                                                                    "height": None, **sized}, callback,
+                                       priority=1 if priority else 0)
+            return
         await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
                             priority=1 if priority else 0)
 
@@ -103,6 +128,12 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         kind = "inpaint" if masked else "img2img"  # a mask: only its white part is redrawn
         await bot.start_job(interaction, kind, request, message_id=callback.message_id if callback else None)
 
+    @generate.autocomplete("control_type")
+    async def control_types(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        bot = interaction.client  # bot.ComfyBot
+        return [app_commands.Choice(name=name, value=name) for name in bot.offered_control_types()
+                if current.lower() in name.lower()][:25]
+
     @edit.autocomplete("model")
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -128,16 +159,20 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
 
 
 def context_menus() -> list[app_commands.ContextMenu]:
-    """Apps -> Vary / Upscale / Animate this image, on any message with an image: the bot's own results,
-    other people's and other bots'."""
+    """Apps -> Vary / Upscale / Animate this image and Use as ControlNet input, on any message with an
+    image: the bot's own results, other people's and other bots'."""
     def menu(name: str, action: str) -> app_commands.ContextMenu:
         async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
             await interaction.client.on_message_image(interaction, message, action)
 
         return app_commands.ContextMenu(name=name, callback=callback)
 
+    async def controlnet(interaction: discord.Interaction, message: discord.Message) -> None:
+        await interaction.client.on_controlnet_menu(interaction, message)
+
     return [menu("Vary this image", "vary"), menu("Upscale this image", "upscale"),
-            menu("Animate this image", "animate")]
+            menu("Animate this image", "animate"),
+            app_commands.ContextMenu(name="Use as ControlNet input", callback=controlnet)]
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import structlog
 
 import kinds
 import wording
+from image_gen import CONTROL, upscale_fits
 from safe_text import clip, summarize
 from store import Generation
 
@@ -114,6 +115,8 @@ def result_embed(generation: Generation) -> discord.Embed:
         ("Steps", params.get("steps")),
         ("CFG", params.get("cfg")),
         ("Strength", f"{params['strength']:.2f}" if isinstance(params.get("strength"), int | float) else None),
+        ("Control", f"{params['control_type']} at {params.get('control_strength', 1):.2f}"
+         if params.get("control_type") else None),
         ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
         ("Time", _time(params, generation.duration)),
     ]
@@ -179,12 +182,12 @@ class _Guarded:
 
 
 class UpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
-                    template=rf"cf:up:(?P<gen>{ID}):(?P<idx>\d{{1,2}}):(?P<factor>[24])"):
-    def __init__(self, generation_id: int, index: int, factor: int, numbered: bool = False) -> None:
+                    template=rf"cf:up:(?P<gen>{ID}):(?P<idx>\d{{1,2}}):(?P<factor>[248])"):
+    def __init__(self, generation_id: int, index: int, factor: int, numbered: bool = False, row: int | None = None) -> None:
         self.generation_id, self.index, self.factor = generation_id, index, factor
         super().__init__(discord.ui.Button(
             label=f"Upscale {factor}x" + _number(index, numbered), style=discord.ButtonStyle.secondary,
-            custom_id=f"cf:up:{generation_id}:{index}:{factor}", emoji="🔍", row=min(index, 4)))
+            custom_id=f"cf:up:{generation_id}:{index}:{factor}", emoji="🔍", row=min(index, 4) if row is None else row))
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
@@ -236,11 +239,11 @@ class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
 class ZoomButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:zoom:(?P<gen>{ID}):(?P<idx>\d{{1,2}})"):
     """Zoom out 2x: the image padded on every side, the new border filled after its prompt."""
 
-    def __init__(self, generation_id: int, index: int, numbered: bool = False) -> None:
+    def __init__(self, generation_id: int, index: int, numbered: bool = False, row: int = 4) -> None:
         self.generation_id, self.index = generation_id, index
         super().__init__(discord.ui.Button(label="Zoom out 2x" + _number(index, numbered),
                                            style=discord.ButtonStyle.secondary,
-                                           custom_id=f"cf:zoom:{generation_id}:{index}", emoji="🔭", row=4))
+                                           custom_id=f"cf:zoom:{generation_id}:{index}", emoji="🔭", row=row))
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
@@ -254,10 +257,10 @@ class ZoomButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=r
 class RerollButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:reroll:(?P<gen>{ID})"):
     """Reroll: the same request again, with a new seed."""
 
-    def __init__(self, generation_id: int) -> None:
+    def __init__(self, generation_id: int, row: int = 4) -> None:
         self.generation_id = generation_id
         super().__init__(discord.ui.Button(label="Reroll", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"cf:reroll:{generation_id}", emoji="🎲", row=4))
+                                           custom_id=f"cf:reroll:{generation_id}", emoji="🎲", row=row))
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
@@ -294,33 +297,104 @@ def cancel_view(job_id: int) -> discord.ui.View:
     return view
 
 
-def result_view(generation: Generation) -> discord.ui.View | None:
-    """Buttons under a result: per image (the first five), the actions its kind offers."""
+def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View | None:
+    """Buttons under a result: per image (the first four of a batch, or five), the actions its kind offers.
+
+    A single image also gets Reroll, Zoom out 2x and, where the result could still be posted within
+    `post_limit` bytes, Upscale 8x as buttons. A batch fills the grid with its per-image rows, so
+    those, and Upscale all, are the options of one select menu in the last row."""
     kind = kinds.KINDS.get(generation.kind)
     actions = kind.buttons if kind is not None else ()
     if not actions:
         return None
     view = discord.ui.View(timeout=None)
-    numbered = len(generation.files) > 1
-    rows = 4 if {"reroll", "zoom"} & set(actions) else 5  # the last row: Reroll, and Zoom out per image
-    for index in range(min(len(generation.files), rows)):
+    count = len(generation.files)
+    more = more_options(generation, actions, post_limit)
+    for index in range(min(count, 4 if more and count > 1 else 5)):
         if "upscale" in actions:
-            view.add_item(UpscaleButton(generation.id, index, 2, numbered))
-            view.add_item(UpscaleButton(generation.id, index, 4, numbered))
+            view.add_item(UpscaleButton(generation.id, index, 2, count > 1))
+            view.add_item(UpscaleButton(generation.id, index, 4, count > 1))
         if "vary" in actions:
-            view.add_item(VaryButton(generation.id, index, False, numbered))
-            view.add_item(VaryButton(generation.id, index, True, numbered))
+            view.add_item(VaryButton(generation.id, index, False, count > 1))
+            view.add_item(VaryButton(generation.id, index, True, count > 1))
         if "animate" in actions:
-            view.add_item(AnimateButton(generation.id, index, numbered))
-    if "reroll" in actions:
-        view.add_item(RerollButton(generation.id))
-    if "zoom" in actions:
-        for index in range(min(len(generation.files), rows)):
-            view.add_item(ZoomButton(generation.id, index, numbered))
+            view.add_item(AnimateButton(generation.id, index, count > 1))
+    if count > 1 and more:
+        view.add_item(MoreSelect(generation.id, more))
+    elif more:  # one image: these are buttons in the second row
+        for value, _, _, _ in more:
+            action, _, _ = value.partition(":")
+            view.add_item(RerollButton(generation.id, row=1) if action == "reroll" else
+                          ZoomButton(generation.id, 0, row=1) if action == "zoom" else
+                          UpscaleButton(generation.id, 0, 8, row=1))
     return view
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, CancelButton)
+def more_options(generation: Generation, actions: tuple[str, ...], post_limit: int) -> list[tuple[str, str, str, str]]:
+    """The less common actions on a result, as (value, label, description, emoji): Reroll, Upscale all,
+    and per image Zoom out 2x and Upscale 8x (when the result could still be posted)."""
+    count, params = len(generation.files), generation.params
+    options = []
+    if "reroll" in actions:
+        options.append(("reroll", "Reroll", "The same request again, with a new seed", "🎲"))
+    if "upscale" in actions and count > 1:
+        options += [(f"all:{factor}", f"Upscale all {factor}x", f"Every image of this batch, {factor} times larger",
+                     "🔍") for factor in (2, 4)]
+    for index in range(min(count, 10)):
+        if "zoom" in actions:
+            options.append((f"zoom:{index}", "Zoom out 2x" + _number(index, count > 1),
+                            "A new border all around, drawn after the prompt", "🔭"))
+        if "upscale" in actions and upscale_fits(int(params.get("width") or 0), int(params.get("height") or 0), 8,
+                                                  post_limit):
+            options.append((f"up8:{index}", "Upscale 8x" + _number(index, count > 1),
+                            "Eight times larger: for printing", "🔍"))
+    return options[:25]
+
+
+class MoreSelect(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=rf"cf:more:(?P<gen>{ID})"):
+    """A batch's less common actions, one select menu (the button grid is full)."""
+
+    def __init__(self, generation_id: int, options: list[tuple[str, str, str, str]] | list[discord.SelectOption]) -> None:
+        self.generation_id = generation_id
+        choices = [option if isinstance(option, discord.SelectOption) else
+                   discord.SelectOption(value=option[0], label=option[1], description=option[2], emoji=option[3])
+                   for option in options]
+        super().__init__(discord.ui.Select(custom_id=f"cf:more:{generation_id}", placeholder="More: reroll, zoom out, "
+                                           "upscale all…", options=choices, row=4))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select,
+                             match: re.Match[str]) -> MoreSelect:
+        return cls(int(match["gen"]), item.options)
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_more_select(interaction, self.generation_id, (self.item.values or [""])[0])
+
+
+def controlnet_modal(channel_id: int, message_id: int, types: list[str], prompt: str) -> discord.ui.Modal:
+    """Apps -> Use as ControlNet input: the prompt, the control type and its strength. The custom_id
+    names the message, and the bot reads the answer from the interaction (bot.on_modal_submit)."""
+    low, high, default = CONTROL["strength"]
+    modal = discord.ui.Modal(title="Draw with this image's composition", custom_id=f"cf:cnet:{channel_id}:{message_id}",
+                             timeout=TOKEN_MINUTES * 60)
+    modal.add_item(discord.ui.Label(text="Prompt", description="What to draw, following the image's shapes", component=(
+        discord.ui.TextInput(custom_id="prompt", style=discord.TextStyle.paragraph, max_length=1500,
+                             default=prompt or None))))
+    modal.add_item(discord.ui.Label(text="What to follow", description=CONTROL_HELP, component=discord.ui.Select(
+        custom_id="control_type", options=[discord.SelectOption(label=name, value=name, default=index == 0,
+                                                                description=CONTROL_TYPES.get(name))
+                                           for index, name in enumerate(types[:25])])))
+    modal.add_item(discord.ui.Label(text="Strength", description=f"{low:g} to {high:g}: how closely to follow it",
+                                    component=discord.ui.TextInput(custom_id="strength", required=False, max_length=5,
+                                                                   placeholder=f"{default:g}")))
+    return modal
+
+
+TOKEN_MINUTES = 15  # Discord answers a form's submission for as long as its interaction lives
+CONTROL_HELP = "canny: its edges; depth: near and far; openpose: people's poses; lineart: its lines"
+CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and what is far",
+                 "openpose": "The poses of the people in it", "lineart": "Its lines, as a drawing"}
+DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 
@@ -343,6 +417,9 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         f"• `batch`: 1 to {limits['max_batch']} images at once.",
         f"• `model`: {_presets(presets)}.",
         "• `priority`: for admins, puts the job ahead of the queue.",
+        "• `control_image`: ControlNet, an image whose composition to follow; `control_type` says what to "
+        "follow (canny: its edges; depth, openpose or lineart where offered), `control_strength` how closely "
+        "(0 to 2, 0.8 if left out), `control_start`/`control_end` during which share of the steps.",
     ]))
     embed.add_field(name="/edit image:<attachment> prompt:<text>", inline=False, value="\n".join([
         "Redraws an image of yours after a prompt (PNG, JPEG, WebP or GIF; large ones are scaled down).",
@@ -351,16 +428,19 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         "• `negative_prompt`, `seed` and `model` as for /generate.",
     ]))
     embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
-        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image.",
+        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image; **8x** where it can still be posted.",
         "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
         "🎞️ **Animate**: turns that image into a short MP4 video.",
         "🎲 **Reroll**: the same request again, with a new seed.",
         "🔭 **Zoom out 2x**: that image with a new border all around, drawn after its prompt.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
-        "In a batch, the buttons are numbered like the images (#1, #2).",
+        "In a batch, the buttons are numbered like the images (#1, #2), and the **More** menu holds Reroll, "
+        "**Upscale all**, Zoom out and Upscale 8x.",
         "Buttons keep working on old results, even after the bot restarts.",
-        "On any message with an image, *Apps* → **Vary**, **Upscale** or **Animate this image** does the same.",
     ]))
+    embed.add_field(name="Apps menu on any message with an image", inline=False, value=(
+        "Right-click (or long-press) a message → *Apps*: **Vary**, **Upscale** or **Animate this image**, "
+        "or **Use as ControlNet input** to draw a new picture that follows its composition."))
     embed.add_field(name="/status", inline=False, value="Whether ComfyUI is up, the queue, and where your jobs are.")
     embed.add_field(name="When your result is ready", inline=False, value=(
         "The bot posts it as a new message that mentions you, so you hear about it wherever you are."))

@@ -54,10 +54,13 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
         assert not [name for name in server_files if name in bare], text
         assert ".safetensors" not in bare and "generation" not in bare and "job 1" not in bare, text
     assert first.attachments[0]["filename"] == "image-1.png" and first.attachments[1]["filename"] == "image-2.png"
-    labels = [c["label"] for row in first.components for c in row["components"]]
+    labels = [c.get("label") or c["placeholder"] for row in first.components for c in row["components"]]
     assert labels == ["Upscale 2x #1", "Upscale 4x #1", "Vary (subtle) #1", "Vary (strong) #1", "Animate #1",
-                      "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2", "Reroll",
-                      "Zoom out 2x #1", "Zoom out 2x #2"]
+                      "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2",
+                      "More: reroll, zoom out, upscale all…"]
+    options = [option["label"] for option in first.components[-1]["components"][0]["options"]]
+    assert options == ["Reroll", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Upscale 8x #1",
+                       "Zoom out 2x #2", "Upscale 8x #2"]
 
 
 async def test_the_result_and_the_failure_notify_the_owner_and_leave_one_message(comfy, discord_fake, running,
