@@ -80,3 +80,15 @@ async def test_upscale_all_is_one_job_with_every_image_of_the_batch(comfy, disco
         attachment["data"] for attachment in batch.attachments]
     assert sum(node["class_type"] == "ImageBatch" for node in graph.values()) == 3
     assert custom_ids(upscaled) == [f"cf:anim:2:{i}" for i in range(4)]  # each upscaled image can be animated
+
+
+async def test_a_menu_option_the_bot_no_longer_knows_is_answered_in_words(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url))
+    batch = await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "two owls", "batch": 2, "width": 64, "height": 64}))
+    menu_of(discord_fake.messages[batch.id])["options"].append({"label": "Sketch #1", "value": "sketch:0"})
+    picked = await discord_fake.click(batch.id, "cf:more:1", values=["sketch:0"])
+    await picked.wait_acked(3)
+    reply = discord_fake.messages[picked.original_message_id]
+    assert reply.ephemeral and reply.content == "That choice is no longer supported by the bot. Start a new job instead."
+    assert len(comfy.prompts) == 1
