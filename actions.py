@@ -29,6 +29,7 @@ log = structlog.get_logger("bot")
 MAX_REDIRECTS = 3
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 VARY_PROMPT = "a variation of this image"  # for an image that comes with no words of its own
+NO_CONTROLNET = "ControlNet is not available on this bot's servers right now."
 CONTROLNET_MODAL = re.compile(r"cf:cnet:(?P<channel>\d{1,20}):(?P<message>\d{1,20})")
 
 
@@ -248,14 +249,8 @@ class ImageActions:
 
     async def control_type_offered(self, interaction: discord.Interaction, control_type: str | None) -> bool:
         """True when `control_type` is left out or offered; otherwise the person is told which ones are."""
-        offered = self.offered_control_types()
-        if control_type is None or control_type in offered:
-            return True
-        choose = f"Choose one of: {', '.join(map(wording.code, offered))}." if offered else \
-            "ControlNet is not available on this bot's servers right now."
-        await interaction.response.send_message(
-            f"There is no ControlNet type called {wording.code(clip(control_type, 40))}. {choose}", ephemeral=True)
-        return False
+        return await self.choice_offered(interaction, "ControlNet type", control_type, self.offered_control_types(),
+                                         NO_CONTROLNET)
 
     async def on_controlnet_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps -> Use as ControlNet input: a form asks for the prompt, the type and the strength; the
@@ -265,8 +260,7 @@ class ImageActions:
             return
         offered = self.offered_control_types()
         if not offered:
-            await interaction.response.send_message("ControlNet is not available on this bot's servers right now.",
-                                                    ephemeral=True)
+            await interaction.response.send_message(NO_CONTROLNET, ephemeral=True)
             return
         await interaction.response.send_modal(controlnet_modal(message.channel.id, message.id, offered,
                                                                clip(message.content, 1500).strip()))

@@ -252,12 +252,17 @@ class ComfyBot(ImageActions, commands.Bot):
 
     async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
         """True when `model` is left out or offered; otherwise the person is told which ones are."""
-        offered = self.offered_presets()
-        if model is None or model in offered:
+        return await self.choice_offered(interaction, "model", model, self.offered_presets(),
+                                         "This server has no models to choose from; leave `model` out.")
+
+    async def choice_offered(self, interaction: discord.Interaction, noun: str, value: str | None,
+                             offered: list[str], when_none: str) -> bool:
+        """True when `value` is left out or one of `offered`; otherwise the person is told, privately,
+        which ones are (or `when_none`)."""
+        if value is None or value in offered:
             return True
-        choose = f"Choose one of: {clip(', '.join(map(wording.code, offered)), 1500)}." if offered else \
-            "This server has no models to choose from; leave `model` out."
-        await interaction.response.send_message(f"There is no model called {wording.code(model)}. {choose}",
+        choose = f"Choose one of: {clip(', '.join(map(wording.code, offered)), 1500)}." if offered else when_none
+        await interaction.response.send_message(f"There is no {noun} called {wording.code(clip(value, 100))}. {choose}",
                                                 ephemeral=True)
         return False
 

@@ -103,9 +103,7 @@ async def test_control_options_are_refused_in_words(comfy, discord_fake, running
     assert await discord_fake.autocomplete("generate", {"prompt": "x", "control_type": ""}, "control_type") == [
         {"name": "canny", "value": "canny"}]
     bad = await discord_fake.slash("generate", {"prompt": "x", "control_image": ("a.txt", b"not an image")})
-    message = await discord_fake.wait_for_message(
-        lambda m: m.id == bad.original_message_id and m.content.startswith("❌"), timeout=10)
-    assert message.content == ("❌ That image cannot be used: the attachment is not a PNG, JPEG, WebP or GIF image "
+    assert (await result_of(discord_fake, bad)).content == ("❌ That image cannot be used: the attachment is not a PNG, JPEG, WebP or GIF image "
                                "that can be read.")
     assert comfy.prompts == {}
 
@@ -169,9 +167,7 @@ async def test_the_controlnet_form_refuses_what_cannot_be_used_in_words(comfy, d
     await opened.wait_acked(3)
     discord_fake.messages[shape.id].deleted = True  # the image is gone by the time the form is sent
     gone = await discord_fake.submit_modal(opened, {"prompt": "a vase"})
-    message = await discord_fake.wait_for_message(
-        lambda m: m.id == gone.original_message_id and m.content.startswith("❌"), timeout=10)
-    assert message.content == ("❌ That image cannot be used: the message with the image is gone, or the bot may not "
+    assert (await result_of(discord_fake, gone)).content == ("❌ That image cannot be used: the message with the image is gone, or the bot may not "
                                "read it.")
     assert comfy.prompts == {}
 
