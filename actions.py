@@ -193,8 +193,9 @@ class ImageActions:
             await self.on_reroll_button(interaction, generation_id)
         elif action == "all" and argument in ("2", "4"):
             await self.on_upscale_all(interaction, generation_id, int(argument))
-        elif action == "zoom" and argument.isdigit() and len(argument) <= 2:
-            await self.on_image_button(interaction, "outpaint", generation_id, int(argument), zoom=2.0)
+        elif action in ("zoom", "zoom15") and argument.isdigit() and len(argument) <= 2:
+            await self.on_image_button(interaction, "outpaint", generation_id, int(argument),
+                                       zoom=2.0 if action == "zoom" else 1.5)
         elif action == "up8" and argument.isdigit() and len(argument) <= 2:
             await self.on_image_button(interaction, "upscale", generation_id, int(argument), 8)
         else:

@@ -236,22 +236,25 @@ class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
                                                  strength=strength)
 
 
-class ZoomButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:zoom:(?P<gen>{ID}):(?P<idx>\d{{1,2}})"):
-    """Zoom out 2x: the image padded on every side, the new border filled after its prompt."""
+class ZoomButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
+                 template=rf"cf:zoom:(?P<gen>{ID}):(?P<idx>\d{{1,2}})(?::(?P<zoom>15))?"):
+    """Zoom out 2x (or 1.5x): the image padded on every side, the new border filled after its prompt."""
 
-    def __init__(self, generation_id: int, index: int, numbered: bool = False, row: int = 4) -> None:
-        self.generation_id, self.index = generation_id, index
-        super().__init__(discord.ui.Button(label="Zoom out 2x" + _number(index, numbered),
+    def __init__(self, generation_id: int, index: int, numbered: bool = False, row: int = 4, zoom: float = 2.0) -> None:
+        self.generation_id, self.index, self.zoom = generation_id, index, zoom
+        suffix = "" if zoom == 2.0 else ":15"  # 2x buttons keep the ids they have always had
+        super().__init__(discord.ui.Button(label=f"Zoom out {zoom:g}x" + _number(index, numbered),
                                            style=discord.ButtonStyle.secondary,
-                                           custom_id=f"cf:zoom:{generation_id}:{index}", emoji="🔭", row=row))
+                                           custom_id=f"cf:zoom:{generation_id}:{index}{suffix}", emoji="🔭", row=row))
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
                              match: re.Match[str]) -> ZoomButton:
-        return cls(int(match["gen"]), int(match["idx"]))
+        return cls(int(match["gen"]), int(match["idx"]), zoom=1.5 if match["zoom"] else 2.0)
 
     async def clicked(self, interaction: discord.Interaction) -> None:
-        await interaction.client.on_image_button(interaction, "outpaint", self.generation_id, self.index, zoom=2.0)
+        await interaction.client.on_image_button(interaction, "outpaint", self.generation_id, self.index,
+                                                 zoom=self.zoom)
 
 
 class RerollButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:reroll:(?P<gen>{ID})"):
@@ -326,13 +329,15 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
             action, _, _ = value.partition(":")
             view.add_item(RerollButton(generation.id, row=1) if action == "reroll" else
                           ZoomButton(generation.id, 0, row=1) if action == "zoom" else
+                          ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
                           UpscaleButton(generation.id, 0, 8, row=1))
     return view
 
 
 def more_options(generation: Generation, actions: tuple[str, ...], post_limit: int) -> list[tuple[str, str, str, str]]:
     """The less common actions on a result, as (value, label, description, emoji): Reroll, Upscale all,
-    and per image Zoom out 2x and Upscale 8x (when the result could still be posted)."""
+    and per image Zoom out 2x and 1.5x and Upscale 8x (when the result could still be posted). At most
+    25, Discord's limit for a menu: a batch of ten has these for its first seven images."""
     count, params = len(generation.files), generation.params
     options = []
     if "reroll" in actions:
@@ -344,6 +349,8 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
         if "zoom" in actions:
             options.append((f"zoom:{index}", "Zoom out 2x" + _number(index, count > 1),
                             "A new border all around, drawn after the prompt", "🔭"))
+            options.append((f"zoom15:{index}", "Zoom out 1.5x" + _number(index, count > 1),
+                            "A narrower border all around, drawn after the prompt", "🔭"))
         if "upscale" in actions and upscale_fits(int(params.get("width") or 0), int(params.get("height") or 0), 8,
                                                   post_limit):
             options.append((f"up8:{index}", "Upscale 8x" + _number(index, count > 1),
@@ -432,7 +439,7 @@ def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -
         "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
         "🎞️ **Animate**: turns that image into a short MP4 video.",
         "🎲 **Reroll**: the same request again, with a new seed.",
-        "🔭 **Zoom out 2x**: that image with a new border all around, drawn after its prompt.",
+        "🔭 **Zoom out 2x / 1.5x**: that image with a new border all around, drawn after its prompt.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2), and the **More** menu holds Reroll, "
         "**Upscale all**, Zoom out and Upscale 8x.",

@@ -59,8 +59,8 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
                       "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2",
                       "More: reroll, zoom out, upscale all…"]
     options = [option["label"] for option in first.components[-1]["components"][0]["options"]]
-    assert options == ["Reroll", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Upscale 8x #1",
-                       "Zoom out 2x #2", "Upscale 8x #2"]
+    assert options == ["Reroll", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Zoom out 1.5x #1",
+                       "Upscale 8x #1", "Zoom out 2x #2", "Zoom out 1.5x #2", "Upscale 8x #2"]
 
 
 async def test_the_result_and_the_failure_notify_the_owner_and_leave_one_message(comfy, discord_fake, running,
@@ -161,7 +161,8 @@ async def test_edit_redraws_an_attachment_fitted_and_upright(comfy, discord_fake
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert embed["title"] == "Edited image" and fields["Strength"] == "0.40" and fields["Size"] == "608×1024"
     assert [c["custom_id"] for row in result.components for c in row["components"]] == [
-        "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:zoom:1:0"]
+        "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:zoom:1:0",
+        "cf:zoom:1:0:15"]
 
 
 async def test_edit_runs_the_default_workflow_with_strength_as_denoise(comfy, discord_fake, running, tmp_path):
@@ -253,6 +254,10 @@ async def test_zoom_out_pads_the_image_and_fills_the_border_after_its_prompt(com
     fields = {field["name"]: field["value"] for field in zoomed.embeds[0]["fields"]}
     assert zoomed.embeds[0]["title"] == "Zoomed out 2x" and fields["Size"] == "128×128"
     assert image_size(zoomed.attachments[0]) == (128, 128)
+    less = await result_of(discord_fake, await discord_fake.click(first.id, "cf:zoom:1:0:15"), timeout=15)
+    graph = list(comfy.prompts.values())[-1]["prompt"]
+    assert [graph["2"]["inputs"][side] for side in ("left", "top", "right", "bottom")] == [16, 16, 16, 16]
+    assert less.embeds[0]["title"] == "Zoomed out 1.5x" and image_size(less.attachments[0]) == (96, 96)
     too_big = await result_of(discord_fake, await discord_fake.click(zoomed.id, "cf:zoom:2:0"), timeout=15)
     assert too_big.content == ("❌ Your image could not be made: zoomed out 2x, the image would be larger than "
                                "160×160; upscale less or start from a smaller one.")
