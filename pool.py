@@ -98,7 +98,7 @@ class Backend:
                 graph = self.engine.workflow(workflow)
             except WorkflowError as error:  # an operator's own set without this kind's workflow
                 return [str(error)]
-            values = {name: value for name, value in models.items() if name in graph.params}
+            values = graph.applied(models)
             self._fits[key] = [problem.short() for problem in validate(graph, self.object_info, values)]
         return self._fits[key]
 

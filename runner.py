@@ -67,7 +67,7 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
     process): it is followed, not submitted again, so it never runs twice.
     """
     workflow = engine.workflow(kind)
-    applied = {name: value for name, value in values.items() if name in workflow.params}
+    applied = workflow.applied(values)
     graph = workflow.bind(applied)
     began = time.monotonic()
     if attach and prompt_id is not None:

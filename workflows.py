@@ -11,6 +11,13 @@ named parameter sets and which output nodes hold the result:
     prompt = "6.text"            # node id, a dot, the input name
     seed = ["3.seed"]            # or a list: one value set in several places
 
+A workflow that loads a checkpoint may say where a LoRA chain attaches: the node outputs that give
+MODEL and CLIP. The bot then inserts one LoraLoader per LoRA a job asks for (the `loras` value, a
+list of [file, strength]) between them and whatever used them, and none when none is asked for:
+
+    [txt2img]
+    lora = { model = "4.0", clip = "4.1" }
+
 A workflow may extend another: the same graph, parameters and outputs, with
 whole nodes replaced (a ControlNet type is the canny workflow with another
 preprocessor in node 11):
@@ -65,6 +72,8 @@ class Problem:
 
     def short(self) -> str:
         """Without the file: what a user may be shown."""
+        if not self.node:
+            return self.message
         where = f"node {self.node}"
         if self.class_type:
             where += f" ({self.class_type})"
@@ -81,6 +90,16 @@ class Workflow:
     params: Mapping[str, tuple[Target, ...]]
     outputs: tuple[str, ...]
     extends: str | None = None  # the workflow this one is, with some nodes replaced
+    lora: tuple[Target, Target] | None = None  # the outputs (node, output index) that give MODEL and CLIP
+
+    def takes(self, name: str) -> bool:
+        """Whether the value `name` means something to this workflow (a parameter, or `loras`)."""
+        return name in self.params or (name == LORAS and self.lora is not None)
+
+    def applied(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The values this workflow binds: its parameters' and any LoRAs asked for (which bind and
+        validate refuse, in words, when the workflow says nowhere where they attach)."""
+        return {name: value for name, value in values.items() if name in self.params or (name == LORAS and value)}
 
     @property
     def file(self) -> str:
@@ -89,11 +108,16 @@ class Workflow:
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A fresh graph with each named value set on its node inputs."""
-        unknown = sorted(set(values) - set(self.params))
+        unknown = sorted(name for name in values if not self.takes(name))
+        if LORAS in unknown:
+            raise WorkflowError([f"{self.file}: {NO_LORA}"])
         if unknown:
             raise WorkflowError([f"{self.path}: no binding for parameter(s) {', '.join(unknown)}"])
         graph = copy.deepcopy(dict(self.graph))
         for name, value in values.items():
+            if name == LORAS:
+                _with_loras(graph, self.lora, value)
+                continue
             if isinstance(value, list) and len(self.params[name]) == 1 and value and all(isinstance(v, str) for v in value):
                 _batched(graph, self.params[name][0], value)
                 continue
@@ -105,6 +129,35 @@ class Workflow:
 
     def bound_inputs(self, names: set[str]) -> set[tuple[str, str]]:
         return {(t.node, t.input) for name in names for t in self.params.get(name, ())}
+
+
+LORAS = "loras"
+LORA_LIMIT = 3
+NO_LORA = "the workflow says nowhere where LoRAs attach (lora = { model = ..., clip = ... } in workflows.toml)"
+
+
+def _with_loras(graph: dict[str, Any], attach: tuple[Target, Target], loras: Any) -> None:
+    """One LoraLoader per (file, strength), chained from the MODEL and CLIP outputs `attach` names;
+    whatever took those outputs takes the last LoRA's instead."""
+    if not isinstance(loras, list | tuple) or len(loras) > LORA_LIMIT or not all(
+            isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)
+            and isinstance(pair[1], int | float) and not isinstance(pair[1], bool) for pair in loras):
+        raise WorkflowError([f"loras must be at most {LORA_LIMIT} pairs of a file name and a strength"])
+    if not loras:
+        return
+    sources = [[target.node, int(target.input)] for target in attach]
+    consumers = [(body["inputs"], key, sources.index(value)) for body in graph.values()
+                 for key, value in body["inputs"].items() if value in sources]
+    number = max((int(node) for node in graph if node.isdigit()), default=0)
+    model, clip = sources
+    for name, strength in loras:
+        number += 1
+        graph[str(number)] = {"class_type": "LoraLoader", "inputs": {
+            "model": model, "clip": clip, "lora_name": name, "strength_model": float(strength),
+            "strength_clip": float(strength)}}
+        model, clip = [str(number), 0], [str(number), 1]
+    for inputs, key, which in consumers:
+        inputs[key] = (model, clip)[which]
 
 
 def _batched(graph: dict[str, Any], target: Target, names: list[str]) -> None:
@@ -177,13 +230,28 @@ def _load_one(directory: Path, name: str, spec: Any) -> Workflow:
         for target in params[param]:
             if target.node not in graph:
                 problems.append(f"{where}: parameter {param} points at node {target.node}, which {path.name} does not have")
+    lora = _lora_attachment(spec.get("lora"), graph, where, problems)
     outputs = tuple(str(node) for node in spec.get("outputs") or ())
     if not outputs:
         problems.append(f"{where}: needs outputs = [\"<node id>\", ...], the nodes whose files are the result")
     problems += [f"{where}: output node {node} is not in {path.name}" for node in outputs if node not in graph]
     if problems:
         raise WorkflowError(problems)
-    return Workflow(name, path, graph, params, outputs)
+    return Workflow(name, path, graph, params, outputs, lora=lora)
+
+
+def _lora_attachment(spec: Any, graph: Mapping[str, Any], where: str, problems: list[str]) -> tuple[Target, Target] | None:
+    """`lora = { model = "4.0", clip = "4.1" }`: the node outputs a LoRA chain starts from."""
+    if spec is None:
+        return None
+    outputs = [spec.get(key) for key in ("model", "clip")] if isinstance(spec, dict) else []
+    if len(outputs) != 2 or not all(isinstance(o, str) and o.count(".") == 1 and o.rsplit(".", 1)[1].isdigit()
+                                    for o in outputs):
+        problems.append(f"{where}: lora must be {{ model = \"<node>.<output>\", clip = \"<node>.<output>\" }}")
+        return None
+    targets = tuple(Target(*o.rsplit(".", 1)) for o in outputs)
+    problems += [f"{where}: lora points at node {t.node}, which is not in the graph" for t in targets if t.node not in graph]
+    return targets  # type: ignore[return-value]
 
 
 def _extend(directory: Path, name: str, spec: dict[str, Any], loaded: Mapping[str, Workflow]) -> Workflow:
@@ -202,7 +270,7 @@ def _extend(directory: Path, name: str, spec: dict[str, Any], loaded: Mapping[st
     problems = _shape_problems(base.path, graph) if isinstance(nodes, dict) else [f"{where}: nodes must be a table"]
     if problems:
         raise WorkflowError([f"{where}: {problem}" for problem in problems])
-    return Workflow(name, base.path, graph, base.params, base.outputs, extends=base.name)
+    return Workflow(name, base.path, graph, base.params, base.outputs, extends=base.name, lora=base.lora)
 
 
 def _shape_problems(path: Path, graph: Any) -> list[str]:
@@ -226,6 +294,8 @@ def validate(workflow: Workflow, object_info: Mapping[str, Any], values: Mapping
     Inputs bound to parameters missing from `values` (the user's prompt, an
     uploaded image) are only known at run time and are not checked here.
     """
+    if values.get(LORAS) and workflow.lora is None:
+        return [Problem(workflow.file, "", "", "", NO_LORA)]
     graph = workflow.bind(values)
     unknown = workflow.bound_inputs(set(workflow.params) - set(values))
     problems = []

@@ -884,6 +884,14 @@ async def image_only_checkpoint_loader(ctx, ckpt_name):
             {"type": "VAE", "name": ckpt_name}), None
 
 
+@node("LoraLoader")
+async def lora_loader(ctx, model, clip, lora_name, strength_model, strength_clip):
+    def applied(part: dict, strength: float) -> dict:
+        return {**part, "loras": [*part.get("loras", []), (lora_name, strength)]}
+
+    return (applied(model, strength_model), applied(clip, strength_clip)), None
+
+
 @node("CLIPTextEncode")
 async def clip_text_encode(ctx, text, clip):
     return ([{"text": text, "clip": clip["name"]}],), None

@@ -70,6 +70,7 @@ MODEL_COMBOS = {  # class -> (input name, models key), injected from FakeComfyUI
     "ImageOnlyCheckpointLoader": ("ckpt_name", "checkpoints"),
     "UpscaleModelLoader": ("model_name", "upscale_models"),
     "ControlNetLoader": ("control_net_name", "controlnet"),
+    "LoraLoader": ("lora_name", "loras"),
 }
 CONTENT_TYPES = {
     ".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
