@@ -2,7 +2,7 @@
 
 A button on a result posted a month ago must still work, and jobs that were waiting or running
 when the bot stopped must be resumable, so everything lives here and nothing is cached in
-memory. Callers get dataclasses; no SQL leaves this module.
+memory. Callers get dataclasses; no SQL leaves this module and its part for people (store_people.py).
 
 sqlite3 blocks, so every call runs on one dedicated worker thread that alone creates and uses
 the connection, and is awaited from the event loop. One thread also serialises the calls, so
@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+
+import store_people
+from store_people import PeopleStore
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +95,8 @@ _MIGRATIONS = (
     """
     CREATE INDEX generations_by_message ON generations (message_id);
     """,
+    # 5: people's defaults and saved styles (store_people.py).
+    store_people.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -172,7 +177,7 @@ _GENERATION_COLUMNS = ", ".join(f.name for f in fields(Generation))
 _UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "created_at", "updated_at"}
 
 
-class Store:
+class Store(PeopleStore):
     """The database file at `path`; open() before use, close() when done."""
 
     def __init__(self, path: Path) -> None:
