@@ -22,6 +22,7 @@ from image_gen import CONTROL, area_size
 from media import fit_input, fit_mask, verify
 from outputs import OutputError
 from safe_text import clip
+from creative import REMIX_MODAL
 from views import VARY_SUBTLE, controlnet_modal
 
 log = structlog.get_logger("bot")
@@ -191,6 +192,8 @@ class ImageActions:
         action, _, argument = value.partition(":")
         if action == "reroll":
             await self.on_reroll_button(interaction, generation_id)
+        elif action == "remix":
+            await self.on_remix_button(interaction, generation_id)
         elif action == "all" and argument in ("2", "4"):
             await self.on_upscale_all(interaction, generation_id, int(argument))
         elif action in ("zoom", "zoom15") and argument.isdigit() and len(argument) <= 2:
@@ -269,10 +272,14 @@ class ImageActions:
     async def on_modal_submit(self, interaction: discord.Interaction) -> None:
         """A form of ours was sent: read from the interaction itself, so none needs to be in memory."""
         data = interaction.data or {}
+        fields = modal_values(data.get("components"))
+        remix = REMIX_MODAL.fullmatch(str(data.get("custom_id", "")))
+        if remix is not None:
+            await self.on_remix_submit(interaction, int(remix["gen"]), fields)
+            return
         match = CONTROLNET_MODAL.fullmatch(str(data.get("custom_id", "")))
         if match is None:
             return
-        fields = modal_values(data.get("components"))
         prompt = str(fields.get("prompt") or "").strip()
         control_type = (fields.get("control_type") or [None])[0] if isinstance(fields.get("control_type"), list) \
             else fields.get("control_type")

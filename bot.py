@@ -23,13 +23,14 @@ from discord import app_commands
 from discord.ext import commands
 
 import kinds
-from actions import ImageActions
 import logs
 import wording
+from actions import ImageActions
+from comfy_types import ComfyError
 from comfyui import ComfyClient
 from config import Settings, load_settings
+from creative import CreativeControls
 from delivery import TOKEN_LIFETIME, Delivery
-from comfy_types import ComfyError
 from image_gen import RequestError
 from outputs import OutputFolder
 from pool import open_backends
@@ -63,7 +64,7 @@ class RateLimiter:
         return 0.0
 
 
-class ComfyBot(ImageActions, commands.Bot):
+class ComfyBot(ImageActions, CreativeControls, commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, chunk_guilds_at_startup=False,
@@ -90,6 +91,7 @@ class ComfyBot(ImageActions, commands.Bot):
         self.clients = [backend.client for backend in backends]
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance)
+        self.load_builtin_styles()
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         for command in make_commands(settings):
             self.tree.add_command(command)
@@ -243,16 +245,17 @@ class ComfyBot(ImageActions, commands.Bot):
             return
         await interaction.followup.send(await self.scheduler.cancel(job_id, interaction.user.id), ephemeral=True)
 
-    def offered_presets(self) -> list[str]:
-        """The model presets people may choose: those whose checkpoint some server has (all of them
-        while no server's node list is known yet)."""
+    def offered_presets(self, channel: object = None) -> list[str]:
+        """The model presets people may choose here: those whose checkpoint some server has (all of them
+        while no server's node list is known yet), and those marked nsfw only where they are allowed."""
         pool = self.scheduler.pool
         return [name for name, preset in self.settings.model_presets.items()
-                if pool.offers("txt2img", {"checkpoint": preset.checkpoint})]
+                if pool.offers("txt2img", {"checkpoint": preset.checkpoint})
+                and (not preset.nsfw or self.nsfw_allowed(channel))]
 
     async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
         """True when `model` is left out or offered; otherwise the person is told which ones are."""
-        return await self.choice_offered(interaction, "model", model, self.offered_presets(),
+        return await self.choice_offered(interaction, "model", model, self.offered_presets(interaction.channel),
                                          "This server has no models to choose from; leave `model` out.")
 
     async def choice_offered(self, interaction: discord.Interaction, noun: str, value: str | None,

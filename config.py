@@ -20,14 +20,27 @@ MIB = 1024 * 1024
 
 
 class ModelPreset(BaseModel):
-    """A named model for /generate: a checkpoint and the defaults that suit it."""
+    """A named model for /generate: a checkpoint, the defaults that suit it, and how /models shows it."""
 
     checkpoint: str
+    description: str = Field("", max_length=200)
+    tags: list[str] = []  # "anime", "photo": shown in /models
+    preview: str | None = None  # an https:// image URL shown in /models
     width: int | None = Field(None, ge=64, le=16384)
     height: int | None = Field(None, ge=64, le=16384)
     steps: int | None = Field(None, ge=1, le=10000)
     cfg: float | None = Field(None, ge=0, le=30)
+    sampler: str | None = None
+    scheduler: str | None = None
     negative_prompt: str | None = None
+    nsfw: bool = False  # offered and accepted only in age-restricted channels
+
+    @field_validator("preview")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme != "https":
+            raise ValueError("preview must be an https:// URL of an image")
+        return value
 
 
 class Settings(BaseSettings):
@@ -42,6 +55,8 @@ class Settings(BaseSettings):
     cdn_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
     waiting_per_guild: int = Field(100, ge=1, le=100_000)  # jobs one server (guild) may have waiting
     admin_user_ids: list[int] = []  # may use /generate priority:True (so may members with Manage Server)
+    nsfw_channel_id: int | None = None  # age-restricted jobs from other channels run, and are posted here
+    sfw_negative: str = Field("", max_length=1000)  # added to every job's negative prompt outside age-restricted channels
     discord_sharded: bool = False  # run as AutoShardedBot, for bots in very many servers
 
     # ComfyUI
@@ -64,6 +79,8 @@ class Settings(BaseSettings):
     # JSON: each ControlNet type people may choose -> its model file; a type also needs its
     # controlnet_<type> workflow in the set (and, past canny, the preprocessor's custom nodes)
     controlnet_models: dict[str, str] = {"canny": "control_v11p_sd15_canny.pth"}
+    styles_file: Path = Path(__file__).resolve().parent / "styles.toml"  # the style presets the operator edits
+    nsfw_loras: list[str] = []  # LoRA files (or shell patterns like "nsfw/*") used only in age-restricted channels
 
     # Files
     outputs_dir: Path = Path("outputs")

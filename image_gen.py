@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from config import Settings
+from styles import Style, apply as apply_style
 from runner import Engine, EventHandler, JobResult, run_workflow
 
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
@@ -40,6 +41,35 @@ class ImageRequest:
     seed: int | None = None
     batch: int = 1
     checkpoint: str | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    loras: list | None = None  # [[file, strength], ...]
+    style_prompt: str | None = None  # the style's template, with {prompt}
+    style_negative: str | None = None
+    sfw_negative: str | None = None  # the operator's, outside age-restricted channels
+
+
+def prompt_values(request: Any, *, required: bool = True) -> dict[str, str]:
+    """The prompt and negative prompt ComfyUI gets: the person's, through their style, with the
+    operator's SFW negative. `request` is a mapping or an ImageRequest."""
+    get = request.get if isinstance(request, dict) else lambda key: getattr(request, key, None)
+    prompt, negative = str(get("prompt") or ""), str(get("negative_prompt") or "")
+    if required and not prompt.strip():
+        raise RequestError("prompt must not be empty")
+    if get("style_prompt"):
+        prompt, negative = apply_style(Style("style", str(get("style_prompt")), str(get("style_negative") or "")),
+                                       prompt, negative)
+    negative = ", ".join(part for part in (negative.strip(), str(get("sfw_negative") or "").strip()) if part)
+    return {"prompt": prompt, "negative_prompt": negative}
+
+
+def sampling_values(request: Any) -> dict[str, Any]:
+    """The sampler, scheduler and LoRAs a request chose (none: the workflow's own)."""
+    get = request.get if isinstance(request, dict) else lambda key: getattr(request, key, None)
+    values: dict[str, Any] = {key: get(key) for key in ("sampler", "scheduler") if get(key)}
+    if get("loras"):
+        values["loras"] = [[str(name), float(strength)] for name, strength in get("loras")]
+    return values
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -65,8 +95,7 @@ def _within(name: str, value: float, low: float, high: float) -> None:
 
 def txt2img_values(settings: Settings, request: ImageRequest) -> dict[str, Any]:
     """The workflow values of a text-to-image request, checked against the limits; the seed resolved."""
-    if not request.prompt.strip():
-        raise RequestError("prompt must not be empty")
+    prompts = prompt_values(request)
     width = request.width or settings.default_width
     height = request.height or settings.default_height
     steps = request.steps or settings.default_steps
@@ -77,8 +106,8 @@ def txt2img_values(settings: Settings, request: ImageRequest) -> dict[str, Any]:
     _within("cfg", cfg, 0, 30)
     _within("batch", request.batch, 1, settings.max_batch)
     return {
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
+        **prompts,
+        **sampling_values(request),
         "width": width,
         "height": height,
         "steps": steps,
@@ -147,9 +176,7 @@ async def upscale(engine: Engine, image: Path | list[Path], factor: int, *, on_e
 
 def img2img_values(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     """The workflow values of an image-to-image request (all but the uploaded image), checked; the seed resolved."""
-    prompt = str(request.get("prompt") or "")
-    if not prompt.strip():
-        raise RequestError("prompt must not be empty")
+    prompts = prompt_values(request)
     low, high, default = STRENGTH
     strength = default if request.get("strength") is None else float(request["strength"])
     steps = request.get("steps") or settings.default_steps
@@ -157,8 +184,7 @@ def img2img_values(settings: Settings, request: dict[str, Any]) -> dict[str, Any
     _within("strength", strength, low, high)
     _within("steps", steps, 1, settings.max_steps)
     _within("cfg", cfg, 0, 30)
-    return {"prompt": prompt, "negative_prompt": str(request.get("negative_prompt") or ""), "strength": strength,
-            "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
+    return {**prompts, **sampling_values(request), "strength": strength, "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
             "checkpoint": request.get("checkpoint") or settings.checkpoint}
 
 
@@ -189,8 +215,7 @@ def outpaint_values(settings: Settings, request: dict[str, Any]) -> dict[str, An
                            f"{settings.max_width}×{settings.max_height}; upscale less or start from a smaller one")
     steps = request.get("steps") or settings.default_steps
     cfg = settings.default_cfg if request.get("cfg") is None else request["cfg"]
-    return {"prompt": str(request.get("prompt") or ""), "negative_prompt": str(request.get("negative_prompt") or ""),
-            "pad_x": pad_x, "pad_y": pad_y, "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
+    return {**prompt_values(request, required=False), **sampling_values(request), "pad_x": pad_x, "pad_y": pad_y, "steps": steps, "cfg": cfg, "seed": resolve_seed(request.get("seed")),
             "checkpoint": request.get("checkpoint") or settings.checkpoint}
 
 
@@ -222,8 +247,9 @@ def controlnet_values(settings: Settings, request: dict[str, Any]) -> dict[str, 
         raise RequestError(f"there is no ControlNet type {control_type!r} here (this bot offers: {offered})")
     values = txt2img_values(settings, ImageRequest(
         prompt=str(request.get("prompt") or ""), negative_prompt=str(request.get("negative_prompt") or ""),
-        batch=int(request.get("batch") or 1),
-        **{key: request.get(key) for key in ("width", "height", "steps", "cfg", "seed", "checkpoint")}))
+        batch=int(request.get("batch") or 1), **{key: request.get(key) for key in (
+            "width", "height", "steps", "cfg", "seed", "checkpoint", "sampler", "scheduler", "loras", "style_prompt",
+            "style_negative", "sfw_negative")}))
     for name, (low, high, default) in CONTROL.items():
         value = request.get(f"control_{name}")
         values[f"control_{name}"] = default if value is None else float(value)

@@ -50,6 +50,10 @@ class Kind:
         return self.workflow(request) if self.workflow is not None else self.name
 
 
+# what a sampling job's result shows as the person asked for it (the prompt without its style's template)
+SAMPLING_SHOWN = ("model", "prompt", "negative_prompt", "style", "loras", "sampler")
+
+
 def _prepare_txt2img(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     request["seed"] = resolve_seed(request.get("seed"))  # resolved once: a retry gives the same image
     txt2img_values(settings, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}))
@@ -71,8 +75,10 @@ def _prepare_outpaint(settings: Settings, request: dict[str, Any]) -> dict[str, 
 
 
 def _checkpoint(settings: Settings, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The model file of a job that samples: its preset's checkpoint, or the default one."""
-    return {"checkpoint": request.get("checkpoint") or settings.checkpoint}
+    """The model files of a job that samples: its preset's checkpoint (or the default one), and its
+    LoRAs, so that it goes only to a server that has them all."""
+    loras = tuple((str(name), float(strength)) for name, strength in request.get("loras") or ())
+    return {"checkpoint": request.get("checkpoint") or settings.checkpoint, **({"loras": loras} if loras else {})}
 
 
 def _prepare_controlnet(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +110,8 @@ TXT2IMG = Kind(
     models=_checkpoint,
     run=lambda engine, request, source, options: text_to_image(
         engine, ImageRequest(**{key: value for key, value in request.items() if key in IMAGE_FIELDS}), **options),
-    prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll", "zoom"), shown=("model",),
+    prepare=_prepare_txt2img, buttons=("upscale", "vary", "animate", "reroll", "remix", "zoom"),
+    shown=SAMPLING_SHOWN,
 )
 IMG2IMG = Kind(
     name="img2img", noun="image",
@@ -112,7 +119,7 @@ IMG2IMG = Kind(
     models=_checkpoint,
     run=lambda engine, request, source, options: image_to_image(engine, source, dict(request), **options),
     prepare=_prepare_img2img, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
-    shown=("model", "width", "height"),
+    shown=(*SAMPLING_SHOWN, "width", "height"),
 )
 INPAINT = dataclasses.replace(  # an img2img whose mask (request["mask"]) says which part is redrawn
     IMG2IMG, name="inpaint",
@@ -125,7 +132,7 @@ OUTPAINT = Kind(
     run=lambda engine, request, source, options: outpaint(
         engine, source, {**request, "width": request["source_width"], "height": request["source_height"]}, **options),
     prepare=_prepare_outpaint, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
-    shown=("model", "zoom", "width", "height"),
+    shown=(*SAMPLING_SHOWN, "zoom", "width", "height"),
 )
 UPSCALE = Kind(
     name="upscale", noun="upscale",
@@ -150,7 +157,7 @@ CONTROLNET = Kind(  # text to image whose composition follows a control image (r
     models=_controlnet_models,
     run=lambda engine, request, source, options: controlnet(engine, source, dict(request), **options),
     prepare=_prepare_controlnet, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
-    shown=("model", "control_type"), workflow=lambda request: f"controlnet_{request.get('control_type') or 'canny'}",
+    shown=(*SAMPLING_SHOWN, "control_type"), workflow=lambda request: f"controlnet_{request.get('control_type') or 'canny'}",
 )
 KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET)}
 

@@ -15,25 +15,29 @@ from discord import app_commands
 
 import wording
 from config import Settings
+from compose import ASPECTS
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH
 from outputs import OutputError
 from views import help_embed, status_embed
 
-ASPECTS = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2), "wide": (16, 9), "tall": (9, 16)}
 
 
 def make_commands(settings: Settings) -> list[app_commands.Command]:
     """The slash commands, with ranges and choices taken from the settings."""
-    presets = settings.model_presets
     max_w, max_h, max_steps, max_batch = settings.max_width, settings.max_height, settings.max_steps, settings.max_batch
     low, high, default = CONTROL["strength"]
 
     @app_commands.command(description="Make images from a text description")
     @app_commands.describe(
-        prompt="What to draw", negative_prompt="What to avoid", aspect="Shape of the image (ignored if width/height given)",
+        prompt="What to draw; flags like --ar 16:9 --seed 42 --no text --style anime work too (see /help)",
+        negative_prompt="What to avoid", aspect="Shape of the image (ignored if width/height given)",
         width=f"Width in pixels (64-{max_w})", height=f"Height in pixels (64-{max_h})", steps=f"Sampling steps (1-{max_steps})",
         cfg="How closely to follow the prompt (1-30)", seed="Same seed and settings give the same image",
-        batch=f"How many images (1-{max_batch})", model="Which model to use",
+        batch=f"How many images (1-{max_batch})", model="Which model to use (see /models)",
+        style="A style: a prompt template such as cinematic or watercolor (see /style list)",
+        sampler="The sampler (the server's list; the workflow's if left out)", scheduler="The noise schedule",
+        lora="A LoRA from the server's list (more with --lora NAME:0.8 in the prompt)",
+        lora_strength="How strongly the LoRA applies (-2 to 2, default 1)",
         priority="Admins only: put this job ahead of the queue",
         control_image="ControlNet: an image whose composition to follow (its edges, depth, pose or lines)",
         control_type="ControlNet: what to follow in control_image (canny: its edges, if left out)",
@@ -50,7 +54,12 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
                        seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None,
                        batch: app_commands.Range[int, 1, max_batch] = 1,
-                       model: str | None = None, priority: bool = False,
+                       model: str | None = None, style: app_commands.Range[str, 1, 32] | None = None,
+                       sampler: app_commands.Range[str, 1, 100] | None = None,
+                       scheduler: app_commands.Range[str, 1, 100] | None = None,
+                       lora: app_commands.Range[str, 1, 200] | None = None,
+                       lora_strength: app_commands.Range[float, -2.0, 2.0] | None = None,
+                       priority: bool = False,
                        control_image: discord.Attachment | None = None, control_type: str | None = None,
                        control_strength: app_commands.Range[float, low, high] | None = None,
                        control_start: app_commands.Range[float, 0.0, 1.0] | None = None,
@@ -72,23 +81,18 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         if await bot.refuse_if_limited(interaction):
             return
         callback = await interaction.response.defer(thinking=True)
-        preset = presets.get(model) if model else None
-        base_w = (preset.width if preset and preset.width else None) or settings.default_width
-        base_h = (preset.height if preset and preset.height else None) or settings.default_height
-        if aspect is not None and width is None and height is None:
-            width, height = aspect_size(ASPECTS[aspect.value], base_w * base_h, max_w, max_h)
-        request = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
-            "width": width or base_w, "height": height or base_h,
-            "steps": steps or (preset.steps if preset else None), "cfg": cfg if cfg is not None else (preset.cfg if preset else None),
-            "seed": seed, "batch": batch,
-            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
-        }
-        if control_image is not None:  # drawn at the control image's shape unless a size was asked for
-            sized = {"width": request["width"], "height": request["height"]} if width or height or aspect else {}
-            await bot.start_controlnet(interaction, control_image, {**request, **controls, "width": None,
-                                                                    "height": None, **sized}, callback,
+        options = {"negative_prompt": negative_prompt, "aspect": aspect.value if aspect else None, "width": width,
+                   "height": height, "steps": steps, "cfg": cfg, "seed": seed, "model": model, "style": style,
+                   "sampler": sampler, "scheduler": scheduler, "lora": lora, "lora_strength": lora_strength}
+        kind = "controlnet" if control_image is not None else "txt2img"
+        try:  # a control image gives its shape unless a size is asked for
+            request = await bot.request_for(interaction, prompt, options, sized=True if kind == "txt2img" else "asked")
+        except ValueError as error:  # RequestError, FlagError: a sentence
+            await interaction.edit_original_response(content=wording.failed(kind, str(error)))
+            return
+        request["batch"] = batch
+        if control_image is not None:
+            await bot.start_controlnet(interaction, control_image, {**request, **controls}, callback,
                                        priority=1 if priority else 0)
             return
         await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
@@ -96,35 +100,36 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
 
     @app_commands.command(name="edit", description="Redraw an image of yours after a prompt")
     @app_commands.describe(
-        image="The image to start from: PNG, JPEG, WebP or GIF", prompt="What it should become",
+        image="The image to start from: PNG, JPEG, WebP or GIF", prompt="What it should become (flags work too)",
         mask="Optional: white where the image is redrawn (or send an image whose transparent parts are)",
         strength="How much to redraw: 0.05 keeps it, 1 redraws it all (default 0.6)",
-        negative_prompt="What to avoid", seed="Same seed and settings give the same image", model="Which model to use")
+        negative_prompt="What to avoid", seed="Same seed and settings give the same image", model="Which model to use",
+        style="A style: a prompt template such as cinematic or watercolor")
     async def edit(interaction: discord.Interaction, image: discord.Attachment,
                    prompt: app_commands.Range[str, 1, 1500],
                    strength: app_commands.Range[float, STRENGTH[0], STRENGTH[1]] = STRENGTH[2],
                    negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
                    seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None,
-                   mask: discord.Attachment | None = None) -> None:
+                   mask: discord.Attachment | None = None, style: app_commands.Range[str, 1, 32] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
         if not await bot.model_offered(interaction, model):
             return
         if await bot.refuse_if_limited(interaction):
             return
         callback = await interaction.response.defer(thinking=True)
+        kind = "inpaint" if mask is not None else "img2img"
+        try:
+            request = await bot.request_for(interaction, prompt, {"negative_prompt": negative_prompt, "seed": seed,
+                                                                  "model": model, "style": style}, sized=False)
+        except ValueError as error:  # RequestError, FlagError: a sentence
+            await interaction.edit_original_response(content=wording.failed(kind, str(error)))
+            return
         try:
             name, (width, height), masked = await bot.input_image(image, mask)
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
-        preset = presets.get(model) if model else None
-        request = {
-            "prompt": prompt, "input": name, "mask": masked, "strength": strength, "seed": seed, "width": width,
-            "height": height,
-            "negative_prompt": negative_prompt if negative_prompt is not None else (preset.negative_prompt if preset else "") or "",
-            "steps": preset.steps if preset else None, "cfg": preset.cfg if preset else None,
-            "checkpoint": preset.checkpoint if preset else None, "model": model or settings.checkpoint,
-        }
+        request.update(input=name, mask=masked, strength=strength, width=width, height=height)
         kind = "inpaint" if masked else "img2img"  # a mask: only its white part is redrawn
         await bot.start_job(interaction, kind, request, message_id=callback.message_id if callback else None)
 
@@ -137,9 +142,24 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @edit.autocomplete("model")
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        bot = interaction.client  # bot.ComfyBot
-        return [app_commands.Choice(name=name[:100], value=name[:100]) for name in bot.offered_presets()
-                if current.lower() in name.lower()][:25]
+        return matching(interaction.client.offered_presets(interaction.channel), current)
+
+    @edit.autocomplete("style")
+    @generate.autocomplete("style")
+    async def style_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching(await interaction.client.offered_styles(interaction), current)
+
+    @generate.autocomplete("lora")
+    async def lora_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching(interaction.client.offered_loras(interaction.channel), current)
+
+    @generate.autocomplete("sampler")
+    async def sampler_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching(interaction.client.choices("KSampler", "sampler_name"), current)
+
+    @generate.autocomplete("scheduler")
+    async def scheduler_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching(interaction.client.choices("KSampler", "scheduler"), current)
 
     @app_commands.command(name="help", description="How to use this bot")
     async def help_command(interaction: discord.Interaction) -> None:
@@ -175,9 +195,7 @@ def context_menus() -> list[app_commands.ContextMenu]:
             app_commands.ContextMenu(name="Use as ControlNet input", callback=controlnet)]
 
 
-def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
-    """A width and height of exactly this ratio, about this many pixels, multiples of 8, within limits."""
-    w, h = ratio
-    unit = max(8, round((area / (w * h)) ** 0.5 / 8) * 8)
-    unit = min(unit, max(8, max_w // w // 8 * 8), max(8, max_h // h // 8 * 8))
-    return w * unit, h * unit
+def matching(names: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the names containing what was typed so far, at most 25 (Discord's limit)."""
+    typed = current.lower()
+    return [app_commands.Choice(name=name[:100], value=name[:100]) for name in names if typed in name.lower()][:25]

@@ -110,6 +110,10 @@ def result_embed(generation: Generation) -> discord.Embed:
         ("From", f"[the original image]({jump_url(source)})" if source.get("message_id") else None),
         ("Negative prompt", params.get("negative_prompt")),
         ("Model", wording.model_name(str(params["model"])) if params.get("model") else None),
+        ("Style", params.get("style")),
+        ("LoRAs", ", ".join(f"{wording.model_name(str(name))} {strength:g}" for name, strength in params["loras"])
+         if params.get("loras") else None),
+        ("Sampler", params.get("sampler")),
         ("Size", f"{params['width']}×{params['height']}" if params.get("width") and params.get("height") else None),
         ("Seed", params.get("seed")),
         ("Steps", params.get("steps")),
@@ -274,6 +278,42 @@ class RerollButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template
         await interaction.client.on_reroll_button(interaction, self.generation_id)
 
 
+class RemixButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:remix:(?P<gen>{ID})"):
+    """Remix: a form pre-filled with what made the result, sent again as a new job."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Remix", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:remix:{generation_id}", emoji="🎛️", row=1))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> RemixButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_remix_button(interaction, self.generation_id)
+
+
+def remix_modal(generation_id: int, request: dict[str, Any]) -> discord.ui.Modal:
+    """Remix's form: what made the result, to edit. Read back by bot.on_modal_submit, so it works
+    after a restart too."""
+    modal = discord.ui.Modal(title="Remix", custom_id=f"cf:remix:{generation_id}", timeout=TOKEN_MINUTES * 60)
+    size = f"{request['width']}x{request['height']}" if request.get("width") and request.get("height") else ""
+    fields = [("Prompt", "prompt", request.get("prompt"), discord.TextStyle.paragraph, True, 1500),
+              ("Negative prompt", "negative_prompt", request.get("negative_prompt"), discord.TextStyle.paragraph,
+               False, 1500),
+              ("Seed", "seed", request.get("seed"), discord.TextStyle.short, False, 20),
+              ("Size (width x height)", "size", size, discord.TextStyle.short, False, 11),
+              ("Steps and CFG", "steps_cfg", " ".join(str(request[key]) for key in ("steps", "cfg")
+                                                       if request.get(key) is not None),
+               discord.TextStyle.short, False, 20)]
+    for label, custom_id, value, style, required, limit in fields:
+        modal.add_item(discord.ui.TextInput(label=label, custom_id=custom_id, style=style, required=required,
+                                            max_length=limit, default=clip(str(value), limit) if value else None))
+    return modal
+
+
 class CancelButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:cancel:(?P<job>{ID})"):
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
@@ -328,6 +368,7 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
         for value, _, _, _ in more:
             action, _, _ = value.partition(":")
             view.add_item(RerollButton(generation.id, row=1) if action == "reroll" else
+                          RemixButton(generation.id) if action == "remix" else
                           ZoomButton(generation.id, 0, row=1) if action == "zoom" else
                           ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
                           UpscaleButton(generation.id, 0, 8, row=1))
@@ -342,6 +383,8 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
     options = []
     if "reroll" in actions:
         options.append(("reroll", "Reroll", "The same request again, with a new seed", "🎲"))
+    if "remix" in actions:
+        options.append(("remix", "Remix", "Change the prompt, seed or size, and send it again", "🎛️"))
     if "upscale" in actions and count > 1:
         options += [(f"all:{factor}", f"Upscale all {factor}x", f"Every image of this batch, {factor} times larger",
                      "🔍") for factor in (2, 4)]
@@ -401,7 +444,8 @@ TOKEN_MINUTES = 15  # Discord answers a form's submission for as long as its int
 CONTROL_HELP = "canny: its edges; depth: near and far; openpose: people's poses; lineart: its lines"
 CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and what is far",
                  "openpose": "The poses of the people in it", "lineart": "Its lines, as a drawing"}
-DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, CancelButton)
+DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, RemixButton,
+                 CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 

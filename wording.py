@@ -47,6 +47,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def and_list(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def code(name: Any) -> str:
     """A name as people see it: in backticks, without backticks of its own, not too long."""
     return f"`{clip(str(name).replace('`', ''), 80)}`"

@@ -32,7 +32,8 @@ async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_f
     assert embed["description"] == 'a "red" {fox} 🦊'
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Seed"] == "42" and fields["Size"] == "128×96"
-    assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:zoom:1:0", "cf:zoom:1:0:15", "cf:up:1:0:8"]
+    assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:remix:1", "cf:zoom:1:0", "cf:zoom:1:0:15",
+        "cf:up:1:0:8"]
     assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
     assert attachment["filename"] == "image.png"
     (posted,) = comfy.prompts.values()
@@ -51,9 +52,9 @@ async def test_batch_of_four_has_buttons_per_image(comfy, discord_fake, running,
     (menu,) = message.components[4]["components"]
     assert menu["type"] == 3 and menu["custom_id"] == "cf:more:1"
     assert [option["value"] for option in menu["options"]] == [
-        "reroll", "all:2", "all:4", *(f"{action}:{i}" for i in range(4) for action in ("zoom", "zoom15", "up8"))]
+        "reroll", "remix", "all:2", "all:4", *(f"{action}:{i}" for i in range(4) for action in ("zoom", "zoom15", "up8"))]
     assert [option["label"] for option in menu["options"]][:5] == [
-        "Reroll", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Zoom out 1.5x #1"]
+        "Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1"]
 
 
 async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_path):
@@ -120,7 +121,7 @@ async def test_job_limit_per_user(comfy, discord_fake, running, tmp_path):
     await running.start(bot_settings(tmp_path, comfy.url, jobs_per_user=1))
     comfy.node_delay = 0.5
     first = await discord_fake.slash("generate", {"prompt": "slow", "width": 64, "height": 64})
-    await first.wait_acked(3)
+    await discord_fake.wait_for(lambda: list(running.bot.scheduler.waiting_jobs()) or comfy.prompts, timeout=5)
     second = await discord_fake.slash("generate", {"prompt": "more"})
     await second.wait_acked(3)
     assert discord_fake.messages[second.original_message_id].content == \
@@ -207,7 +208,8 @@ async def test_job_past_the_token_lifetime_is_delivered_in_the_channel(comfy, mo
         interaction = await fake.slash("generate", {"prompt": "long", "width": 64, "height": 64})
         message = await fake.wait_for_message(lambda m: m.interaction_id is None and m.attachments, timeout=15)
         assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
-        assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:zoom:1:0", "cf:zoom:1:0:15", "cf:up:1:0:8"]
+        assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:remix:1", "cf:zoom:1:0", "cf:zoom:1:0:15",
+        "cf:up:1:0:8"]
         original = fake.messages[interaction.original_message_id]
         assert await fake.wait_for(lambda: original.deleted)  # deleted through the channel: the token has expired
         assert not [v for v in fake.violations if "token-expired" in v]

@@ -41,7 +41,7 @@ async def test_a_batch_menu_rerolls_zooms_and_upscales_after_a_restart(comfy, di
     batch = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "two owls", "batch": 2, "width": 64, "height": 64, "seed": 3}))
     assert [option["value"] for option in menu_of(batch)["options"]] == [
-        "reroll", "all:2", "all:4", "zoom:0", "zoom15:0", "up8:0", "zoom:1", "zoom15:1", "up8:1"]
+        "reroll", "remix", "all:2", "all:4", "zoom:0", "zoom15:0", "up8:0", "zoom:1", "zoom15:1", "up8:1"]
     await running.stop()
     await running.start(settings)  # the menu needs nothing in memory
 

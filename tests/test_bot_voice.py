@@ -59,7 +59,7 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
                       "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2",
                       "More: reroll, zoom out, upscale all…"]
     options = [option["label"] for option in first.components[-1]["components"][0]["options"]]
-    assert options == ["Reroll", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Zoom out 1.5x #1",
+    assert options == ["Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Zoom out 2x #1", "Zoom out 1.5x #1",
                        "Upscale 8x #1", "Zoom out 2x #2", "Zoom out 1.5x #2", "Upscale 8x #2"]
 
 

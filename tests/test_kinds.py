@@ -44,7 +44,7 @@ def test_what_a_kind_needs_and_offers():
     assert txt2img.models(settings, {"checkpoint": "sdxl.safetensors"}) == {"checkpoint": "sdxl.safetensors"}
     assert txt2img.models(settings, {}) == {"checkpoint": "base.safetensors"}
     assert (txt2img.buttons, upscale.buttons, animate.buttons) == (
-        ("upscale", "vary", "animate", "reroll", "zoom"), ("animate",), ())
+        ("upscale", "vary", "animate", "reroll", "remix", "zoom"), ("animate",), ())
     assert [kind.title({"factor": 4}, 2) for kind in (txt2img, upscale, animate)] == [
         "2 images", "Upscaled 4x: 2 images", "Animation"]
     assert upscale.title({"factor": 8}, 1) == "Upscaled 8x"
