@@ -31,9 +31,11 @@ from comfyui import ComfyClient
 from config import Settings, load_settings
 from creative import CreativeControls
 from delivery import TOKEN_LIFETIME, Delivery
+from help_pages import HelpSelect
 from image_gen import RequestError
 from outputs import OutputFolder
 from pool import open_backends
+from preferences import ModelPick, Preferences
 from safe_text import clip
 from scheduler import QueueFull, Scheduler
 from slash_commands import make_commands
@@ -42,6 +44,7 @@ from views import DYNAMIC_ITEMS
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
+ITEMS = (*DYNAMIC_ITEMS, ModelPick, HelpSelect)  # every restart-proof button and menu
 
 class RateLimiter:
     """At most `count` hits per `per` seconds for each key (a sliding window)."""
@@ -92,7 +95,8 @@ class ComfyBot(ImageActions, CreativeControls, commands.Bot):
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance)
         self.load_builtin_styles()
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*ITEMS)
+        await self.add_cog(Preferences(self))
         for command in make_commands(settings):
             self.tree.add_command(command)
         self.tree.on_error = self.on_command_error
@@ -187,7 +191,7 @@ class ComfyBot(ImageActions, CreativeControls, commands.Bot):
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
         if custom_id.startswith("cf:") and not any(item.__discord_ui_compiled_template__.fullmatch(custom_id)
-                                                   for item in DYNAMIC_ITEMS):
+                                                   for item in ITEMS):
             log.info("unknown_button", custom_id=custom_id[:100], user_id=interaction.user.id)
             await self.tell(interaction, "This button is no longer supported by the bot. Start a new job instead.")
 

@@ -20,7 +20,8 @@ from outputs import OutputError, OutputFolder
 from runner import Engine, JobResult
 from safe_text import server_line
 from video_gen import animate
-from workflows import WorkflowError, load_set, validate
+from styles import StyleError, load as load_styles
+from workflows import Workflow, WorkflowError, load_set, validate
 
 Print = Callable[[str], None]
 
@@ -67,6 +68,12 @@ async def run_check(settings: Settings, *, smoke: bool = False, out: Print = pri
             out(f"  {problem}")
         return 1
     failed = False
+    try:
+        found = load_styles(settings.styles_file)
+        out(f"Styles: {len(found)} in {settings.styles_file}")
+    except StyleError as error:
+        out(f"Styles: {error}")
+        failed = True
     for url in settings.servers():
         failed |= not await _check_server(settings, url, workflows, smoke, out)
     out("All checks passed." if not failed else "Some checks failed (see above).")
@@ -107,11 +114,46 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
             for problem in problems:
                 out(f"    {problem}")
             ok &= not problems
+        ok &= _check_presets(settings, workflows, object_info, out)
         if smoke and ok:
             outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
             await outputs.open()
             ok = await _smoke(Engine(client, workflows, outputs, settings), out)
     return ok
+
+
+def _check_presets(settings: Settings, workflows: dict, object_info: dict, out: Print) -> bool:
+    """Each model preset's checkpoint, sampler and scheduler against the server, and where LoRAs attach."""
+    ok = True
+    txt2img = workflows.get("txt2img")
+    if txt2img is not None and settings.model_presets:
+        out("Model presets")
+        for name, preset in settings.model_presets.items():
+            values = {"checkpoint": preset.checkpoint, "sampler": preset.sampler, "scheduler": preset.scheduler}
+            problems = validate(txt2img, object_info, txt2img.applied({k: v for k, v in values.items() if v}))
+            out(f"  {name:<10} {'ok' if not problems else f'{len(problems)} problem(s)'}")
+            for problem in problems:
+                out(f"    {problem}")
+            ok &= not problems
+    for name, workflow in workflows.items():
+        if workflow.lora is not None and not workflow.extends:
+            problem = lora_problem(workflow, object_info)
+            out(f"  {name:<10} LoRAs attach at {' and '.join(f'{t.node}.{t.input}' for t in workflow.lora)}: "
+                f"{problem or 'ok'}")
+            ok &= problem is None
+    return ok
+
+
+def lora_problem(workflow: Workflow, object_info: dict) -> str | None:
+    """Why the outputs a workflow names for LoRAs are not a MODEL and a CLIP, or None."""
+    for target, wanted in zip(workflow.lora, ("MODEL", "CLIP")):
+        class_type = workflow.graph[target.node]["class_type"]
+        outputs = (object_info.get(class_type) or {}).get("output") or []
+        index = int(target.input)
+        if index >= len(outputs) or outputs[index] != wanted:
+            return (f"output {index} of node {target.node} ({class_type}) is "
+                    f"{outputs[index] if index < len(outputs) else 'missing'}, not {wanted}")
+    return None
 
 
 def preview_method(argv: object) -> str | None:

@@ -9,6 +9,7 @@ what must not run outside an age-restricted channel (`nsfw_reasons`).
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,12 +101,20 @@ def _size(settings: Settings, preset: ModelPreset | None, given: Mapping[str, An
     base_h = (preset.height if preset and preset.height else None) or settings.default_height
     if flagged is None and (given.get("width") or given.get("height")):
         return given.get("width") or base_w, given.get("height") or base_h
-    if flagged is not None:  # any ratio: the nearest size in multiples of 8
+    if flagged is not None:  # exactly that ratio where multiples of 8 allow it near the area, else nearly
+        exact = aspect_size(_reduced(flagged), base_w * base_h, settings.max_width, settings.max_height)
+        if 0.75 <= exact[0] * exact[1] / (base_w * base_h) <= 1.34:
+            return exact
         return area_size(flagged, base_w * base_h, settings.max_width, settings.max_height)
     ratio = ASPECTS.get(str(given.get("aspect") or saved.get("aspect") or ""))
     if ratio is None:
         return base_w, base_h
     return aspect_size(ratio, base_w * base_h, settings.max_width, settings.max_height)
+
+
+def _reduced(ratio: tuple[int, int]) -> tuple[int, int]:
+    divisor = math.gcd(*ratio)
+    return ratio[0] // divisor, ratio[1] // divisor
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:

@@ -13,7 +13,8 @@ import discord
 import structlog
 
 import wording
-from compose import compose, nsfw_lora, nsfw_reasons
+from compose import ASPECTS, compose, nsfw_lora, nsfw_reasons
+from help_pages import HelpContext
 from image_gen import RequestError
 from safe_text import clip
 from styles import Style, StyleError, load as load_styles
@@ -106,6 +107,13 @@ class CreativeControls:
         channels = [channel for channel in (guild.text_channels if guild else []) if channel.nsfw][:3]
         return f", such as {', '.join(channel.mention for channel in channels)}" if channels else \
             " (this server has none)"
+
+    async def help_context(self, interaction: discord.Interaction) -> HelpContext:
+        s = self.settings
+        return HelpContext(64, s.max_width, s.max_height, s.max_steps, s.max_batch, s.jobs_per_user,
+                           s.commands_per_minute, self.offered_presets(interaction.channel),
+                           [f"{name} ({w}:{h})" for name, (w, h) in ASPECTS.items()],
+                           await self.offered_styles(interaction), self.offered_control_types())
 
     # Remix -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 import discord
 import structlog
 
+import kinds
 import wording
 from comfy_types import Event, Preview
 from config import Settings
@@ -187,19 +188,28 @@ class Delivery:
                            for path, name in zip(fitted, names)]
             view = result_view(generation, limit)
             message = await self._post(job, 0, content=wording.ready(job.kind, job.user_id, len(files)),
-                                       embed=result_embed(generation), files=attachments[:MAX_FILES], view=view)
+                                       embed=result_embed(generation), files=attachments[:MAX_FILES], view=view,
+                                       channel_id=kinds.result_channel(job.request, job.channel_id))
             if view is not None:
                 view.stop()  # the buttons are DynamicItems: nothing needs to stay in memory
             urls = [attachment.url for attachment in message.attachments]
             for part, start in enumerate(range(MAX_FILES, len(attachments), MAX_FILES), start=1):
                 more = await self._post(job, part, content=f"More of your {wording.noun(job.kind, 2)} ({part + 1}).",
-                                        files=attachments[start:start + MAX_FILES], quiet=True)
+                                        files=attachments[start:start + MAX_FILES], quiet=True,
+                                        channel_id=kinds.result_channel(job.request, job.channel_id))
                 urls += [attachment.url for attachment in more.attachments]
         finally:
             for path, original in zip(fitted, files):
                 if path != original:
                     await asyncio.to_thread(path.unlink, missing_ok=True)
-        await self._remove_progress(job)
+        if kinds.result_channel(job.request, job.channel_id) != job.channel_id:  # posted in the age-restricted channel: say where
+            live = self._forget(job)
+            await self._quietly(live.finish(content=wording.ready_elsewhere(job.kind, job.user_id, message.channel.id,
+                                                                            message.jump_url),
+                                            attachments=[], embeds=[], view=None,
+                                            allowed_mentions=owner_only(job)))
+        else:
+            await self._remove_progress(job)
         return message.id, urls
 
     async def job_failed(self, job: Job, reason: str) -> None:
@@ -212,16 +222,17 @@ class Delivery:
             await self._quietly(live.finish(content=wording.cancelled(by_user_id), attachments=[], embeds=[],
                                             view=None))
 
-    async def _post(self, job: Job, part: int, *, quiet: bool = False, **content: Any) -> discord.Message:
-        """A new message in the job's channel, idempotent through its nonce; where the bot may not post
-        in the channel, a followup of the interaction while its token lives."""
+    async def _post(self, job: Job, part: int, *, quiet: bool = False, channel_id: int | None = None,
+                    **content: Any) -> discord.Message:
+        """A new message in the job's channel (or `channel_id`), idempotent through its nonce; where the
+        bot may not post in the job's channel, a followup of the interaction while its token lives."""
         mentions = discord.AllowedMentions.none() if quiet else owner_only(job)
-        channel = self._bot.get_partial_messageable(job.channel_id)
+        channel = self._bot.get_partial_messageable(channel_id or job.channel_id)
         extra = {key: value for key, value in content.items() if value is not None}
         try:
             return await channel.send(**extra, allowed_mentions=mentions, nonce=nonce(job, part))
         except discord.Forbidden:
-            hook = self._hook(job)
+            hook = self._hook(job) if (channel_id or job.channel_id) == job.channel_id else None
             if hook is None:
                 raise
             log.info("channel_post_forbidden", job_id=job.id)

@@ -24,6 +24,11 @@ IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 FILES = ("input", "mask", "inputs")  # request values that name files in the output folder: pinned until the job ends
 
 
+def result_channel(request: Mapping[str, Any], channel_id: int) -> int:
+    """Where a job's result is posted: its channel, or the age-restricted one it was sent to."""
+    return int(request.get("deliver_to") or channel_id)
+
+
 def files(request: Mapping[str, Any]) -> list[str]:
     """The output folder's files a request needs (its input image, its mask, the images of an Upscale all)."""
     named = [request[key] if isinstance(request.get(key), list) else [request.get(key)] for key in FILES]

@@ -384,7 +384,7 @@ class Scheduler:
         try:
             generation = await self._store.add_generation(Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
-                channel_id=job.channel_id, params=await self._shown_params(job, result),
+                channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
                 files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
             job = await self._store.update_job(job.id, state="delivering", generation_id=generation.id)
             await self._deliver(job, generation, jlog)

@@ -18,7 +18,8 @@ from config import Settings
 from compose import ASPECTS
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH
 from outputs import OutputError
-from views import help_embed, status_embed
+from help_pages import help_page, help_view
+from views import status_embed
 
 
 
@@ -161,13 +162,11 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     async def scheduler_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return matching(interaction.client.choices("KSampler", "scheduler"), current)
 
-    @app_commands.command(name="help", description="How to use this bot")
+    @app_commands.command(name="help", description="How to use this bot: a page per topic")
     async def help_command(interaction: discord.Interaction) -> None:
-        limits = {"min_side": 64, "max_width": max_w, "max_height": max_h, "max_steps": max_steps, "max_batch": max_batch,
-                  "jobs_per_user": settings.jobs_per_user, "commands_per_minute": settings.commands_per_minute}
-        bot = interaction.client  # bot.ComfyBot
-        aspects = [f"{name} ({w}:{h})" for name, (w, h) in ASPECTS.items()]
-        await interaction.response.send_message(embed=help_embed(limits, bot.offered_presets(), aspects), ephemeral=True)
+        context = await interaction.client.help_context(interaction)  # bot.ComfyBot
+        await interaction.response.send_message(embed=help_page("make", context), view=help_view("make"),
+                                                ephemeral=True)
 
     @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
     async def status_command(interaction: discord.Interaction) -> None:

@@ -19,7 +19,7 @@ import structlog
 import kinds
 import wording
 from image_gen import CONTROL, upscale_fits
-from safe_text import clip, summarize
+from safe_text import clip
 from store import Generation
 
 log = structlog.get_logger(__name__)
@@ -447,65 +447,6 @@ CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and w
 DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, RemixButton,
                  CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
-
-
-# help -------------------------------------------------------------------------
-
-
-def help_embed(limits: dict[str, Any], presets: list[str], aspects: list[str]) -> discord.Embed:
-    """/help, written from the same limits and choices the commands are built with."""
-    embed = discord.Embed(title="How to use this bot", color=COLOR_OK, description=(
-        "Make images and videos with ComfyUI. Everything you make is posted in the channel, "
-        "and anyone here can use the buttons under a result."))
-    embed.add_field(name="/generate prompt:<text>", inline=False, value="\n".join([
-        "Makes images from a description. Options:",
-        "• `negative_prompt`: what you do not want to see.",
-        f"• `aspect`: {', '.join(aspects)}; or `width` and `height`, {limits['min_side']} to "
-        f"{limits['max_width']} × {limits['max_height']} pixels.",
-        f"• `steps`: 1 to {limits['max_steps']}; more is slower, and often finer.",
-        "• `cfg`: 1 to 30, how closely to follow the prompt.",
-        "• `seed`: the same seed and settings give the same image.",
-        f"• `batch`: 1 to {limits['max_batch']} images at once.",
-        f"• `model`: {_presets(presets)}.",
-        "• `priority`: for admins, puts the job ahead of the queue.",
-        "• `control_image`: ControlNet, an image whose composition to follow; `control_type` says what to "
-        "follow (canny: its edges; depth, openpose or lineart where offered), `control_strength` how closely "
-        "(0 to 2, 0.8 if left out), `control_start`/`control_end` during which share of the steps.",
-    ]))
-    embed.add_field(name="/edit image:<attachment> prompt:<text>", inline=False, value="\n".join([
-        "Redraws an image of yours after a prompt (PNG, JPEG, WebP or GIF; large ones are scaled down).",
-        "• `strength`: 0.05 keeps the image almost as it is, 1 redraws it all; 0.6 if left out.",
-        "• `mask`: white where to redraw; or send an image whose transparent parts are to be redrawn.",
-        "• `negative_prompt`, `seed` and `model` as for /generate.",
-    ]))
-    embed.add_field(name="Buttons under a result", inline=False, value="\n".join([
-        "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image; **8x** where it can still be posted.",
-        "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
-        "🎞️ **Animate**: turns that image into a short MP4 video.",
-        "🎲 **Reroll**: the same request again, with a new seed.",
-        "🔭 **Zoom out 2x / 1.5x**: that image with a new border all around, drawn after its prompt.",
-        "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
-        "In a batch, the buttons are numbered like the images (#1, #2), and the **More** menu holds Reroll, "
-        "**Upscale all**, Zoom out and Upscale 8x.",
-        "Buttons keep working on old results, even after the bot restarts.",
-    ]))
-    embed.add_field(name="Apps menu on any message with an image", inline=False, value=(
-        "Right-click (or long-press) a message → *Apps*: **Vary**, **Upscale** or **Animate this image**, "
-        "or **Use as ControlNet input** to draw a new picture that follows its composition."))
-    embed.add_field(name="/status", inline=False, value="Whether ComfyUI is up, the queue, and where your jobs are.")
-    embed.add_field(name="When your result is ready", inline=False, value=(
-        "The bot posts it as a new message that mentions you, so you hear about it wherever you are."))
-    embed.add_field(name="Limits", inline=False, value=(
-        f"{wording.plural(limits['jobs_per_user'], 'job')} per person at a time, and about "
-        f"{wording.plural(limits['commands_per_minute'], 'command')} or button clicks a minute. "
-        "If you reach a limit, the bot tells you when to try again."))
-    return fit_embed(embed)
-
-
-def _presets(presets: list[str]) -> str:
-    if not presets:
-        return "the server's default model"
-    return clip(summarize([wording.code(name) for name in presets], shown=8, noun="models", sep=", "), 400)
 
 
 def status_embed(status: Any) -> discord.Embed:

@@ -110,6 +110,11 @@ def ready(kind: str, user_id: int, count: int = 1) -> str:
     return f"{EMOJI['done']} <@{user_id}>, your {things} {'is' if count == 1 else 'are'} ready."
 
 
+def ready_elsewhere(kind: str, user_id: int, channel_id: int, url: str) -> str:
+    """Where a job marked for age-restricted channels was posted (NSFW_CHANNEL_ID)."""
+    return f"{EMOJI['done']} <@{user_id}>, your {noun(kind)} is ready in <#{channel_id}>, an age-restricted channel: {url}"
+
+
 def failed(kind: str, reason: str, user_id: int | None = None) -> str:
     """`reason` is a sentence (from `failure`); the owner is mentioned when the message notifies them."""
     who = f"<@{user_id}>, your" if user_id is not None else "Your"

@@ -136,8 +136,20 @@ async def test_help_is_ephemeral_and_complete(comfy, discord_fake, running, tmp_
     message = discord_fake.messages[interaction.original_message_id]
     assert message.flags & 64
     text = str(message.embeds[0])
-    for words in ("/generate", "negative_prompt", "steps`: 1 to 100", "batch`: 1 to 4", "Upscale 2x / 4x", "Animate"):
+    for words in ("/generate", "negative_prompt", "steps`: 1 to 100", "batch`: 1 to 4", "control_image"):
         assert words in text
+    (menu,) = message.components[0]["components"]
+    assert [option["label"] for option in menu["options"]] == [
+        "Making images", "Editing images", "Buttons and menus", "Styles and flags", "Models and LoRAs", "Limits",
+        "Questions"]
+    await running.stop()
+    await running.start(bot_settings(tmp_path, comfy.url))  # the menu needs nothing in memory
+    for topic, words in [("buttons", "Upscale 2x / 4x"), ("styles", "--ar 16:9"), ("faq", "Where is my image?")]:
+        picked = await discord_fake.click(message.id, "cf:help", values=[topic])
+        await picked.wait_acked(3)
+        shown = discord_fake.messages[message.id]
+        assert words in shown.embeds[0]["description"] and shown.flags & 64
+        assert [o["value"] for o in shown.components[0]["components"][0]["options"] if o.get("default")] == [topic]
 
 
 async def test_rejected_parameter_is_explained(comfy, discord_fake, running, tmp_path):

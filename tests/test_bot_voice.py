@@ -121,8 +121,8 @@ async def test_a_preset_no_server_has_is_not_offered(comfy, discord_fake, runnin
         "There is no model called `ghost`. Choose one of: `sdxl`."
     help_ = await discord_fake.slash("help")
     await help_.wait_acked(3)
-    usage = discord_fake.messages[help_.original_message_id].embeds[0]["fields"][0]["value"]
-    assert "• `model`: `sdxl`." in usage and "ghost" not in usage
+    usage = discord_fake.messages[help_.original_message_id].embeds[0]["description"]
+    assert "`model`: `sdxl`." in usage and "ghost" not in usage
     for aspect in ("square (1:1)", "portrait (2:3)", "landscape (3:2)", "wide (16:9)", "tall (9:16)"):
         assert aspect in usage
 

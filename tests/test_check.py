@@ -131,3 +131,20 @@ async def test_check_names_missing_controlnet_custom_nodes_and_model_files(comfy
     assert code == 0, output
     assert "  controlnet (canny): skipped, ControlNet is not offered (see CONTROLNET_MODELS)" in output
     assert "controlnet_canny not offered" in output
+
+
+async def test_check_validates_presets_styles_and_where_loras_attach(comfy, tmp_path):
+    presets = ('{"anime": {"checkpoint": "sdxl.safetensors", "sampler": "euler"}, '
+               '"ghost": {"checkpoint": "ghost.safetensors", "sampler": "warp"}}')
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="default",
+                                 CHECKPOINT="v1-5-pruned-emaonly.safetensors", MODEL_PRESETS=presets)
+    assert "Styles: 20 in " in output
+    assert "  anime      ok" in output and "  ghost      2 problem(s)" in output
+    assert "node 4 (CheckpointLoaderSimple), input 'ckpt_name': 'ghost.safetensors' is not available" in output
+    assert "node 3 (KSampler), input 'sampler_name': 'warp' is not available" in output
+    assert "  txt2img    LoRAs attach at 4.0 and 4.1: ok" in output
+    broken = tmp_path / "styles.toml"
+    broken.write_text('[odd]\nprompt = "no slot"\n')
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
+                                 STYLES_FILE=str(broken))
+    assert code == 1 and f"Styles: {broken}: [odd]: prompt must contain {{prompt}} once" in output

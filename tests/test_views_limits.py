@@ -12,7 +12,8 @@ from comfy_types import NodeStarted, Progress
 from progress import Progression
 from scheduler import ServerStatus, Status
 from store import Generation, Job
-from views import fit_embed, help_embed, result_embed, status_embed
+from help_pages import TOPICS, HelpContext, help_page
+from views import fit_embed, result_embed, status_embed
 
 HUGE = 10_000
 # short texts, and huge ones built by repeating a piece (hypothesis draws long texts slowly)
@@ -124,14 +125,16 @@ def test_status_names_no_server_and_counts_the_servers_left_out():
 
 @pytest.mark.parametrize("presets", [[], ["sdxl", "flux"], ["p" * HUGE], [f"preset-{i}" for i in range(500)]])
 def test_help_lists_the_models_within_the_limits(presets):
-    embed = help_embed(LIMITS, presets, ASPECTS)
-    assert_within_discord_limits(embed)
-    models = next(line for line in embed.fields[0].value.splitlines() if line.startswith("• `model`"))
-    assert len(models) < 450
+    context = HelpContext(64, 2048, 2048, 100, 4, 3, 6, presets, ASPECTS, presets, ["canny"])
+    for topic in TOPICS:
+        assert_within_discord_limits(help_page(topic, context))
+    embed = help_page("make", context)
+    models = next(line for line in embed.description.splitlines() if line.startswith("• `batch`"))
+    assert len(models) < 500
     if len(presets) == 500:
         assert models.endswith("`preset-7`, … and 492 more models.")
     elif presets == ["sdxl", "flux"]:
-        assert models == "• `model`: `sdxl`, `flux`."
+        assert models == "• `batch`: 1 to 4 images at once. `model`: `sdxl`, `flux`."
 
 
 def test_fit_embed_trims_the_description_first_then_the_last_fields():
