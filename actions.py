@@ -297,6 +297,11 @@ class ImageActions:
         if not await self.control_type_offered(interaction, control_type) or await self.refuse_if_limited(interaction):
             return
         callback = await interaction.response.defer(thinking=True)
+        try:  # the person's defaults, style and flags apply here as in /generate
+            request = await self.request_for(interaction, clip(prompt, 1500), {}, sized="asked")
+        except ValueError as error:  # RequestError, FlagError: a sentence
+            await interaction.edit_original_response(content=wording.failed("controlnet", str(error)))
+            return
         try:
             source = await self.get_partial_messageable(int(match["channel"])).fetch_message(int(match["message"]))
         except discord.HTTPException:
@@ -304,8 +309,7 @@ class ImageActions:
                 "the message with the image is gone, or the bot may not read it"))
             return
         await self.start_controlnet(interaction, next((a for a in source.attachments if is_image(a)), None),
-                                    {"prompt": clip(prompt, 1500), "control_type": control_type,
-                                     "control_strength": strength}, callback)
+                                    {**request, "control_type": control_type, "control_strength": strength}, callback)
 
     async def start_controlnet(self, interaction: discord.Interaction, attachment: discord.Attachment | None,
                                request: dict, callback, **fields) -> None:

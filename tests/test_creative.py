@@ -83,6 +83,18 @@ async def test_loras_from_the_option_and_flags_are_chained_into_the_graph(comfy,
     assert result.embeds[0]["description"] == "a harbour"
 
 
+async def test_the_lora_list_is_read_again_when_a_server_comes_back(comfy, discord_fake, running, tmp_path):
+    await ready(discord_fake, running, settings_for(tmp_path, comfy.url))
+    typed = {"prompt": "x", "lora": "new"}
+    assert await discord_fake.autocomplete("generate", typed, "lora") == []
+    comfy.models["loras"].append("new-look.safetensors")  # installed while ComfyUI restarts
+    await comfy.restart(downtime=0.3)
+    await discord_fake.wait_for(lambda: not running.bot.scheduler.pool.any_healthy(), timeout=5)
+    await discord_fake.wait_for(lambda: running.bot.scheduler.pool.any_healthy(), timeout=10)
+    assert await discord_fake.autocomplete("generate", typed, "lora") == [
+        {"name": "new-look.safetensors", "value": "new-look.safetensors"}]
+
+
 async def test_a_lora_no_server_has_is_refused_and_routing_picks_the_server_that_has_it(discord_fake, running,
                                                                                        tmp_path):
     bare = FakeComfyUI(models=copy.deepcopy(MODELS))
