@@ -135,12 +135,14 @@ def _check_presets(settings: Settings, workflows: dict, object_info: dict, out: 
             for problem in problems:
                 out(f"    {problem}")
             ok &= not problems
-    for name, workflow in workflows.items():
-        if workflow.lora is not None and not workflow.extends:
-            problem = lora_problem(workflow, object_info)
-            out(f"  {name:<10} LoRAs attach at {' and '.join(f'{t.node}.{t.input}' for t in workflow.lora)}: "
-                f"{problem or 'ok'}")
-            ok &= problem is None
+    attaching = [(name, workflow) for name, workflow in workflows.items()
+                 if workflow.lora is not None and not workflow.extends]
+    if attaching:
+        out("Where LoRAs attach")
+    for name, workflow in attaching:
+        problem = lora_problem(workflow, object_info)
+        out(f"  {name:<10} at {' and '.join(f'{t.node}.{t.input}' for t in workflow.lora)}: {problem or 'ok'}")
+        ok &= problem is None
     return ok
 
 

@@ -142,9 +142,25 @@ async def test_check_validates_presets_styles_and_where_loras_attach(comfy, tmp_
     assert "  anime      ok" in output and "  ghost      2 problem(s)" in output
     assert "node 4 (CheckpointLoaderSimple), input 'ckpt_name': 'ghost.safetensors' is not available" in output
     assert "node 3 (KSampler), input 'sampler_name': 'warp' is not available" in output
-    assert "  txt2img    LoRAs attach at 4.0 and 4.1: ok" in output
+    assert "Where LoRAs attach\n  txt2img    at 4.0 and 4.1: ok" in output
     broken = tmp_path / "styles.toml"
     broken.write_text('[odd]\nprompt = "no slot"\n')
     code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
                                  STYLES_FILE=str(broken))
     assert code == 1 and f"Styles: {broken}: [odd]: prompt must contain {{prompt}} once" in output
+
+
+def test_a_lora_attachment_that_is_not_model_and_clip_is_named():
+    import dataclasses
+    import json
+
+    from check import lora_problem
+    from workflows import Target, load_set
+
+    info = json.loads((ROOT / "tests" / "data" / "object_info.json").read_text())
+    txt2img = load_set(ROOT / "workflows" / "default")["txt2img"]
+    assert lora_problem(txt2img, info) is None
+    wrong = dataclasses.replace(txt2img, lora=(Target("4", "0"), Target("4", "2")))
+    assert lora_problem(wrong, info) == "output 2 of node 4 (CheckpointLoaderSimple) is VAE, not CLIP"
+    beyond = dataclasses.replace(txt2img, lora=(Target("4", "7"), Target("4", "1")))
+    assert lora_problem(beyond, info) == "output 7 of node 4 (CheckpointLoaderSimple) is missing, not MODEL"
