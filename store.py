@@ -2,7 +2,8 @@
 
 A button on a result posted a month ago must still work, and jobs that were waiting or running
 when the bot stopped must be resumable, so everything lives here and nothing is cached in
-memory. Callers get dataclasses; no SQL leaves this module and its part for people (store_people.py).
+memory. Callers get dataclasses; no SQL leaves this module and its parts (store_people.py for
+people's defaults and styles, store_gallery.py for favorites and search).
 
 sqlite3 blocks, so every call runs on one dedicated worker thread that alone creates and uses
 the connection, and is awaited from the event loop. One thread also serialises the calls, so
@@ -22,7 +23,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+import store_gallery
 import store_people
+from store_gallery import GalleryStore
 from store_people import PeopleStore
 
 log = structlog.get_logger(__name__)
@@ -97,6 +100,8 @@ _MIGRATIONS = (
     """,
     # 5: people's defaults and saved styles (store_people.py).
     store_people.MIGRATION,
+    # 6: favorites, deleted results, and the prompts' full-text index (store_gallery.py).
+    store_gallery.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -169,6 +174,7 @@ class Generation:
     message_id: int | None = None
     attachment_urls: list[str] = field(default_factory=list)  # one per file, same order
     created_at: float = 0.0
+    deleted_at: float | None = None  # removed by its owner or a moderator: out of history and the gallery
 
 
 _JSON_FIELDS = frozenset({"request", "params", "files", "attachment_urls"})
@@ -177,7 +183,7 @@ _GENERATION_COLUMNS = ", ".join(f.name for f in fields(Generation))
 _UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "created_at", "updated_at"}
 
 
-class Store(PeopleStore):
+class Store(PeopleStore, GalleryStore):
     """The database file at `path`; open() before use, close() when done."""
 
     def __init__(self, path: Path) -> None:
