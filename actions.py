@@ -194,6 +194,10 @@ class ImageActions:
             await self.on_reroll_button(interaction, generation_id)
         elif action == "remix":
             await self.on_remix_button(interaction, generation_id)
+        elif action == "favorite":
+            await self.on_favorite_button(interaction, generation_id)
+        elif action == "delete":
+            await self.on_delete_button(interaction, generation_id, False)
         elif action == "all" and argument in ("2", "4"):
             await self.on_upscale_all(interaction, generation_id, int(argument))
         elif action in ("zoom", "zoom15") and argument.isdigit() and len(argument) <= 2:

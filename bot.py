@@ -32,6 +32,7 @@ from config import Settings, load_settings
 from creative import CreativeControls
 from delivery import TOKEN_LIFETIME, Delivery
 from help_pages import HelpSelect
+from history import ITEMS as HISTORY_ITEMS, History, HistoryActions
 from image_gen import RequestError
 from outputs import OutputFolder
 from pool import open_backends
@@ -44,7 +45,7 @@ from views import DYNAMIC_ITEMS
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
-ITEMS = (*DYNAMIC_ITEMS, ModelPick, HelpSelect)  # every restart-proof button and menu
+ITEMS = (*DYNAMIC_ITEMS, *HISTORY_ITEMS, ModelPick, HelpSelect)  # every restart-proof button and menu
 
 class RateLimiter:
     """At most `count` hits per `per` seconds for each key (a sliding window)."""
@@ -67,7 +68,7 @@ class RateLimiter:
         return 0.0
 
 
-class ComfyBot(ImageActions, CreativeControls, commands.Bot):
+class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, chunk_guilds_at_startup=False,
@@ -97,6 +98,7 @@ class ComfyBot(ImageActions, CreativeControls, commands.Bot):
         self.load_builtin_styles()
         self.add_dynamic_items(*ITEMS)
         await self.add_cog(Preferences(self))
+        await self.add_cog(History(self))
         for command in make_commands(settings):
             self.tree.add_command(command)
         self.tree.on_error = self.on_command_error

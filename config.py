@@ -102,11 +102,23 @@ class Settings(BaseSettings):
     default_frames: int = Field(14, ge=1, le=1024)
     default_fps: int = Field(8, ge=1, le=120)
 
+    # The web app (the gallery): off while WEB_PORT is unset
+    web_port: int | None = Field(None, ge=1, le=65535)
+    web_host: str = "127.0.0.1"  # behind the operator's reverse proxy
+    web_base_url: str | None = None  # how people reach it, e.g. https://bot.example.org (links in Discord)
+    web_secret: SecretStr | None = None  # signs gallery links; unset, one made once and kept in the database
+    gallery_link_hours: float = Field(24.0, gt=0, le=24 * 30)
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 
-    @field_validator("discord_token", "comfyui_auth_token", mode="before")
+    @field_validator("web_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)
+
+    @field_validator("discord_token", "comfyui_auth_token", "web_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -162,7 +174,8 @@ class Settings(BaseSettings):
         The tokens, and for each ComfyUI URL with a password: the password as written, decoded
         (when percent-encoded), and the `user:password` of HTTP basic auth as it goes on the wire.
         """
-        found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token) if token]
+        found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token, self.web_secret)
+                 if token]
         for url in dict.fromkeys([self.comfyui_url, *self.comfyui_urls]):
             parts = urlsplit(url)
             if parts.password:

@@ -236,10 +236,11 @@ async def fit_mask(path: Path, size: tuple[int, int]) -> bytes:
 
 
 def _fit_mask(path: Path, size: tuple[int, int]) -> bytes:
-    return _encode(_open_upright(path, "L").resize(size, Image.Resampling.BILINEAR), "PNG")
+    return _encode(open_upright(path, "L").resize(size, Image.Resampling.BILINEAR), "PNG")
 
 
-def _open_upright(path: Path, mode: str) -> Image.Image:
+def open_upright(path: Path, mode: str) -> Image.Image:
+    """A still image decoded in `mode`, turned as its EXIF says; BadResult for anything else or too large."""
     try:
         with Image.open(path, formats=_POSTED_FORMATS) as image:
             limit = Image.MAX_IMAGE_PIXELS
@@ -256,7 +257,7 @@ def _open_upright(path: Path, mode: str) -> Image.Image:
 
 
 def _fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tuple[int, int], bytes | None]:
-    upright = _open_upright(path, "RGBA")
+    upright = open_upright(path, "RGBA")
     scale = min(1.0, max_width / upright.width, max_height / upright.height)
     size = (max(8, int(upright.width * scale) // 8 * 8), max(8, int(upright.height * scale) // 8 * 8))
     if size != upright.size:

@@ -217,6 +217,13 @@ class OutputFolder:
         except OSError as exc:
             log.warning("output_discard_failed", file=path.name, error=_reason(exc))
 
+    async def forget(self, path: Path) -> None:
+        """A deleted result's file: removed now, unless a job still holds it as its input, in which case
+        the cap takes it once that job lets go (it is no longer pinned by its result)."""
+        if self._files.get(path.name, 0) > 0:
+            return
+        await self.discard(path)
+
     def pin(self, path: Path) -> None:
         """One more user needs the file (a job that takes it as input; an undelivered result after a
         restart): it is not deleted until each of them has released it."""

@@ -347,9 +347,7 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
     `post_limit` bytes, Upscale 8x as buttons. A batch fills the grid with its per-image rows, so
     those, and Upscale all, are the options of one select menu in the last row."""
     kind = kinds.KINDS.get(generation.kind)
-    actions = kind.buttons if kind is not None else ()
-    if not actions:
-        return None
+    actions = (*(kind.buttons if kind is not None else ()), "keep")
     view = discord.ui.View(timeout=None)
     count = len(generation.files)
     more = more_options(generation, actions, post_limit)
@@ -362,23 +360,25 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
             view.add_item(VaryButton(generation.id, index, True, count > 1))
         if "animate" in actions:
             view.add_item(AnimateButton(generation.id, index, count > 1))
-    if count > 1 and more:
+    if count > 1 and len(more) > len(KEEP):
         view.add_item(MoreSelect(generation.id, more))
-    elif more:  # one image: these are buttons in the second row
-        for value, _, _, _ in more:
-            action, _, _ = value.partition(":")
-            view.add_item(RerollButton(generation.id, row=1) if action == "reroll" else
-                          RemixButton(generation.id) if action == "remix" else
-                          ZoomButton(generation.id, 0, row=1) if action == "zoom" else
-                          ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
-                          UpscaleButton(generation.id, 0, 8, row=1))
+        return view
+    for value, _, _, _ in more:  # one image, or nothing but Favorite and Delete: buttons after the rest
+        action, _, _ = value.partition(":")
+        view.add_item(RerollButton(generation.id, row=1) if action == "reroll" else
+                      RemixButton(generation.id) if action == "remix" else
+                      ZoomButton(generation.id, 0, row=1) if action == "zoom" else
+                      ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
+                      UpscaleButton(generation.id, 0, 8, row=1) if action == "up8" else
+                      FavoriteButton(generation.id) if action == "favorite" else DeleteButton(generation.id))
     return view
 
 
 def more_options(generation: Generation, actions: tuple[str, ...], post_limit: int) -> list[tuple[str, str, str, str]]:
-    """The less common actions on a result, as (value, label, description, emoji): Reroll, Upscale all,
-    and per image Zoom out 2x and 1.5x and Upscale 8x (when the result could still be posted). At most
-    25, Discord's limit for a menu: a batch of ten has these for its first seven images."""
+    """The less common actions on a result, as (value, label, description, emoji): Reroll, Remix,
+    Upscale all, Favorite and Delete, and per image Zoom out 2x and 1.5x and Upscale 8x (when the result
+    could still be posted). At most 25, Discord's limit for a menu: a batch of ten has these for its
+    first six images."""
     count, params = len(generation.files), generation.params
     options = []
     if "reroll" in actions:
@@ -388,6 +388,8 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
     if "upscale" in actions and count > 1:
         options += [(f"all:{factor}", f"Upscale all {factor}x", f"Every image of this batch, {factor} times larger",
                      "🔍") for factor in (2, 4)]
+    if "keep" in actions:
+        options += KEEP
     for index in range(min(count, 10)):
         if "zoom" in actions:
             options.append((f"zoom:{index}", "Zoom out 2x" + _number(index, count > 1),
@@ -399,6 +401,47 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
             options.append((f"up8:{index}", "Upscale 8x" + _number(index, count > 1),
                             "Eight times larger: for printing", "🔍"))
     return options[:25]
+
+
+KEEP = [("favorite", "Favorite", "Keep it in /favorites (or take it out)", "⭐"),
+        ("delete", "Delete", "Remove this result (its owner or a moderator)", "🗑️")]
+
+
+class FavoriteButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:fav:(?P<gen>{ID})"):
+    """Favorite: the clicker's own mark on a result, shown by /favorites and the gallery; a toggle."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Favorite", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:fav:{generation_id}", emoji="⭐", row=2))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> FavoriteButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_favorite_button(interaction, self.generation_id)
+
+
+class DeleteButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
+                   template=rf"cf:del:(?P<gen>{ID})(?P<sure>:ok)?"):
+    """Delete, for the result's owner and moderators: asks once, then removes the message and the result."""
+
+    def __init__(self, generation_id: int, sure: bool = False) -> None:
+        self.generation_id, self.sure = generation_id, sure
+        super().__init__(discord.ui.Button(
+            label="Yes, delete it" if sure else "Delete", emoji="🗑️",
+            style=discord.ButtonStyle.danger if sure else discord.ButtonStyle.secondary,
+            custom_id=f"cf:del:{generation_id}" + (":ok" if sure else ""), row=2))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> DeleteButton:
+        return cls(int(match["gen"]), bool(match["sure"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_delete_button(interaction, self.generation_id, self.sure)
 
 
 class MoreSelect(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=rf"cf:more:(?P<gen>{ID})"):
@@ -445,7 +488,7 @@ CONTROL_HELP = "canny: its edges; depth: near and far; openpose: people's poses;
 CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and what is far",
                  "openpose": "The poses of the people in it", "lineart": "Its lines, as a drawing"}
 DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, RemixButton,
-                 CancelButton)
+                 FavoriteButton, DeleteButton, CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 
