@@ -8,7 +8,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: run check smoke test bench
+.PHONY: run check smoke test bench browser
 run: $(VENV)/.installed
 	$(PY) bot.py
 
@@ -18,11 +18,20 @@ check: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) bot.py check --smoke
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest
+
+# The browser tests (tests/test_web_browser.py) drive Debian's Chromium: installed once, when missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	fi
 
 bench: $(VENV)/.installed
 	$(PY) bench/engine_latency.py
 	$(PY) bench/bot_latency.py
 	$(PY) bench/pool_makespan.py
 	$(PY) bench/input_latency.py
+	$(PY) bench/gallery.py
