@@ -42,6 +42,8 @@ from scheduler import QueueFull, Scheduler
 from slash_commands import make_commands
 from store import Job, Store
 from views import DYNAMIC_ITEMS
+from web.app import WebServer
+from web.thumbs import Thumbnails
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
@@ -84,12 +86,17 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
         self.scheduler: Scheduler | None = None
         self._fetch_session: aiohttp.ClientSession | None = None
         self._validation: asyncio.Task[None] | None = None
+        self.web: WebServer | None = None
+        self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs")  # /history's and the gallery's
 
     async def setup_hook(self) -> None:
         settings = self.settings
         workflows = load_set(settings.workflow_dir())
         await self.store.open()
         await self.outputs.open()
+        if settings.web_port is not None:  # the gallery: same process, same loop
+            self.web = WebServer(self.store, settings)
+            await self.web.start()
         instance = await self.store.instance_id()
         backends = await open_backends(settings, workflows, self.outputs, instance=instance)
         self.clients = [backend.client for backend in backends]
@@ -147,6 +154,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
                     log.error("comfyui_close_failed", server=client.name, error=repr(result))
             if self._fetch_session is not None:
                 await self._fetch_session.close()
+            if self.web is not None:
+                await self.web.stop()
         finally:
             await self.store.close()
             await super().close()

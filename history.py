@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import re
 import time
+from pathlib import Path
 
 import discord
 import structlog
@@ -23,6 +24,7 @@ from safe_text import clip
 from slash_commands import matching
 from store_gallery import Query
 from views import ID, _Guarded, jump_url, result_embed, result_view
+from web.links import gallery_url, link_secret
 
 log = structlog.get_logger("bot")
 
@@ -93,13 +95,18 @@ class HistoryActions:
             await interaction.edit_original_response(content=nothing_found(query, interaction.user.id),
                                                      attachments=[], view=None)
             return
-        sheet = await contact_sheet([self.settings.outputs_dir / generation.files[0] if generation.files else None
-                                     for generation in found])
+        sheet = await contact_sheet([await self._sheet_tile(generation) for generation in found])
         view = history_view(query_id, page, total, found)
         await interaction.edit_original_response(
             content=summary(query, interaction.user.id, page, total, len(found)),
             attachments=[discord.File(io.BytesIO(sheet), filename="history.webp")], view=view)
         view.stop()
+
+    async def _sheet_tile(self, generation) -> Path | None:
+        """The result's cached gallery thumbnail (made once), or its file when it has none (a video, gone)."""
+        if not generation.files:
+            return None
+        return await self.thumbs.get(generation.files[0]) or self.settings.outputs_dir / generation.files[0]
 
     async def open_result(self, interaction: discord.Interaction, generation_id: int) -> None:
         """One result from /history, privately: its embed, its image and the usual buttons, and where it was posted."""
@@ -148,9 +155,7 @@ class History(commands.Cog):
                 "This bot has no web gallery; the operator can turn it on with WEB_PORT and WEB_BASE_URL.",
                 ephemeral=True)
             return
-        from web.links import gallery_url
-
-        secret = settings.web_secret.get_secret_value() if settings.web_secret else await self.bot.store.link_secret()
+        secret = await link_secret(self.bot.store, settings)
         url = gallery_url(settings, secret, interaction.user.id, interaction.guild_id, time.time())
         await interaction.response.send_message(
             f"Your gallery for this server, for the next {settings.gallery_link_hours:g} hours (only for you; "

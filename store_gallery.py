@@ -12,7 +12,7 @@ from typing import Any
 
 MIGRATION = """
 ALTER TABLE generations ADD COLUMN deleted_at REAL;
-CREATE INDEX generations_by_owner ON generations (user_id, guild_id, created_at);
+CREATE INDEX generations_by_owner ON generations (user_id, guild_id, created_at) WHERE deleted_at IS NULL;
 CREATE TABLE favorites (
     user_id INTEGER NOT NULL,
     generation_id INTEGER NOT NULL REFERENCES generations (id),

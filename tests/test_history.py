@@ -134,3 +134,25 @@ async def test_gallery_says_when_there_is_no_web_gallery(comfy, discord_fake, ru
     answer = await reply(discord_fake, await discord_fake.slash("gallery"))
     assert answer.content == ("This bot has no web gallery; the operator can turn it on with WEB_PORT and "
                               "WEB_BASE_URL.")
+
+
+async def test_gallery_hands_out_a_link_to_this_persons_results_here(comfy, discord_fake, running, tmp_path):
+    import re
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:  # a free port for the web app
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    await running.start(bot_settings(tmp_path, comfy.url, web_port=port, web_base_url=f"http://127.0.0.1:{port}",
+                                     gallery_link_hours=2))
+    await make(discord_fake, "a gallery giraffe")
+    answer = await reply(discord_fake, await discord_fake.slash("gallery"))
+    assert answer.ephemeral and answer.content.startswith("Your gallery for this server, for the next 2 hours")
+    (url,) = re.findall(r"http://127\.0\.0\.1:\d+/g/\S+", answer.content)
+    async with aiohttp.ClientSession() as session, session.get(url) as page:
+        text = await page.text()
+    assert page.status == 200 and "a gallery giraffe" in text
+    async with aiohttp.ClientSession() as session, session.get(url[:-3] + "xyz") as page:
+        assert page.status == 403
