@@ -59,6 +59,13 @@ async def test_history_is_a_contact_sheet_with_pages_search_and_filters(comfy, d
     bad = await discord_fake.slash("history", {"since": "yesterday"})
     await bad.wait_acked(3)
     assert discord_fake.messages[bad.original_message_id].content == "`since` is a day written like 2026-11-28."
+    model = settings.checkpoint
+    same = await reply(discord_fake, await discord_fake.slash("history", {"model": model, "until": "2099-12-31",
+                                                                          "since": "2000-01-01"}))
+    assert same.content.startswith(f"Your results here (model `{model}`, from 2000-01-01, until 2099-12-31): "
+                                   "1–9 of 10")
+    other = await reply(discord_fake, await discord_fake.slash("history", {"model": "other", "until": "2000-01-01"}))
+    assert other.content == "You have no results here (model `other`, until 2000-01-01)."
     upscales = await reply(discord_fake, await discord_fake.slash("history", {"kind": "upscale"}))
     assert upscales.content == "You have no results here (upscaled)."
     bob = await reply(discord_fake, await discord_fake.slash("history", user_id=BOB, username="bob"))
