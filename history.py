@@ -23,7 +23,7 @@ from contact_sheet import contact_sheet
 from safe_text import clip
 from slash_commands import matching
 from store_gallery import Query
-from views import ID, _Guarded, jump_url, result_embed, result_view
+from views import ID, DeleteButton, _Guarded, jump_url, result_embed, result_view
 from web.links import gallery_url, link_secret
 
 log = structlog.get_logger("bot")
@@ -50,8 +50,6 @@ class HistoryActions:
     async def on_delete_button(self, interaction: discord.Interaction, generation_id: int, sure: bool) -> None:
         """Delete: its owner or a moderator; asked once. The message goes, the result is kept out of history
         and the gallery, and its files go to the output cap."""
-        from views import DeleteButton
-
         generation = await self.store.get_generation(generation_id)
         if generation is None or generation.deleted_at is not None:
             await interaction.response.send_message("That result is already deleted.", ephemeral=True)
