@@ -198,6 +198,8 @@ class ImageActions:
             await self.on_favorite_button(interaction, generation_id)
         elif action == "delete":
             await self.on_delete_button(interaction, generation_id, False)
+        elif action == "report":
+            await self.on_report_button(interaction, generation_id)
         elif action == "all" and argument in ("2", "4"):
             await self.on_upscale_all(interaction, generation_id, int(argument))
         elif action in ("zoom", "zoom15") and argument.isdigit() and len(argument) <= 2:

@@ -26,6 +26,7 @@ import kinds
 import logs
 import wording
 from actions import ImageActions
+from admin import Admin
 from comfy_types import ComfyError
 from comfyui import ComfyClient
 from config import Settings, load_settings
@@ -39,6 +40,7 @@ from pool import open_backends
 from preferences import ModelPick, Preferences
 from safe_text import clip
 from scheduler import QueueFull, Scheduler
+from service import ServiceControls
 from slash_commands import make_commands
 from store import Job, Store
 from views import DYNAMIC_ITEMS
@@ -70,7 +72,7 @@ class RateLimiter:
         return 0.0
 
 
-class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
+class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, chunk_guilds_at_startup=False,
@@ -106,6 +108,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
         self.add_dynamic_items(*ITEMS)
         await self.add_cog(Preferences(self))
         await self.add_cog(History(self))
+        await self.add_cog(Admin(self))
+        await self.load_switches()
         for command in make_commands(settings):
             self.tree.add_command(command)
         self.tree.on_error = self.on_command_error
@@ -233,6 +237,10 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, commands.Bot):
             message_id = original.id
         request["upload_limit"] = interaction.filesize_limit or self.settings.upload_limit
         try:
+            images = int(request.get("batch") or len(request.get("inputs") or ()) or 1)
+            refusal = await self.service_refusal(interaction, request, images)
+            if refusal is not None:  # blocked, a blocked term, a quota reached: nothing is queued
+                raise RequestError(refusal)
             job = await self.scheduler.submit(Job(
                 id=None, kind=kind, user_id=interaction.user.id, channel_id=interaction.channel_id,
                 guild_id=interaction.guild_id, request=request, interaction_token=interaction.token,

@@ -8,13 +8,14 @@ line naming the variable and what is allowed, and exits with status 2.
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
 
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     comfyui_urls: list[str] = []  # several servers used as one pool; when empty, COMFYUI_URL alone
     server_capacity: int = Field(2, ge=1, le=16)  # our prompts per server at once: one running, one waiting
     server_grace: float = Field(5.0, gt=0, le=600)  # seconds a server may be silent before its jobs move
+    server_prices: dict[str, float] = {}  # JSON: server URL -> price per GPU-hour, for each job's cost
+    cost_currency: str = Field("USD", max_length=8)
     comfyui_auth_header: str = "Authorization"
     comfyui_auth_token: SecretStr | None = None
     comfyui_timeout: float = Field(30.0, gt=0, le=600)
@@ -226,11 +229,31 @@ def describe_error(error: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(**overrides) -> Settings:
-    """Settings from the environment; on a bad value print why and exit 2 (no traceback)."""
+class ConfigError(ValueError):
+    """The settings cannot be read; `lines` says, one per bad setting, what is wrong."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def read_settings(**overrides) -> Settings:
+    """Settings from the environment and .env; ConfigError naming each bad one."""
     try:
         return Settings(**overrides)
     except ValidationError as error:
-        for line in describe_error(error):
+        raise ConfigError(describe_error(error)) from None
+    except SettingsError as error:  # a complex value (a list, a dict) that is not JSON
+        field = re.search(r'field "(\w+)"', str(error))
+        name = field[1].upper() if field else "settings"
+        raise ConfigError([f"config error: {name}: not valid JSON"]) from None
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; on a bad value print why and exit 2 (no traceback)."""
+    try:
+        return read_settings(**overrides)
+    except ConfigError as error:
+        for line in error.lines:
             print(line, file=sys.stderr)
         raise SystemExit(2) from None

@@ -66,6 +66,7 @@ class Backend:
     down_since: float | None = None
     next_look: float = 0.0  # when an unusable server's node list is read again
     poked: float = 0.0
+    drained: bool = False  # an admin drained it: no new jobs, the running ones finish
     _fits: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
 
     @property
@@ -122,7 +123,7 @@ class Pool:
 
     def choose(self, workflow: str, models: Mapping[str, Any], avoid: set[str] = frozenset()) -> Backend | None:
         """A free server that can run the job: one that last ran the same model, then the least loaded."""
-        candidates = [b for b in self.backends if b.free() and not b.problems(workflow, models)]
+        candidates = [b for b in self.backends if b.free() and not b.drained and not b.problems(workflow, models)]
         if not candidates:
             return None
         model = next(iter(models.values()), None)

@@ -120,6 +120,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stalled: dict[int, float] = {}  # job id -> since when no healthy server could take it
+        self.paused: set[str] = set()  # guild ids (as text) and "all" whose queues admins paused (the store has them)
         self._waker: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -206,6 +207,17 @@ class Scheduler:
         self._stalled.pop(job.id, None)
         return self._queue.remove(job)
 
+    def _price(self, label: str) -> float:
+        """The price per GPU-hour of the server a result names (SERVER_PRICES, by URL); 0 when none is set."""
+        backend = next((b for b in self.pool.backends if b.label == label), None)
+        prices = {url.rstrip("/"): price for url, price in self._settings.server_prices.items()}
+        return prices.get(backend.name, 0.0) if backend is not None else 0.0
+
+    def set_paused(self, scopes: set[str]) -> None:
+        """The queues admins paused; jobs of a resumed server are taken at once."""
+        self.paused = set(scopes)
+        self._wake_up()
+
     def waiting_jobs(self) -> Iterator[Job]:
         """Waiting jobs in the order they will be taken (fairqueue.py)."""
         return iter(self._queue)
@@ -230,6 +242,8 @@ class Scheduler:
         if not any(backend.free() for backend in self.pool.backends):
             return None
         for job in self.waiting_jobs():
+            if self.paused & {"all", str(job.guild_id)}:  # an admin paused this server's queue, or every one
+                continue
             backend = self.pool.choose(self._workflow(job), self._models(job), self._avoid.get(job.id, set()))
             if backend is not None:
                 return job, backend
@@ -381,7 +395,9 @@ class Scheduler:
             await self._fail(flight.job, reason)
 
     async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
-        try:
+        try:  # GPU time as ComfyUI's events measured it (execution start to success), and what it cost
+            gpu = result.timings.get("running", 0.0)
+            await self._store.record_cost(job.id, gpu, gpu / 3600 * self._price(result.server))
             generation = await self._store.add_generation(Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
                 channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),

@@ -3,7 +3,8 @@
 A button on a result posted a month ago must still work, and jobs that were waiting or running
 when the bot stopped must be resumable, so everything lives here and nothing is cached in
 memory. Callers get dataclasses; no SQL leaves this module and its parts (store_people.py for
-people's defaults and styles, store_gallery.py for favorites and search).
+people's defaults and styles, store_gallery.py for favorites and search, store_admin.py for admin
+controls, audit and usage).
 
 sqlite3 blocks, so every call runs on one dedicated worker thread that alone creates and uses
 the connection, and is awaited from the event loop. One thread also serialises the calls, so
@@ -23,8 +24,10 @@ from typing import Any, TypeVar
 
 import structlog
 
+import store_admin
 import store_gallery
 import store_people
+from store_admin import AdminStore
 from store_gallery import GalleryStore
 from store_people import PeopleStore
 
@@ -102,6 +105,8 @@ _MIGRATIONS = (
     store_people.MIGRATION,
     # 6: favorites, deleted results, and the prompts' full-text index (store_gallery.py).
     store_gallery.MIGRATION,
+    # 7: audit log, admin switches (pause, block, drain, quotas, terms, mod-log), GPU time and cost per job.
+    store_admin.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -183,7 +188,7 @@ _GENERATION_COLUMNS = ", ".join(f.name for f in fields(Generation))
 _UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "created_at", "updated_at"}
 
 
-class Store(PeopleStore, GalleryStore):
+class Store(PeopleStore, GalleryStore, AdminStore):
     """The database file at `path`; open() before use, close() when done."""
 
     def __init__(self, path: Path) -> None:

@@ -370,7 +370,8 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
                       ZoomButton(generation.id, 0, row=1) if action == "zoom" else
                       ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
                       UpscaleButton(generation.id, 0, 8, row=1) if action == "up8" else
-                      FavoriteButton(generation.id) if action == "favorite" else DeleteButton(generation.id))
+                      FavoriteButton(generation.id) if action == "favorite" else
+                      DeleteButton(generation.id) if action == "delete" else ReportButton(generation.id))
     return view
 
 
@@ -404,7 +405,8 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
 
 
 KEEP = [("favorite", "Favorite", "Keep it in /favorites (or take it out)", "⭐"),
-        ("delete", "Delete", "Remove this result (its owner or a moderator)", "🗑️")]
+        ("delete", "Delete", "Remove this result (its owner or a moderator)", "🗑️"),
+        ("report", "Report", "Show it to this server's moderators", "🚩")]
 
 
 class FavoriteButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:fav:(?P<gen>{ID})"):
@@ -442,6 +444,42 @@ class DeleteButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
 
     async def clicked(self, interaction: discord.Interaction) -> None:
         await interaction.client.on_delete_button(interaction, self.generation_id, self.sure)
+
+
+class ReportButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:report:(?P<gen>{ID})"):
+    """Report: the result goes to the server's mod-log channel, with who reported it."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Report", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:report:{generation_id}", emoji="🚩", row=2))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ReportButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_report_button(interaction, self.generation_id)
+
+
+class ModerateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
+                     template=rf"cf:mod:(?P<gen>{ID}):(?P<action>delete|block)"):
+    """In the mod-log, under a report: delete the result, or block its author here."""
+
+    def __init__(self, generation_id: int, action: str) -> None:
+        self.generation_id, self.action = generation_id, action
+        super().__init__(discord.ui.Button(
+            label="Delete it" if action == "delete" else "Block the author", emoji="🗑️" if action == "delete" else "⛔",
+            style=discord.ButtonStyle.danger, custom_id=f"cf:mod:{generation_id}:{action}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ModerateButton:
+        return cls(int(match["gen"]), match["action"])
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await interaction.client.on_moderate_button(interaction, self.generation_id, self.action)
 
 
 class MoreSelect(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=rf"cf:more:(?P<gen>{ID})"):
@@ -488,7 +526,7 @@ CONTROL_HELP = "canny: its edges; depth: near and far; openpose: people's poses;
 CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and what is far",
                  "openpose": "The poses of the people in it", "lineart": "Its lines, as a drawing"}
 DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, RemixButton,
-                 FavoriteButton, DeleteButton, CancelButton)
+                 FavoriteButton, DeleteButton, ReportButton, ModerateButton, CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
 

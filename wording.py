@@ -71,7 +71,9 @@ def seconds(value: float) -> str:
     value = max(0, round(value))
     if value < 120:
         return f"{value} s"
-    return f"{value // 60} min {value % 60} s" if value < 3600 else f"{value // 3600} h {value % 3600 // 60} min"
+    if value < 3600:
+        return f"{value // 60} min {value % 60} s"
+    return f"{value // 3600} h {value % 3600 // 60} min" if value < 2 * 86400 else f"{value // 86400} days"
 
 
 # waiting ----------------------------------------------------------------------------------

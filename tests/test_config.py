@@ -121,3 +121,16 @@ def test_bot_py_bad_setting_has_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "config error: OUTPUT_LIMIT: Input should be a valid integer, unable to parse string as an integer"
+
+
+def test_a_setting_that_is_not_json_is_named_not_a_traceback(monkeypatch):
+    import pytest as _pytest
+
+    from config import ConfigError, read_settings
+
+    for name in ("MODEL_PRESETS", "COMFYUI_URLS", "SERVER_PRICES"):
+        monkeypatch.setenv(name, "{not json")
+        with _pytest.raises(ConfigError) as caught:
+            read_settings(_env_file=None)
+        assert caught.value.lines == [f"config error: {name}: not valid JSON"]
+        monkeypatch.delenv(name)
