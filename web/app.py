@@ -1,9 +1,10 @@
 """The gallery web app: each person's results in one Discord server, reached through a signed link.
 
-`make_app` builds the aiohttp application; `WebServer` runs it in the bot's event loop. Every route
-checks the link's token first, and only ever shows results of the person and server it names. The
+`make_app` builds the aiohttp application; `WebServer` runs it in the bot's event loop. Every gallery
+route checks the link's token first, and only ever shows results of the person and server it names. The
 pages are plain HTML (Jinja2, autoescaped) and CSS, with no JavaScript. Links inside the pages are
-relative, so the app also works behind a reverse proxy that serves it under a path.
+relative, so the app also works behind a reverse proxy that serves it under a path. The public
+operational routes /metrics, /healthz and /readyz are in web/health.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 import structlog
@@ -23,8 +24,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from config import Settings
 from store import Generation, Store
 from store_gallery import Query
+from web.health import Ready, add_routes
 from web.links import LinkError, link_secret, verify
 from web.thumbs import VIDEO_SUFFIXES, Thumbnails
+
+if TYPE_CHECKING:
+    from metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +64,13 @@ class NotFound(Exception):
     """No such result for this link; becomes the 404 page."""
 
 
-def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """The gallery application on `store`; `clock` gives the time links are checked against."""
+def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = time.time,
+             metrics: Metrics | None = None, ready: Ready | None = None) -> web.Application:
+    """The gallery application on `store`; `clock` gives the time links are checked against.
+
+    Also the public /metrics (404 without `metrics`), /healthz and /readyz (`ready()` gives (ready,
+    reason); ready without it): see web/health.py.
+    """
     app = web.Application(middlewares=[_pages], client_max_size=64 * 1024)
     gallery = Gallery(store, settings, clock)
     app[GALLERY] = gallery
@@ -71,6 +81,7 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     app.router.add_post(result + "/favorite", gallery.favorite)
     app.router.add_get(result + "/thumb/{index:[0-9]{1,4}}", gallery.thumb)
     app.router.add_get(result + "/file/{index:[0-9]{1,4}}", gallery.file)
+    add_routes(app, metrics, ready)
     app.on_response_prepare.append(_secure)
     return app
 
@@ -79,8 +90,9 @@ class WebServer:
     """The app on `settings.web_host:settings.web_port` (or `port`: 0 picks a free one) in this event loop."""
 
     def __init__(self, store: Store, settings: Settings, *, port: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self._app = make_app(store, settings, clock=clock)
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                 ready: Ready | None = None) -> None:
+        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready)
         self._host = settings.web_host
         self._port = settings.web_port if port is None else port
         self._runner: web.AppRunner | None = None
