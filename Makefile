@@ -35,3 +35,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/pool_makespan.py
 	$(PY) bench/input_latency.py
 	$(PY) bench/gallery.py
+	$(PY) bench/metrics.py
