@@ -24,6 +24,7 @@ from discord.ext import commands
 
 import kinds
 import logs
+import tasks
 import wording
 from actions import ImageActions
 from admin import Admin
@@ -35,6 +36,7 @@ from delivery import TOKEN_LIFETIME, Delivery
 from help_pages import HelpSelect
 from history import ITEMS as HISTORY_ITEMS, History, HistoryActions
 from image_gen import RequestError
+from metrics import Metrics, watch_loop
 from outputs import OutputFolder
 from pool import open_backends
 from preferences import ModelPick, Preferences
@@ -89,6 +91,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         self._fetch_session: aiohttp.ClientSession | None = None
         self._validation: asyncio.Task[None] | None = None
         self.web: WebServer | None = None
+        self.metrics = Metrics()
+        self._lag: asyncio.Task[None] | None = None
         self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs")  # /history's and the gallery's
 
     async def setup_hook(self) -> None:
@@ -96,14 +100,16 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         workflows = load_set(settings.workflow_dir())
         await self.store.open()
         await self.outputs.open()
-        if settings.web_port is not None:  # the gallery: same process, same loop
-            self.web = WebServer(self.store, settings)
+        self._lag = asyncio.create_task(tasks.supervise("loop_lag", lambda: watch_loop(self.metrics)))
+        if settings.web_port is not None:  # the gallery, metrics and health: same process, same loop
+            self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready)
             await self.web.start()
         instance = await self.store.instance_id()
         backends = await open_backends(settings, workflows, self.outputs, instance=instance)
         self.clients = [backend.client for backend in backends]
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance)
+        self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance,
+                                   metrics=self.metrics)
         self.load_builtin_styles()
         self.add_dynamic_items(*ITEMS)
         await self.add_cog(Preferences(self))
@@ -149,6 +155,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         try:
             if self._validation is not None:
                 self._validation.cancel()
+            if self._lag is not None:
+                self._lag.cancel()
             if self.scheduler is not None:
                 await self.scheduler.close()
             self.delivery.close()
@@ -163,6 +171,25 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         finally:
             await self.store.close()
             await super().close()
+
+    def ready(self) -> tuple[bool, str]:
+        """/readyz: connected to Discord, and at least one ComfyUI server usable."""
+        if self.scheduler is None:
+            return False, "starting"
+        if self.is_closed() or not self.is_ready():
+            return False, "not connected to Discord"
+        if not self.scheduler.pool.any_healthy():
+            return False, "no ComfyUI server is usable"
+        return True, ""
+
+    async def on_ready(self) -> None:
+        self.metrics.discord(True)
+
+    async def on_resumed(self) -> None:
+        self.metrics.discord(True)
+
+    async def on_disconnect(self) -> None:
+        self.metrics.discord(False)
 
     # every interaction ends in words -------------------------------------------
 
@@ -232,6 +259,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
     async def start_job(self, interaction: discord.Interaction, kind: str, request: dict, **fields) -> None:
         """After defer: record the job (before anything else can fail) and hand it to the scheduler."""
         message_id = fields.pop("message_id", None)
+        self.metrics.acked((discord.utils.utcnow() - interaction.created_at).total_seconds())
         if message_id is None:
             original = await interaction.original_response()
             message_id = original.id

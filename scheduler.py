@@ -30,6 +30,7 @@ from fairqueue import FairQueue
 import wording
 from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
+from metrics import Metrics
 from image_gen import RequestError
 from outputs import OutputError, OutputFolder
 from pool import Backend, Pool
@@ -104,8 +105,9 @@ class Status:
 
 class Scheduler:
     def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
-                 notifier: Notifier, *, instance: str = "") -> None:
+                 notifier: Notifier, *, instance: str = "", metrics: Metrics | None = None) -> None:
         self._store = store
+        self.metrics = metrics if metrics is not None else Metrics()
         self._outputs = outputs
         self._settings = settings
         self._notifier = notifier
@@ -237,6 +239,7 @@ class Scheduler:
                 self._queue.served(job.user_id)
                 self._launch(job, backend, attach=False)
             await self._expire_unservable()
+            self._measure()
 
     def _pick(self) -> tuple[Job, Backend] | None:
         if not any(backend.free() for backend in self.pool.backends):
@@ -248,6 +251,12 @@ class Scheduler:
             if backend is not None:
                 return job, backend
         return None
+
+    def _measure(self) -> None:
+        """The queue and the servers as the metrics show them."""
+        self.metrics.queue(sum(1 for _ in self.waiting_jobs()), len(self._flights))
+        for backend in self.pool.backends:
+            self.metrics.server(backend.label, up=backend.healthy, load=len(backend.jobs))
 
     def _models(self, job: Job) -> dict[str, Any]:
         return kinds.get(job.kind).models(self._settings, job.request)
@@ -346,6 +355,7 @@ class Scheduler:
             result = await self._execute(job, backend.engine, on_event, attach)
             backend.last_model = next(iter(self._models(job).values()), None)
         except SERVER_FAILURES as error:
+            self.metrics.error(error)
             self._free(flight)
             self._flights.pop(job.id, None)
             if job.id in self._cancelled:
@@ -355,6 +365,7 @@ class Scheduler:
             return
         except EXPECTED_ERRORS as error:
             jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
+            self.metrics.error(error)
             await self._end_badly(flight, wording.failure(error), jlog)
             return
         except asyncio.CancelledError:
@@ -397,7 +408,9 @@ class Scheduler:
     async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
         try:  # GPU time as ComfyUI's events measured it (execution start to success), and what it cost
             gpu = result.timings.get("running", 0.0)
-            await self._store.record_cost(job.id, gpu, gpu / 3600 * self._price(result.server))
+            cost = gpu / 3600 * self._price(result.server)
+            await self._store.record_cost(job.id, gpu, cost)
+            self.metrics.gpu(result.server, gpu, cost)
             generation = await self._store.add_generation(Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
                 channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
@@ -446,6 +459,7 @@ class Scheduler:
 
     async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
         files = [self._settings.outputs_dir / name for name in generation.files]
+        began = time.monotonic()
         try:
             message_id, urls = await self._notifier.deliver(job, generation, files)
         finally:
@@ -454,6 +468,8 @@ class Scheduler:
             self._release_input(job)
         await self._store.set_generation_message(generation.id, message_id, urls)
         await self._store.update_job(job.id, state="done")
+        self.metrics.job_finished(job.kind, "done", waited=generation.params.get("waited"),
+                                  ran=generation.params.get("ran"), delivery=time.monotonic() - began)
         self._forget(job.id)
         jlog.info("job_delivered", generation_id=generation.id, message_id=message_id)
 
@@ -462,6 +478,7 @@ class Scheduler:
         self._release_input(job)
         self._forget(job.id)
         job = await self._store.update_job(job.id, state="failed", error=reason)
+        self.metrics.job_finished(job.kind, "failed", waited=None, ran=None)
         try:
             await self._notifier.job_failed(job, reason)
         except Exception:
@@ -518,6 +535,7 @@ class Scheduler:
     async def _notify_cancelled(self, job: Job) -> None:
         by = self._cancelled.get(job.id, job.user_id)
         log.info("job_cancelled", job_id=job.id, by=by)
+        self.metrics.job_finished(job.kind, "cancelled", waited=None, ran=None)
         self._release_input(job)
         self._forget(job.id)
         try:

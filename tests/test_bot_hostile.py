@@ -144,10 +144,10 @@ async def test_a_burst_of_fifty_clicks_makes_at_most_the_limit_of_jobs(comfy, di
     clicks = await asyncio.gather(*(discord_fake.click(first.id, "cf:up:1:0:2") for _ in range(50)))
     for click in clicks:
         await click.wait_acked(3)
-    assert await bot.store.active_job_count(int(OWNER)) == 3
     answered = await discord_fake.wait_for(
         lambda: all(not discord_fake.messages[c.original_message_id].loading for c in clicks), 10)
     assert answered
+    assert await bot.store.active_job_count(int(OWNER)) == 3
     refusals = [discord_fake.messages[c.original_message_id].content for c in clicks]
     assert sum("You already have 3 jobs waiting or running" in text for text in refusals) == 47
     comfy.resume()
