@@ -100,7 +100,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         workflows = load_set(settings.workflow_dir())
         await self.store.open()
         await self.outputs.open()
-        self._lag = asyncio.create_task(tasks.supervise("loop_lag", lambda: watch_loop(self.metrics)))
+        self._lag = asyncio.create_task(tasks.supervise("watch", self._watch))
         if settings.web_port is not None:  # the gallery, metrics and health: same process, same loop
             self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready)
             await self.web.start()
@@ -182,14 +182,15 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
             return False, "no ComfyUI server is usable"
         return True, ""
 
-    async def on_ready(self) -> None:
-        self.metrics.discord(True)
-
-    async def on_resumed(self) -> None:
-        self.metrics.discord(True)
-
-    async def on_disconnect(self) -> None:
-        self.metrics.discord(False)
+    async def _watch(self) -> None:
+        """The event loop's lag, and whether the gateway is connected, for the metrics (runs until cancelled)."""
+        lag = asyncio.create_task(watch_loop(self.metrics))
+        try:
+            while True:
+                self.metrics.discord(self.is_ready() and not self.is_closed())
+                await asyncio.sleep(1.0)
+        finally:
+            lag.cancel()
 
     # every interaction ends in words -------------------------------------------
 

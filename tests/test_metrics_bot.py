@@ -31,10 +31,10 @@ async def test_metrics_and_health_follow_a_session(comfy, discord_fake, running,
     for prompt in ("one", "two"):
         await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": prompt, "width": 64,
                                                                            "height": 64}), timeout=20)
-    done = 'comfybot_jobs_total{kind="txt2img",state="done"} 2.0'
-    for _ in range(50):  # the second job is counted just after its result is posted
+    awaited = ('comfybot_jobs_total{kind="txt2img",state="done"} 2.0', "comfybot_discord_connected 1.0")
+    for _ in range(50):  # the second job is counted just after its result is posted; the gateway each second
         status, text = await get(f"{base}/metrics")
-        if done in text:
+        if all(line in text for line in awaited):
             break
         await asyncio.sleep(0.1)
     lines = set(text.splitlines())
