@@ -25,6 +25,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from store import Generation, Store
 from tests.conftest import ROOT, make_settings
+from tests.test_dashboard import ALICE as ADMIN, GUILD as ADMIN_GUILD
+from tests.test_dashboard import FakePanel, admin_link, serve
 from web.app import WebServer
 from web.links import sign
 
@@ -316,3 +318,56 @@ async def test_another_persons_link_cannot_see_this_result(site, chrome):
     await run(open_page, driver, site.url(f"/g/{link(BOB)}"))
     found = await run(tiles, driver)
     assert len(found) == 1 and found[0].endswith(f"/r/{site.bob.id}")
+
+
+async def test_admin_dashboard_renders_charts_and_pauses(tmp_path, chrome):
+    panel = FakePanel()
+    days = len(panel.data["usage_by_day"])
+    async for dashboard in serve(tmp_path, panel):
+        driver = await run(chrome.driver)
+        await run(driver.set_window_size, 1280, 900)
+        link = admin_link()
+        await run(open_page, driver, dashboard.url(f"/admin/{link}"))
+        assert await run(csp_errors, driver) == []
+        background = await run(driver.execute_script, "return getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(30, 31, 34)"  # the stylesheet applied under the CSP
+
+        drawn = await run(driver.execute_script, """
+            return Array.from(document.querySelectorAll('figure.chart svg')).map(svg => ({
+                width: svg.getBoundingClientRect().width,
+                bars: Array.from(svg.querySelectorAll('rect.bar')).map(rect => rect.getBoundingClientRect().height),
+                fill: getComputedStyle(svg.querySelector('rect.bar')).fill}))""")
+        assert len(drawn) == 2  # images and GPU seconds per day
+        for chart in drawn:
+            assert chart["width"] > 300 and len(chart["bars"]) == days
+            assert sum(height > 5 for height in chart["bars"]) >= days // 2  # the bars show, scaled to the chart
+            assert chart["fill"] not in ("", "none", "rgb(0, 0, 0)")  # coloured by the stylesheet
+        text = await run(lambda: driver.find_element(By.TAG_NAME, "main").text)
+        for shown in ("4 waiting, 2 running", "gpu-beta", "connection refused", "Cost per day",
+                      "ComfyUI ran out of memory", "Open in Discord", "spam <script>alert(1)</script>"):
+            assert shown in text, shown
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        height = await run(driver.execute_script, "return document.documentElement.scrollHeight")
+        whole = {"width": 1280, "height": min(max(height, 900), 4000), "deviceScaleFactor": 1, "mobile": False}
+        await run(driver.execute_cdp_cmd, "Emulation.setDeviceMetricsOverride", whole)  # the whole page in the shot
+        try:
+            assert await run(driver.save_screenshot, str(ARTIFACTS / "dashboard.png"))
+        finally:
+            await run(driver.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})
+
+        await run(click_and_load, driver, "form.pause button[value=pause]")
+        notice = await run(lambda: driver.find_element(By.CSS_SELECTOR, ".notice").text)
+        assert notice == "Paused."
+        assert panel.calls == [(ADMIN_GUILD, ADMIN, "pause", "")]
+        assert await run(lambda: driver.current_url.split("?")[0]) == dashboard.url(f"/admin/{link}")
+        assert await run(driver.find_elements, By.CSS_SELECTOR, "form.pause button[value=resume]")
+
+        phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        await run(driver.execute_cdp_cmd, "Emulation.setDeviceMetricsOverride", phone)
+        try:
+            await run(open_page, driver, dashboard.url(f"/admin/{link}"))
+            scroll = await run(driver.execute_script, "return document.documentElement.scrollWidth")
+            assert scroll <= 390  # nothing wider than the screen: wide tables scroll inside their panel
+            assert await run(driver.save_screenshot, str(ARTIFACTS / "dashboard-phone.png"))
+        finally:
+            await run(driver.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})

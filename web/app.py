@@ -24,12 +24,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from config import Settings
 from store import Generation, Store
 from store_gallery import Query
+from web import dashboard
 from web.health import Ready, add_routes
 from web.links import LinkError, link_secret, verify
 from web.thumbs import VIDEO_SUFFIXES, Thumbnails
 
 if TYPE_CHECKING:
     from metrics import Metrics
+    from web.dashboard import AdminPanel
 
 log = structlog.get_logger(__name__)
 
@@ -65,11 +67,13 @@ class NotFound(Exception):
 
 
 def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = time.time,
-             metrics: Metrics | None = None, ready: Ready | None = None) -> web.Application:
+             metrics: Metrics | None = None, ready: Ready | None = None,
+             admin: AdminPanel | None = None) -> web.Application:
     """The gallery application on `store`; `clock` gives the time links are checked against.
 
     Also the public /metrics (404 without `metrics`), /healthz and /readyz (`ready()` gives (ready,
-    reason); ready without it): see web/health.py.
+    reason); ready without it): see web/health.py. With `admin`, the admin dashboard at /admin/{token}
+    (web/dashboard.py); without, /admin/* is 404.
     """
     app = web.Application(middlewares=[_pages], client_max_size=64 * 1024)
     gallery = Gallery(store, settings, clock)
@@ -82,6 +86,8 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     app.router.add_get(result + "/thumb/{index:[0-9]{1,4}}", gallery.thumb)
     app.router.add_get(result + "/file/{index:[0-9]{1,4}}", gallery.file)
     add_routes(app, metrics, ready)
+    if admin is not None:
+        dashboard.add_routes(app, admin, store, settings, clock, gallery.templates, gallery.error_page)
     app.on_response_prepare.append(_secure)
     return app
 
@@ -91,8 +97,8 @@ class WebServer:
 
     def __init__(self, store: Store, settings: Settings, *, port: int | None = None,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-                 ready: Ready | None = None) -> None:
-        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready)
+                 ready: Ready | None = None, admin: AdminPanel | None = None) -> None:
+        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready, admin=admin)
         self._host = settings.web_host
         self._port = settings.web_port if port is None else port
         self._runner: web.AppRunner | None = None
