@@ -134,8 +134,9 @@ class Delivery:
 
     # while the job waits and runs ------------------------------------------------------------
 
-    async def job_queued(self, job: Job, position: int | None, giving_up_in: float | None = None) -> None:
-        self._show(job, wording.waiting(job.kind, position, giving_up_in))
+    async def job_queued(self, job: Job, position: int | None, giving_up_in: float | None = None,
+                         eta: float | None = None) -> None:
+        self._show(job, wording.waiting(job.kind, position, giving_up_in, eta))
 
     async def job_starting(self, job: Job) -> None:
         self._show(job, wording.starting(job.kind))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import kinds
 from comfy_types import Event, NodeStarted, Progress, Started
-from wording import EMOJI, seconds
+from wording import EMOJI, about, seconds
 
 BAR_WIDTH = 12
 SAMPLING = "Drawing"  # an upscale samples as "Upscaling", an animation as "Animating"
@@ -57,6 +57,7 @@ class Progression:
     shown: float = 0.0  # the bar's share: it never goes back within a job
     preview: bytes | None = None
     preview_mime: str = "image/png"
+    stepping: tuple[float, int] | None = None  # (when, step) the current sampler's steps were first seen
 
     def apply(self, event: Event) -> None:
         if self.started is None and isinstance(event, Started | NodeStarted | Progress):
@@ -65,16 +66,31 @@ class Progression:
             self.stage = stage(event.class_type, self.kind)
             self.sampling = STAGE_OF.get(event.class_type) == SAMPLING
             self.value = self.maximum = 0
+            self.stepping = None
         elif isinstance(event, Progress) and event.max > 1:  # a one-step bar says nothing
             self.value, self.maximum = min(event.value, event.max), event.max
+            if self.stepping is None or self.value < self.stepping[1]:
+                self.stepping = (time.monotonic(), self.value)
             self.shown = max(self.shown, self.value / self.maximum)
+
+    def left(self) -> float | None:
+        """Seconds the sampler still needs at the pace of its steps so far; None before that pace is known."""
+        if not self.sampling or self.stepping is None or not self.maximum:
+            return None
+        since, first = self.stepping
+        done = self.value - first
+        if done < 2:
+            return None
+        return (time.monotonic() - since) / done * (self.maximum - self.value)
 
     def text(self) -> str:
         """Two lines at most: the stage with the time so far, and the bar once there is one."""
         elapsed = time.monotonic() - self.started if self.started is not None else 0.0
         steps = f" (step {self.value} of {self.maximum})" if self.maximum and self.sampling else (
             f" ({self.value / self.maximum:.0%})" if self.maximum else "")
-        lines = [f"{EMOJI['running']} {self.stage}{steps}, {seconds(elapsed)} so far."]
+        left = self.left()
+        lines = [f"{EMOJI['running']} {self.stage}{steps}, {seconds(elapsed)} so far"
+                 + (f", about {about(left)} left." if left is not None else ".")]
         if self.shown > 0:
             filled = round(self.shown * BAR_WIDTH)
             lines.append(f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {self.shown:.0%}")

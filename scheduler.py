@@ -18,7 +18,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from fairqueue import FairQueue
 import wording
 from comfy_types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
 from config import Settings
+from eta import Estimates, wait
 from metrics import Metrics
 from image_gen import RequestError
 from outputs import OutputError, OutputFolder
@@ -56,8 +57,10 @@ class QueueFull(Exception):
 class Notifier(Protocol):
     """How jobs reach people; implemented by the bot."""
 
-    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None) -> None:
-        """Waiting in the bot's queue, `position` jobs ahead; `giving_up_in` seconds while no server answers."""
+    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None,
+                         eta: float | None = None) -> None:
+        """Waiting in the bot's queue, `position` jobs ahead; `giving_up_in` seconds while no server answers;
+        `eta`: the seconds the bot expects until the result (None when it cannot tell)."""
         ...
 
     async def job_starting(self, job: Job) -> None:
@@ -83,6 +86,7 @@ class Flight:
     backend: Backend
     cancel_sent: bool = False
     finished: bool = False  # ComfyUI is done with it: only the download and delivery are left
+    began: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Status:
     waiting: int
     running: int
     mine: list[tuple[Job, int | None, float | None]]  # the caller's active jobs: position and countdown if waiting
+    new_job_starts: float | None = None  # seconds until a job queued now would start, when the bot can tell
 
 
 class Scheduler:
@@ -108,6 +113,7 @@ class Scheduler:
                  notifier: Notifier, *, instance: str = "", metrics: Metrics | None = None) -> None:
         self._store = store
         self.metrics = metrics if metrics is not None else Metrics()
+        self.estimates = Estimates(settings.default_steps)  # how long jobs take, learned from finished ones
         self._outputs = outputs
         self._settings = settings
         self._notifier = notifier
@@ -130,6 +136,7 @@ class Scheduler:
 
     async def start(self) -> int:
         """Take up what a previous process left, then start dispatching. Returns the jobs resumed."""
+        self.estimates.learn_all(await self._store.gpu_history())
         jobs = await self._store.jobs_in(ACTIVE_STATES)
         self._pin([*await self._store.pending_files(), *(name for job in jobs for name in kinds.files(job.request))])
         for job in jobs:
@@ -209,9 +216,12 @@ class Scheduler:
         self._stalled.pop(job.id, None)
         return self._queue.remove(job)
 
+    def _backend_of(self, label: str) -> Backend | None:
+        return next((b for b in self.pool.backends if b.label == label), None)
+
     def _price(self, label: str) -> float:
         """The price per GPU-hour of the server a result names (SERVER_PRICES, by URL); 0 when none is set."""
-        backend = next((b for b in self.pool.backends if b.label == label), None)
+        backend = self._backend_of(label)
         prices = {url.rstrip("/"): price for url, price in self._settings.server_prices.items()}
         return prices.get(backend.name, 0.0) if backend is not None else 0.0
 
@@ -411,6 +421,9 @@ class Scheduler:
             cost = gpu / 3600 * self._price(result.server)
             await self._store.record_cost(job.id, gpu, cost)
             self.metrics.gpu(result.server, gpu, cost)
+            backend = self._backend_of(result.server)
+            if backend is not None:
+                self.estimates.learn(backend.name, job.kind, job.request, gpu)
             generation = await self._store.add_generation(Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
                 channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
@@ -568,16 +581,34 @@ class Scheduler:
         while True:
             await asyncio.sleep(POSITION_INTERVAL)
             now = time.monotonic()
-            for position, job in enumerate(self.waiting_jobs()):
+            waiting = list(self.waiting_jobs())
+            etas = self._etas(waiting, now)
+            for position, job in enumerate(waiting):
                 countdown = self._giving_up_in(job, position, now)
-                shown = (min(position, wording.FAR), countdown)
+                eta = etas[position]
+                shown = (min(position, wording.FAR), countdown, wording.about(eta) if eta is not None else None)
                 if self._shown.get(job.id) == shown:
                     continue
                 self._shown[job.id] = shown
                 try:
-                    await self._notifier.job_queued(job, position, countdown)
+                    await self._notifier.job_queued(job, position, countdown, eta)
                 except Exception:
                     log.exception("position_not_shown", job_id=job.id)
+
+    def _etas(self, waiting: list[Job], now: float) -> list[float | None]:
+        """For each waiting job, the seconds until its result: the work ahead of it and what is left of
+        the running jobs, shared by the servers taking jobs, then its own; None where a job has no
+        estimate yet. One more entry at the end: when a new job would start."""
+        servers = sum(1 for b in self.pool.backends if b.healthy and not b.drained)
+        running = [(self.estimates.job(f.job.kind, f.job.request, f.backend.name) or 0.0) - (now - f.began)
+                   for f in self._flights.values() if not f.finished]
+        own = [self.estimates.job(job.kind, job.request) for job in waiting]
+        etas: list[float | None] = []
+        for position in range(len(waiting) + 1):
+            start = wait(own[:position], running, servers)
+            mine = own[position] if position < len(waiting) else 0.0
+            etas.append(None if start is None or mine is None else start + mine)
+        return etas
 
     def _giving_up_in(self, job: Job, position: int, now: float) -> float | None:
         """Seconds until a job that no server can take fails, in COUNTDOWN_STEP steps; None when a
@@ -595,4 +626,4 @@ class Scheduler:
         mine: list[tuple[Job, int | None, float | None]] = [
             (job, index, self._giving_up_in(job, index, now)) for index, job in enumerate(waiting) if job.user_id == user_id]
         mine += [(flight.job, None, None) for flight in self._flights.values() if flight.job.user_id == user_id]
-        return Status(servers, len(waiting), len(self._flights), mine)
+        return Status(servers, len(waiting), len(self._flights), mine, self._etas(waiting, now)[-1])

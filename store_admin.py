@@ -55,6 +55,10 @@ class AdminStore:
     async def record_cost(self, job_id: int, gpu_seconds: float, cost: float) -> None:
         await self._run(_record_cost, job_id, gpu_seconds, cost)
 
+    async def gpu_history(self, limit: int = 500) -> list[tuple[str, str, dict[str, Any], float]]:
+        """The latest jobs with a measured GPU time, oldest first: (server, kind, request, seconds)."""
+        return await self._run(_gpu_history, limit)
+
     async def usage(self, guild_id: int | None, user_id: int | None, since: float) -> Usage:
         """Results, GPU seconds and cost since `since`, of a person in a server (user_id) or of the server."""
         return await self._run(_usage, guild_id, user_id, since)
@@ -90,6 +94,12 @@ def _controls(db: sqlite3.Connection, kind: str) -> dict[str, dict[str, Any]]:
 
 def _record_cost(db: sqlite3.Connection, job_id: int, gpu_seconds: float, cost: float) -> None:
     db.execute("UPDATE jobs SET gpu_seconds = ?, cost = ? WHERE id = ?", (gpu_seconds, cost, job_id))
+
+
+def _gpu_history(db: sqlite3.Connection, limit: int) -> list[tuple[str, str, dict[str, Any], float]]:
+    rows = db.execute("SELECT server, kind, request, gpu_seconds FROM jobs WHERE gpu_seconds > 0 AND server IS NOT NULL "
+                      "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [(row[0], row[1], json.loads(row[2]), row[3]) for row in reversed(rows)]
 
 
 def _usage(db: sqlite3.Connection, guild_id: int | None, user_id: int | None, since: float) -> Usage:

@@ -549,8 +549,11 @@ def status_embed(status: Any) -> discord.Embed:
         if len(status.servers) > SERVERS_SHOWN:
             lines.append(f"… and {len(status.servers) - SERVERS_SHOWN} more servers.")
     embed.add_field(name="Servers", inline=False, value="\n".join(lines))
+    starts = getattr(status, "new_job_starts", None)
+    expected = "" if starts is None else " A new job would start right away." if starts < 5 else \
+        f" A new job would start in about {wording.about(starts)}."
     embed.add_field(name="Queue", inline=False, value=(
-        f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU."))
+        f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU.{expected}"))
     mine = []
     for job, position, giving_up_in in status.mine[:10]:
         what = f"Your {wording.noun(job.kind)} “{clip(job.request.get('prompt') or '', 40)}”" \

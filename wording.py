@@ -76,6 +76,19 @@ def seconds(value: float) -> str:
     return f"{value // 3600} h {value % 3600 // 60} min" if value < 2 * 86400 else f"{value // 86400} days"
 
 
+def about(value: float) -> str:
+    """An estimate, rounded so it does not flicker: "10 s", "1 min 30 s", "4 min", "2 h 10 min"."""
+    value = max(0.0, value)
+    if value < 57.5:
+        return f"{max(5, round(value / 5) * 5)} s"
+    if value < 300:
+        rounded = round(value / 30) * 30
+        return f"{rounded // 60} min" + (f" {rounded % 60} s" if rounded % 60 else "")
+    if value < 3600:
+        return f"{round(value / 60)} min"
+    return seconds(round(value / 600) * 600)
+
+
 # waiting ----------------------------------------------------------------------------------
 
 
@@ -95,8 +108,10 @@ def wait_clause(position: int | None, giving_up_in: float | None = None) -> str:
     return ahead(position) if position is not None else "it is in the queue"
 
 
-def waiting(kind: str, position: int | None, giving_up_in: float | None = None) -> str:
-    return f"{EMOJI['waiting']} Waiting for your {noun(kind)}: {wait_clause(position, giving_up_in)}."
+def waiting(kind: str, position: int | None, giving_up_in: float | None = None, eta: float | None = None) -> str:
+    """The waiting message; with `eta`, the seconds the bot expects until the result."""
+    expected = f"; about {about(eta)} to your result" if eta is not None and giving_up_in is None else ""
+    return f"{EMOJI['waiting']} Waiting for your {noun(kind)}: {wait_clause(position, giving_up_in)}{expected}."
 
 
 def starting(kind: str) -> str:

@@ -113,10 +113,13 @@ class RecordingNotifier:
         self.deliveries: list[Delivered] = []
         self.failed: list[tuple[int, str]] = []
         self.cancelled: list[tuple[int, int]] = []
+        self.etas: list[tuple[int, float | None]] = []
         self._message_ids = iter(range(900_000, 10**9))
 
-    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None) -> None:
+    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None,
+                         eta: float | None = None) -> None:
         self.queued.append((job.id, position))
+        self.etas.append((job.id, eta))
         if giving_up_in is not None:
             self.countdowns.append((job.id, giving_up_in))
 

@@ -112,7 +112,8 @@ async def test_status_is_ephemeral_and_shows_each_server_and_the_callers_jobs(co
     assert sorted(mine) == ["• Your image “job 0”: starting, next on the GPU.",
                             "• Your image “job 1”: starting, next on the GPU.",
                             "• Your image “job 2”: yours is next."]
-    waiting_message = discord_fake.messages[slashes[2].original_message_id]
+    waiting_message = await discord_fake.wait_for_message(  # edits are paced: the newest lands within seconds
+        lambda m: m.id == slashes[2].original_message_id and "yours is next" in m.content, timeout=10)
     assert waiting_message.content == "⏳ Waiting for your image: yours is next."  # the same words in both places
 
     other = await reply_to(discord_fake, await discord_fake.slash("status", user_id=BOB, username="bob"))
