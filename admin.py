@@ -11,9 +11,9 @@ only; the rest act on this Discord server and are also for members with Manage S
 import dataclasses
 import datetime as dt
 import re
+import time
 
 import discord
-import structlog
 from discord import app_commands
 from discord.ext import commands
 
@@ -21,9 +21,9 @@ import wording
 from config import ConfigError, read_settings
 from safe_text import clip
 from service import TERM_MAX, UNITS, period_start, term_pattern
+from web.links import dashboard_url, link_secret
 from workflows import WorkflowError, load_set
 
-log = structlog.get_logger("bot")
 
 PERIODS = [app_commands.Choice(name="per day", value="day"), app_commands.Choice(name="per month", value="month")]
 UNIT_CHOICES = [app_commands.Choice(name=label, value=value) for value, label in UNITS.items()]
@@ -48,8 +48,7 @@ class Admin(commands.Cog):
         return True
 
     async def _done(self, interaction: discord.Interaction, action: str, said: str, **details) -> None:
-        await self.bot.store.audit(interaction.guild_id or 0, interaction.user.id, action, **details)
-        log.info("admin_action", action=action, by=interaction.user.id, guild_id=interaction.guild_id, **details)
+        await self.bot._audited(interaction.guild_id or 0, interaction.user.id, action, **details)
         await interaction.response.send_message(said, ephemeral=True)
 
     # the queue -------------------------------------------------------------------------
@@ -68,13 +67,8 @@ class Admin(commands.Cog):
         if everywhere and not self.bot.is_admin(interaction):
             await interaction.response.send_message(BOT_ADMINS_ONLY, ephemeral=True)
             return
-        scope = "all" if everywhere else str(interaction.guild_id)
-        await self.bot.store.set_control("pause", scope, {"by": interaction.user.id} if on else None)
-        self.bot.scheduler.set_paused(set(await self.bot.store.controls("pause")))
-        where = "every server" if everywhere else "this server"
-        said = (f"⏸️ Paused: no new jobs start on {where}; they wait, and running ones finish. /admin resume "
-                "starts them again.") if on else f"▶️ Resumed: jobs start again on {where}."
-        await self._done(interaction, "pause" if on else "resume", said, scope=scope)
+        said = await self.bot.admin_pause(interaction.guild_id or 0, interaction.user.id, everywhere, on)
+        await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="drain", description="Send no new jobs to a ComfyUI server; its running jobs finish")
     @app_commands.describe(server="The server's number, as /status lists them")
@@ -90,19 +84,11 @@ class Admin(commands.Cog):
         if not self.bot.is_admin(interaction):
             await interaction.response.send_message(BOT_ADMINS_ONLY, ephemeral=True)
             return
-        backends = self.bot.scheduler.pool.backends
-        if number > len(backends):
-            await interaction.response.send_message(f"There is no server {number}; /status lists "
-                                                    f"{wording.plural(len(backends), 'server')}.", ephemeral=True)
-            return
-        backend = backends[number - 1]
-        await self.bot.store.set_control("drain", backend.name, {"by": interaction.user.id} if on else None)
-        backend.drained = on
-        if not on:
-            self.bot.scheduler.set_paused(self.bot.scheduler.paused)  # wakes the dispatcher
-        said = (f"Server {number} gets no new jobs; {wording.plural(len(backend.jobs), 'job')} on it will finish."
-                if on else f"Server {number} takes jobs again.")
-        await self._done(interaction, "drain" if on else "undrain", said, server=number)
+        try:
+            said = await self.bot.admin_drain(interaction.guild_id or 0, interaction.user.id, number, on)
+        except ValueError as error:
+            said = str(error)
+        await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="reload", description="Read the workflows, model presets and styles again, without a restart")
     async def reload(self, interaction: discord.Interaction) -> None:
@@ -137,16 +123,13 @@ class Admin(commands.Cog):
     @app_commands.describe(member="Who", reason="Why (kept in the audit log)")
     async def block(self, interaction: discord.Interaction, member: discord.User,
                     reason: app_commands.Range[str, 1, 200]) -> None:
-        await self.bot.store.set_control("block", f"{interaction.guild_id}:{member.id}",
-                                         {"reason": reason, "by": interaction.user.id})
-        await self._done(interaction, "block", f"⛔ <@{member.id}> can no longer use the bot here.",
-                         user_id=member.id, reason=reason)
+        said = await self.bot.admin_block(interaction.guild_id or 0, interaction.user.id, member.id, reason, True)
+        await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="unblock", description="Let a blocked member use the bot here again")
     async def unblock(self, interaction: discord.Interaction, member: discord.User) -> None:
-        changed = await self.bot.store.set_control("block", f"{interaction.guild_id}:{member.id}", None)
-        said = f"<@{member.id}> can use the bot here again." if changed else f"<@{member.id}> was not blocked."
-        await self._done(interaction, "unblock", said, user_id=member.id)
+        said = await self.bot.admin_block(interaction.guild_id or 0, interaction.user.id, member.id, "", False)
+        await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="quota", description="Limit what each member, one member, or this server may use")
     @app_commands.describe(period="Per day or per month (UTC)", unit="Images, GPU seconds or cost",
@@ -184,6 +167,19 @@ class Admin(commands.Cog):
         lines = [f"• {when(entry['at'])} <@{entry['actor_id']}> {entry['action']}"
                  + (f": {clip(describe(entry['details']), 150)}" if entry["details"] else "") for entry in entries]
         await interaction.response.send_message("\n".join(lines) or "No admin actions here yet.", ephemeral=True)
+
+    @admin.command(name="dashboard", description="A private link to this server's admin dashboard on the web")
+    async def dashboard(self, interaction: discord.Interaction) -> None:
+        settings = self.bot.settings
+        if settings.web_port is None or settings.web_base_url is None:
+            await interaction.response.send_message(
+                "This bot has no web app; the operator can turn it on with WEB_PORT and WEB_BASE_URL.", ephemeral=True)
+            return
+        url = dashboard_url(settings, await link_secret(self.bot.store, settings), interaction.user.id,
+                            interaction.guild_id, time.time())
+        await self._done(interaction, "dashboard_link", f"The dashboard for this server, for the next "
+                         f"{settings.gallery_link_hours:g} hours (only for you: anyone with the link can act as "
+                         f"you there):\n{url}")
 
     # moderation ------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import tasks
 import wording
 from actions import ImageActions
 from admin import Admin
+from admin_panel import BotPanel
 from comfy_types import ComfyError
 from comfyui import ComfyClient
 from config import Settings, load_settings
@@ -102,7 +103,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         await self.outputs.open()
         self._lag = asyncio.create_task(tasks.supervise("watch", self._watch))
         if settings.web_port is not None:  # the gallery, metrics and health: same process, same loop
-            self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready)
+            self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready, admin=BotPanel(self))
             await self.web.start()
         instance = await self.store.instance_id()
         backends = await open_backends(settings, workflows, self.outputs, instance=instance)

@@ -230,6 +230,10 @@ class Scheduler:
         self.paused = set(scopes)
         self._wake_up()
 
+    def running_jobs(self) -> list[Job]:
+        """The jobs handed to a server and not yet ended."""
+        return [flight.job for flight in self._flights.values()]
+
     def waiting_jobs(self) -> Iterator[Job]:
         """Waiting jobs in the order they will be taken (fairqueue.py)."""
         return iter(self._queue)

@@ -53,6 +53,43 @@ class ServiceControls:
         for backend in self.scheduler.pool.backends:
             backend.drained = backend.name in drained
 
+    # the actions /admin and the dashboard share; each is written to the audit log --------------
+
+    async def admin_pause(self, guild: int, actor_id: int, everywhere: bool, on: bool) -> str:
+        scope = "all" if everywhere else str(guild)
+        await self.store.set_control("pause", scope, {"by": actor_id} if on else None)
+        self.scheduler.set_paused(set(await self.store.controls("pause")))
+        await self._audited(guild, actor_id, "pause" if on else "resume", scope=scope)
+        where = "every server" if everywhere else "this server"
+        return (f"⏸️ Paused: no new jobs start on {where}; they wait, and running ones finish. /admin resume "
+                "starts them again.") if on else f"▶️ Resumed: jobs start again on {where}."
+
+    async def admin_block(self, guild: int, actor_id: int, user_id: int, reason: str, on: bool) -> str:
+        changed = await self.store.set_control("block", f"{guild}:{user_id}",
+                                               {"reason": reason, "by": actor_id} if on else None)
+        await self._audited(guild, actor_id, "block" if on else "unblock", user_id=user_id,
+                            **({"reason": reason} if on else {}))
+        if on:
+            return f"⛔ <@{user_id}> can no longer use the bot here."
+        return f"<@{user_id}> can use the bot here again." if changed else f"<@{user_id}> was not blocked."
+
+    async def admin_drain(self, guild: int, actor_id: int, number: int, on: bool) -> str:
+        """Raises ValueError for a server number the pool does not have."""
+        backends = self.scheduler.pool.backends
+        if not 1 <= number <= len(backends):
+            raise ValueError(f"There is no server {number}; /status lists {wording.plural(len(backends), 'server')}.")
+        backend = backends[number - 1]
+        await self.store.set_control("drain", backend.name, {"by": actor_id} if on else None)
+        backend.drained = on
+        self.scheduler.set_paused(self.scheduler.paused)  # wakes the dispatcher
+        await self._audited(guild, actor_id, "drain" if on else "undrain", server=number)
+        return (f"Server {number} gets no new jobs; {wording.plural(len(backend.jobs), 'job')} on it will finish."
+                if on else f"Server {number} takes jobs again.")
+
+    async def _audited(self, guild: int, actor_id: int, action: str, **details) -> None:
+        await self.store.audit(guild, actor_id, action, **details)
+        log.info("admin_action", action=action, by=actor_id, guild_id=guild, **details)
+
     def is_admin(self, interaction: discord.Interaction) -> bool:
         """Bot-wide admin (ADMIN_USER_IDS)."""
         return interaction.user.id in self.settings.admin_user_ids
@@ -142,6 +179,9 @@ class ServiceControls:
             return
         finally:
             view.stop()
+        await self.store.audit(interaction.guild_id or 0, interaction.user.id, "report", generation_id=generation_id,
+                               author_id=generation.user_id,
+                               link=jump_link(generation) if generation.message_id else None)
         log.info("result_reported", generation_id=generation_id, by=interaction.user.id)
         await interaction.edit_original_response(content="🚩 Thank you: the moderators have it.")
 
@@ -159,13 +199,9 @@ class ServiceControls:
             await self.store.audit(interaction.guild_id or 0, interaction.user.id, "delete_reported",
                                    generation_id=generation_id)
             return
-        guild = interaction.guild_id or 0
-        await self.store.set_control("block", f"{guild}:{generation.user_id}",
-                                     {"reason": "reported result", "by": interaction.user.id})
-        await self.store.audit(guild, interaction.user.id, "block", user_id=generation.user_id,
-                               reason="reported result")
-        await interaction.response.send_message(f"<@{generation.user_id}> can no longer use the bot here.",
-                                                ephemeral=True)
+        said = await self.admin_block(interaction.guild_id or 0, interaction.user.id, generation.user_id,
+                                      "reported result", True)
+        await interaction.response.send_message(said.removeprefix("⛔ "), ephemeral=True)
 
 
 def jump_link(generation) -> str:

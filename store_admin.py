@@ -59,6 +59,14 @@ class AdminStore:
         """The latest jobs with a measured GPU time, oldest first: (server, kind, request, seconds)."""
         return await self._run(_gpu_history, limit)
 
+    async def usage_by_day(self, guild_id: int | None, since: float) -> list[dict[str, Any]]:
+        """Images, GPU seconds and cost per UTC day since `since`, oldest first (days with none left out)."""
+        return await self._run(_usage_by_day, guild_id, since)
+
+    async def recent_failures(self, guild_id: int | None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest failed jobs of a server: when, kind, who, and the sentence they were told."""
+        return await self._run(_recent_failures, guild_id, limit)
+
     async def usage(self, guild_id: int | None, user_id: int | None, since: float) -> Usage:
         """Results, GPU seconds and cost since `since`, of a person in a server (user_id) or of the server."""
         return await self._run(_usage, guild_id, user_id, since)
@@ -100,6 +108,23 @@ def _gpu_history(db: sqlite3.Connection, limit: int) -> list[tuple[str, str, dic
     rows = db.execute("SELECT server, kind, request, gpu_seconds FROM jobs WHERE gpu_seconds > 0 AND server IS NOT NULL "
                       "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     return [(row[0], row[1], json.loads(row[2]), row[3]) for row in reversed(rows)]
+
+
+def _usage_by_day(db: sqlite3.Connection, guild_id: int | None, since: float) -> list[dict[str, Any]]:
+    day = "strftime('%Y-%m-%d', created_at, 'unixepoch')"
+    images = dict(db.execute(f"SELECT {day}, SUM(json_array_length(files)) FROM generations "
+                             "WHERE guild_id IS ? AND created_at >= ? GROUP BY 1", (guild_id, since)).fetchall())
+    rows = db.execute(f"SELECT {day}, COALESCE(SUM(gpu_seconds), 0), COALESCE(SUM(cost), 0) FROM jobs "
+                      "WHERE guild_id IS ? AND created_at >= ? GROUP BY 1", (guild_id, since)).fetchall()
+    spent = {row[0]: (float(row[1]), float(row[2])) for row in rows}
+    return [{"day": day, "images": int(images.get(day) or 0), "gpu_seconds": spent.get(day, (0.0, 0.0))[0],
+             "cost": spent.get(day, (0.0, 0.0))[1]} for day in sorted(set(images) | set(spent))]
+
+
+def _recent_failures(db: sqlite3.Connection, guild_id: int | None, limit: int) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT updated_at, kind, user_id, COALESCE(error, '') FROM jobs WHERE guild_id IS ? AND "
+                      "state = 'failed' ORDER BY updated_at DESC LIMIT ?", (guild_id, limit)).fetchall()
+    return [{"at": row[0], "kind": row[1], "user_id": row[2], "error": row[3]} for row in rows]
 
 
 def _usage(db: sqlite3.Connection, guild_id: int | None, user_id: int | None, since: float) -> Usage:

@@ -167,7 +167,8 @@ async def test_reports_reach_the_mod_log_where_moderators_delete_and_block(comfy
     lines = log.splitlines()
     assert lines[0].endswith(f"<@{CAROL}> delete_reported: generation_id 1")
     assert lines[1].endswith(f"<@{CAROL}> block: user_id <@{ALICE}>, reason reported result")
-    assert lines[2].endswith(f"<@{CAROL}> modlog: channel_id {MODLOG}")
+    assert f"<@{BOB}> report: generation_id 1, author_id {ALICE}, link https://discord.com/" in lines[2]
+    assert lines[3].endswith(f"<@{CAROL}> modlog: channel_id {MODLOG}")
 
 
 async def test_reload_reads_the_presets_again_without_a_restart(comfy, discord_fake, running, tmp_path, monkeypatch):
@@ -178,3 +179,36 @@ async def test_reload_reads_the_presets_again_without_a_restart(comfy, discord_f
     monkeypatch.setenv("MODEL_PRESETS", "not json")
     assert (await admin(discord_fake, "reload")).startswith("Nothing was reloaded: config error: MODEL_PRESETS")
     assert "fresh" in running.bot.settings.model_presets
+
+
+async def test_the_dashboard_link_opens_this_servers_dashboard_and_its_forms_act(comfy, discord_fake, running,
+                                                                                 tmp_path):
+    import re
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    await running.start(bot_settings(tmp_path, comfy.url, web_port=port, web_base_url=f"http://127.0.0.1:{port}"))
+    await generate(discord_fake, "a dashboard dahlia")
+    assert await admin(discord_fake, "block", {"member": BOB, "reason": "spam"}) == \
+        f"⛔ <@{BOB}> can no longer use the bot here."
+    answer = await admin(discord_fake, "dashboard")
+    assert answer.startswith("The dashboard for this server, for the next 24 hours")
+    (url,) = re.findall(r"http://127\.0\.0\.1:\d+/admin/\S+", answer)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as page:
+            html = await page.text()
+        assert page.status == 200 and "spam" in html and "ComfyUI" in html
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html)[1]
+        async with session.post(f"{url}/act", data={"action": "pause", "value": "", "csrf": csrf},
+                                allow_redirects=False) as acted:
+            assert acted.status == 303
+        async with session.post(f"{url}/act", data={"action": "drain", "value": "1", "csrf": csrf},
+                                allow_redirects=False) as refused:
+            assert "err=1" in refused.headers["Location"]  # drain is for the bot's own admins
+    assert running.bot.scheduler.paused == {discord_fake.guild_id}
+    log = await admin(discord_fake, "audit")
+    assert log.splitlines()[0].endswith(f"<@{CAROL}> pause: scope {discord_fake.guild_id}")
