@@ -35,4 +35,5 @@ bench: $(VENV)/.installed
 	$(PY) bench/pool_makespan.py
 	$(PY) bench/input_latency.py
 	$(PY) bench/gallery.py
+	$(PY) bench/eta.py
 	$(PY) bench/metrics.py

@@ -1,6 +1,7 @@
 """How long a job will take: learned from the GPU time of finished jobs, per server, model and size.
 
-A sampling job's work is its steps times its images; an upscale or animation counts as one unit.
+A sampling job's work is its steps times its images times its megapixels; an upscale or animation
+counts as one unit.
 Each (server, kind, model, size class) keeps a moving average of seconds per unit of work, and an
 estimate falls back to the same kind and model on any server, then to the kind alone, then to
 nothing (no number is better than a made-up one). Knows nothing of Discord; the history is read
@@ -10,6 +11,7 @@ back from the store at start, so nothing here lives only in memory.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,9 +21,10 @@ KEYS_MAX = 2000  # distinct averages kept (servers x kinds x models x sizes), so
 
 
 def work(kind: str, request: Mapping[str, Any], default_steps: int) -> float:
-    """The units of work of a request: steps x images for sampling kinds, else 1."""
+    """The units of work of a request: steps x images x megapixels for sampling kinds, else 1."""
     if kind in SAMPLING:
-        return float(request.get("steps") or default_steps) * max(1, int(request.get("batch") or 1))
+        pixels = float(request.get("width") or 512) * float(request.get("height") or 512) / 1_048_576
+        return float(request.get("steps") or default_steps) * max(1, int(request.get("batch") or 1)) * pixels
     return 1.0
 
 
@@ -35,12 +38,15 @@ class Estimates:
     def __init__(self, default_steps: int) -> None:
         self._default_steps = default_steps
         self._rates: dict[tuple[Any, ...], float] = {}  # key -> seconds per unit of work
+        self._servers: set[str] = set()
 
     def learn(self, server: str, kind: str, request: Mapping[str, Any], seconds: float) -> None:
         """A finished job: it took `seconds` of GPU time on `server`."""
         if not seconds or seconds <= 0 or not math.isfinite(seconds):
             return
         rate = seconds / work(kind, request, self._default_steps)
+        if len(self._servers) < KEYS_MAX:
+            self._servers.add(server)
         for key in self._keys(server, kind, request):
             old = self._rates.get(key)
             if old is None and len(self._rates) >= KEYS_MAX:
@@ -52,9 +58,15 @@ class Estimates:
             self.learn(server, kind, request, seconds)
 
     def job(self, kind: str, request: Mapping[str, Any], server: str | None = None) -> float | None:
-        """Seconds the job should take on `server` (or on any), or None when nothing like it ran yet."""
-        keys = self._keys(server, kind, request) if server is not None else self._keys("*", kind, request)[1:]
-        rate = next((self._rates[key] for key in keys if key in self._rates), None)
+        """Seconds the job should take on `server`, or None when nothing like it ran yet. Without a
+        server (a waiting job does not know where it will run): the mean over the servers that ran
+        jobs like it."""
+        if server is None:
+            found = [rate for name in self._servers if (rate := self._rates.get(self._keys(name, kind, request)[0]))]
+            if found:
+                return statistics.fmean(found) * work(kind, request, self._default_steps)
+            server = "*"
+        rate = next((self._rates[key] for key in self._keys(server, kind, request) if key in self._rates), None)
         return None if rate is None else rate * work(kind, request, self._default_steps)
 
     def _keys(self, server: str, kind: str, request: Mapping[str, Any]) -> list[tuple[Any, ...]]:
