@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException, TimeoutException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from store import Generation, Store
@@ -175,7 +175,8 @@ def images_loaded(driver: webdriver.Chrome, selector: str) -> list[int]:
 
 
 def tiles(driver: webdriver.Chrome) -> list[str]:
-    return [tile.get_attribute("href") for tile in driver.find_elements(By.CSS_SELECTOR, "li.tile > a")]
+    """The tiles' links, read in one script (so a page that is being replaced cannot half-answer)."""
+    return driver.execute_script("return Array.from(document.querySelectorAll('li.tile > a')).map(a => a.href)")
 
 
 def open_page(driver: webdriver.Chrome, url: str) -> None:
@@ -183,11 +184,24 @@ def open_page(driver: webdriver.Chrome, url: str) -> None:
     wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete", "page did not load")
 
 
+def replaced(page):
+    """A wait condition: `page`'s document is gone. Chromium reports a node of a document being torn down
+    either as stale or as "does not belong to the document"; both mean the same here."""
+    def check(driver: webdriver.Chrome) -> bool:
+        try:
+            page.is_enabled()
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+        return False
+
+    return check
+
+
 def click_and_load(driver: webdriver.Chrome, selector: str) -> None:
     """Click the element and wait until the next page replaced this one and finished loading."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, selector).click()
-    wait_for(driver, expected_conditions.staleness_of(page), f"clicking {selector} did not open a page")
+    wait_for(driver, replaced(page), f"clicking {selector} did not open a page")
     wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete", "page did not load")
 
 
