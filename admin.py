@@ -20,7 +20,7 @@ from discord.ext import commands
 import wording
 from config import ConfigError, read_settings
 from safe_text import clip
-from service import TERM_MAX, UNITS, period_start, term_pattern
+from service import TERM_MAX, UNITS, period_start, term_pattern, usage_line
 from web.links import dashboard_url, link_secret
 from workflows import WorkflowError, load_set
 
@@ -238,9 +238,7 @@ class Admin(commands.Cog):
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
 
-def usage_line(used, currency: str) -> str:
-    cost = f", {used.cost:.2f} {currency}" if used.cost else ""
-    return f"{wording.plural(used.images, 'image')}, {used.gpu_seconds:.1f} GPU seconds{cost}"
+
 
 
 def when(at: float) -> str:

@@ -16,7 +16,7 @@ import discord
 import structlog
 
 import wording
-from safe_text import clip
+
 
 log = structlog.get_logger("bot")
 
@@ -89,6 +89,14 @@ class ServiceControls:
     async def _audited(self, guild: int, actor_id: int, action: str, **details) -> None:
         await self.store.audit(guild, actor_id, action, **details)
         log.info("admin_action", action=action, by=actor_id, guild_id=guild, **details)
+
+    async def usage_today(self, interaction: discord.Interaction) -> str:
+        """/status' line on cost: what the person and this server used today (UTC)."""
+        since = period_start("day", dt.datetime.now(dt.timezone.utc)).timestamp()
+        mine = await self.store.usage(interaction.guild_id, interaction.user.id, since)
+        here = await self.store.usage(interaction.guild_id, None, since)
+        currency = self.settings.cost_currency
+        return f"You: {usage_line(mine, currency)}. This server: {usage_line(here, currency)}."
 
     def is_admin(self, interaction: discord.Interaction) -> bool:
         """Bot-wide admin (ADMIN_USER_IDS)."""
@@ -214,12 +222,14 @@ def quota_sentence(who: str, period: str, unit: str, used: float, limit: float, 
     whose = "you have" if who == "user" else "this server has"
     span = "today" if period == "day" else "this month"
     amount = {"images": f"made {used:g} of {limit:g} images",
-              "gpu_seconds": f"used {used:.0f} of {limit:g} GPU seconds",
+              "gpu_seconds": f"used {used:.1f} of {limit:g} GPU seconds",
               "cost": f"used {used:.2f} of {limit:.2f} {currency}"}[unit]
     resets = "at 00:00 UTC" if period == "day" else "on the 1st at 00:00 UTC"
     return (f"{whose} {amount} allowed {span}{'' if who == 'user' else ' for everyone here'}; "
             f"the limit resets {resets}, in {wording.seconds(left.total_seconds())}")
 
 
-def clip_term(term: str) -> str:
-    return clip(term.strip(), TERM_MAX)
+def usage_line(used, currency: str) -> str:
+    """"3 images, 12.5 GPU seconds, 0.40 USD" (no cost while no server has a price)."""
+    cost = f", {used.cost:.2f} {currency}" if used.cost else ""
+    return f"{wording.plural(used.images, 'image')}, {used.gpu_seconds:.1f} GPU seconds{cost}"

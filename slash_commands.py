@@ -171,8 +171,9 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
     async def status_command(interaction: discord.Interaction) -> None:
         bot = interaction.client  # bot.ComfyBot
-        await interaction.response.send_message(embed=status_embed(bot.scheduler.status(interaction.user.id)),
-                                                ephemeral=True)
+        embed = status_embed(bot.scheduler.status(interaction.user.id))
+        embed.add_field(name="Today", inline=False, value=await bot.usage_today(interaction))
+        await interaction.response.send_message(embed=embed, ephemeral=True)
 
     return [generate, edit, help_command, status_command, *context_menus()]
 

@@ -116,6 +116,11 @@ async def test_quotas_refuse_at_their_edge_and_say_when_they_reset(comfy, discor
     usage = await said(discord_fake, await discord_fake.slash("usage", user_id=BOB, username="bob"))
     assert usage.startswith("**Today**: 2 images, ") and " USD\n**This month**: 2 images" in usage
     assert usage.endswith("**Limits here**: 3 images per day, 0.01 USD per day")
+    status = await discord_fake.slash("status", user_id=BOB, username="bob")
+    await status.wait_acked(3)
+    today = next(field["value"] for field in discord_fake.messages[status.original_message_id].embeds[0]["fields"]
+                 if field["name"] == "Today")
+    assert today.startswith("You: 2 images, ") and " USD. This server: 5 images, " in today
     everyone = await admin(discord_fake, "usage")
     assert everyone.startswith("**Today here**: 5 images, ") and f"• <@{BOB}>: 2 images" in everyone
 
@@ -212,3 +217,30 @@ async def test_the_dashboard_link_opens_this_servers_dashboard_and_its_forms_act
     assert running.bot.scheduler.paused == {discord_fake.guild_id}
     log = await admin(discord_fake, "audit")
     assert log.splitlines()[0].endswith(f"<@{CAROL}> pause: scope {discord_fake.guild_id}")
+
+
+async def test_a_gpu_seconds_quota_counts_the_time_comfyui_measured(comfy, discord_fake, running, tmp_path):
+    await running.start(bot_settings(tmp_path, comfy.url))
+    comfy.node_delay = 0.1
+    assert (await generate(discord_fake)).attachments
+    used = (await running.bot.store.usage(int(discord_fake.guild_id), int(ALICE), 0)).gpu_seconds
+    assert used > 0.05  # measured from ComfyUI's execution events
+    limit = round(used * 1.5, 2)
+    assert await admin(discord_fake, "quota", {"period": "day", "unit": "gpu_seconds", "limit": limit}) == \
+        f"Limit set: each member, {limit:g} GPU seconds per day."
+    for attempt in range(8):  # jobs run while the time used is under the limit; the first one past it is refused
+        before = (await running.bot.store.usage(int(discord_fake.guild_id), int(ALICE), 0)).gpu_seconds
+        made = await generate(discord_fake, f"job {attempt}", seed=attempt)
+        if not made.attachments:
+            break
+        assert before < limit
+    assert before >= limit and attempt >= 1
+    assert made.content.startswith(f"❌ Your image could not be made: you have used {before:.1f} of {limit:g} GPU "
+                                   "seconds allowed today; the limit resets at 00:00 UTC")
+
+
+def test_readiness_says_what_is_missing(tmp_path):
+    from bot import ComfyBot
+
+    bot = ComfyBot(bot_settings(tmp_path, "http://127.0.0.1:9"))
+    assert bot.ready() == (False, "starting")
