@@ -51,7 +51,8 @@ class Recorder:
         self.all_done = asyncio.Event()
         self.expected = 0
 
-    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None) -> None:
+    async def job_queued(self, job: Job, position: int, giving_up_in: float | None = None,
+                         eta: float | None = None) -> None:
         pass
 
     async def job_starting(self, job: Job) -> None:
