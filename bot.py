@@ -268,7 +268,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         request["upload_limit"] = interaction.filesize_limit or self.settings.upload_limit
         try:
             images = int(request.get("batch") or len(request.get("inputs") or ()) or 1)
-            refusal = await self.service_refusal(interaction, request, images)
+            refusal = await self.service_refusal(interaction.guild_id, interaction.user.id, request, images)
             if refusal is not None:  # blocked, a blocked term, a quota reached: nothing is queued
                 raise RequestError(refusal)
             job = await self.scheduler.submit(Job(

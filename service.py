@@ -106,16 +106,16 @@ class ServiceControls:
         """An admin of this Discord server (Manage Server), or a bot-wide admin."""
         return self.is_admin(interaction) or (interaction.guild_id is not None and interaction.permissions.manage_guild)
 
-    async def service_refusal(self, interaction: discord.Interaction, request: dict, images: int) -> str | None:
+    async def service_refusal(self, guild_id: int | None, user_id: int, request: dict, images: int) -> str | None:
         """Why this job may not queue (blocked member, blocked term, a quota reached), as a sentence; None if it may."""
-        guild = interaction.guild_id or 0
+        guild = guild_id or 0
         blocks = await self.store.controls("block")
-        if f"{guild}:{interaction.user.id}" in blocks:
+        if f"{guild}:{user_id}" in blocks:
             return "a moderator blocked you from using this bot here"
         texts = [str(request.get(key) or "") for key in ("prompt", "negative_prompt", "style_prompt", "style_negative")]
         if await self._has_blocked_term(guild, texts):
             return "your prompt has a word or phrase this server does not allow; change it and try again"
-        return await self._quota_refusal(interaction, images)
+        return await self._quota_refusal(guild_id, user_id, images)
 
     async def _has_blocked_term(self, guild: int, texts: list[str]) -> bool:
         terms = [(scope.split(":", 1)[1], value.get("regex", False)) for scope, value in
@@ -132,8 +132,8 @@ class ServiceControls:
             log.warning("blocked_terms_check_timed_out", guild_id=guild)
             return True
 
-    async def _quota_refusal(self, interaction: discord.Interaction, images: int) -> str | None:
-        guild, user = interaction.guild_id or 0, interaction.user.id
+    async def _quota_refusal(self, guild_id: int | None, user: int, images: int) -> str | None:
+        guild = guild_id or 0
         quotas = await self.store.controls("quota")
         now = dt.datetime.now(dt.timezone.utc)
         for scope, value in sorted(quotas.items()):
@@ -142,7 +142,7 @@ class ServiceControls:
                 continue
             if who == "user" and quota_user == "0" and f"user:{guild}:{user}:{period}:{unit}" in quotas:
                 continue  # this person has a limit of their own
-            used = await self.store.usage(interaction.guild_id, user if who == "user" else None,
+            used = await self.store.usage(guild_id, user if who == "user" else None,
                                           period_start(period, now).timestamp())
             limit = float(value["limit"])
             amount = {"images": used.images, "gpu_seconds": used.gpu_seconds, "cost": used.cost}[unit]
