@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from config import Settings
 from store import Generation, Store
 from store_gallery import Query
+from web import api as api_routes
 from web import dashboard
 from web.health import Ready, add_routes
 from web.links import LinkError, link_secret, verify
@@ -31,6 +32,7 @@ from web.thumbs import VIDEO_SUFFIXES, Thumbnails
 
 if TYPE_CHECKING:
     from metrics import Metrics
+    from web.api import ApiService
     from web.dashboard import AdminPanel
 
 log = structlog.get_logger(__name__)
@@ -68,12 +70,12 @@ class NotFound(Exception):
 
 def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = time.time,
              metrics: Metrics | None = None, ready: Ready | None = None,
-             admin: AdminPanel | None = None) -> web.Application:
+             admin: AdminPanel | None = None, api: ApiService | None = None) -> web.Application:
     """The gallery application on `store`; `clock` gives the time links are checked against.
 
     Also the public /metrics (404 without `metrics`), /healthz and /readyz (`ready()` gives (ready,
     reason); ready without it): see web/health.py. With `admin`, the admin dashboard at /admin/{token}
-    (web/dashboard.py); without, /admin/* is 404.
+    (web/dashboard.py); without, /admin/* is 404. With `api`, the HTTP API under /api/v1 (web/api.py).
     """
     app = web.Application(middlewares=[_pages], client_max_size=64 * 1024)
     gallery = Gallery(store, settings, clock)
@@ -88,6 +90,8 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     add_routes(app, metrics, ready)
     if admin is not None:
         dashboard.add_routes(app, admin, store, settings, clock, gallery.templates, gallery.error_page)
+    if api is not None:
+        api_routes.add_routes(app, api, store, settings)
     app.on_response_prepare.append(_secure)
     return app
 
@@ -97,8 +101,8 @@ class WebServer:
 
     def __init__(self, store: Store, settings: Settings, *, port: int | None = None,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-                 ready: Ready | None = None, admin: AdminPanel | None = None) -> None:
-        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready, admin=admin)
+                 ready: Ready | None = None, admin: AdminPanel | None = None, api: ApiService | None = None) -> None:
+        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready, admin=admin, api=api)
         self._host = settings.web_host
         self._port = settings.web_port if port is None else port
         self._runner: web.AppRunner | None = None
