@@ -35,6 +35,7 @@ class Admin(commands.Cog):
     admin = app_commands.Group(name="admin", description="Steer the bot here: pause, block, quotas, moderation",
                                guild_only=True)
     terms = app_commands.Group(name="terms", description="Blocked words and phrases", parent=admin)
+    apikey = app_commands.Group(name="apikey", description="Keys for the HTTP API, for other programs", parent=admin)
 
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot  # bot.ComfyBot
@@ -217,6 +218,32 @@ class Admin(commands.Cog):
         lines = [f"• {wording.code(term)}{' (regular expression)' if regex else ''}" for term, regex in sorted(found)]
         await interaction.response.send_message(clip("\n".join(lines), 1900) or "No blocked terms here.",
                                                 ephemeral=True)
+
+    # the HTTP API ------------------------------------------------------------------------
+
+    @apikey.command(name="create", description="A key for another program to use the bot here (shown once)")
+    @app_commands.describe(name="What it is for, e.g. our website")
+    async def apikey_create(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 60]) -> None:
+        key_id, key = await self.bot.store.create_key(interaction.guild_id, name, interaction.user.id)
+        base = self.bot.settings.web_base_url or "(the bot's WEB_BASE_URL)"
+        await self._done(interaction, "apikey_create", (
+            f"Key {key_id} for {wording.code(name)}; copy it now, it is not shown again:\n`{key}`\n"
+            f"Send it as `Authorization: Bearer <key>` to {base}/api/v1 (the document is at /api/v1/openapi.json). "
+            "Its jobs count as one person here, and this server's limits apply."), key_id=key_id, name=name)
+
+    @apikey.command(name="list", description="The API keys of this server")
+    async def apikey_list(self, interaction: discord.Interaction) -> None:
+        keys = await self.bot.store.keys(interaction.guild_id)
+        lines = [f"• {key.id}: {wording.code(key.name)} `{key.prefix}…` by <@{key.created_by}> "
+                 f"{'(revoked)' if key.revoked else ''}{' with a webhook' if key.webhook_url else ''}".rstrip()
+                 for key in keys[:30]]
+        await interaction.response.send_message("\n".join(lines) or "This server has no API keys.", ephemeral=True)
+
+    @apikey.command(name="revoke", description="Stop an API key from working")
+    async def apikey_revoke(self, interaction: discord.Interaction, key_id: app_commands.Range[int, 1, 2**31]) -> None:
+        revoked = await self.bot.store.revoke_key(key_id, interaction.guild_id)
+        await self._done(interaction, "apikey_revoke", f"Key {key_id} no longer works." if revoked else
+                         f"This server has no working key {key_id}.", key_id=key_id)
 
     # everyone ---------------------------------------------------------------------------
 

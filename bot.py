@@ -29,6 +29,7 @@ import wording
 from actions import ImageActions
 from admin import Admin
 from admin_panel import BotPanel
+from api_service import BotApi
 from comfy_types import ComfyError
 from comfyui import ComfyClient
 from config import Settings, load_settings
@@ -47,8 +48,10 @@ from service import ServiceControls
 from slash_commands import make_commands
 from store import Job, Store
 from views import DYNAMIC_ITEMS
+from web.api import file_urls
 from web.app import WebServer
 from web.thumbs import Thumbnails
+from webhooks import WebhookSender
 from workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
@@ -94,6 +97,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         self.web: WebServer | None = None
         self.metrics = Metrics()
         self._lag: asyncio.Task[None] | None = None
+        self.webhooks = WebhookSender(self.store, allow_private=settings.webhook_private_ok)
+        self._webhooks: asyncio.Task[None] | None = None
         self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs")  # /history's and the gallery's
 
     async def setup_hook(self) -> None:
@@ -103,8 +108,10 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         await self.outputs.open()
         self._lag = asyncio.create_task(tasks.supervise("watch", self._watch))
         if settings.web_port is not None:  # the gallery, metrics and health: same process, same loop
-            self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready, admin=BotPanel(self))
+            self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready, admin=BotPanel(self),
+                                 api=BotApi(self))
             await self.web.start()
+            self._webhooks = asyncio.create_task(tasks.supervise("webhooks", self.webhooks.run))
         instance = await self.store.instance_id()
         backends = await open_backends(settings, workflows, self.outputs, instance=instance)
         self.clients = [backend.client for backend in backends]
@@ -158,6 +165,9 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
                 self._validation.cancel()
             if self._lag is not None:
                 self._lag.cancel()
+            if self._webhooks is not None:
+                self._webhooks.cancel()
+            await self.webhooks.close()
             if self.scheduler is not None:
                 await self.scheduler.close()
             self.delivery.close()
@@ -172,6 +182,16 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         finally:
             await self.store.close()
             await super().close()
+
+    async def api_job_ended(self, job, generation, reason: str | None) -> None:
+        """A job that came through the HTTP API ended: its key's webhook is told (when it has one)."""
+        key_id = await self.store.api_job_key(job.id)
+        if key_id is None:
+            return
+        state = "done" if generation is not None else "cancelled" if reason == "cancelled" else "failed"
+        base = self.settings.web_base_url or f"http://{self.settings.web_host}:{self.settings.web_port}"
+        files = file_urls(base, job.id, len(generation.files)) if generation is not None else []
+        await self.webhooks.notify(key_id, job.id, state, files, None if generation is not None else reason)
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: connected to Discord, and at least one ComfyUI server usable."""

@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     web_base_url: str | None = None  # how people reach it, e.g. https://bot.example.org (links in Discord)
     web_secret: SecretStr | None = None  # signs gallery links; unset, one made once and kept in the database
     gallery_link_hours: float = Field(24.0, gt=0, le=24 * 30)
+    webhook_private_ok: bool = False  # let API webhooks reach private addresses (receivers on the operator's network)
 
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"

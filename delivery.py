@@ -177,10 +177,14 @@ class Delivery:
 
     # when the job ends ---------------------------------------------------------------------------
 
-    async def deliver(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int, list[str]]:
+    async def deliver(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int | None, list[str]]:
         """Post the result as a new message that mentions its owner: its first MAX_FILES files with the
         embed and buttons, any further files in following messages; then remove the progress message.
-        Returns the first message's id and every file's URL, in order."""
+        Returns the first message's id and every file's URL, in order. A job that came through the HTTP
+        API is not posted: its program is told (a webhook) and fetches the files from the API."""
+        if not kinds.from_discord(job.channel_id):
+            await self._bot.api_job_ended(job, generation, None)
+            return None, []
         limit = int(job.request.get("upload_limit") or self._settings.upload_limit)
         fitted = [await fit_to_limit(path, limit) for path in files]
         try:
@@ -214,10 +218,16 @@ class Delivery:
         return message.id, urls
 
     async def job_failed(self, job: Job, reason: str) -> None:
+        if not kinds.from_discord(job.channel_id):
+            await self._bot.api_job_ended(job, None, reason)
+            return
         await self._post(job, FAILURE_PART, content=wording.failed(job.kind, reason, job.user_id))
         await self._remove_progress(job)
 
     async def job_cancelled(self, job: Job, by_user_id: int) -> None:
+        if not kinds.from_discord(job.channel_id):
+            await self._bot.api_job_ended(job, None, "cancelled")
+            return
         live = self._forget(job)
         if job.message_id is not None:
             await self._quietly(live.finish(content=wording.cancelled(by_user_id), attachments=[], embeds=[],

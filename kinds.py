@@ -24,6 +24,13 @@ IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 FILES = ("input", "mask", "inputs")  # request values that name files in the output folder: pinned until the job ends
 
 
+API_CHANNEL = 0  # the channel_id of a job that came through the HTTP API: it has no Discord channel
+
+
+def from_discord(channel_id: int) -> bool:
+    return channel_id != API_CHANNEL
+
+
 def result_channel(request: Mapping[str, Any], channel_id: int) -> int:
     """Where a job's result is posted: its channel, or the age-restricted one it was sent to."""
     return int(request.get("deliver_to") or channel_id)

@@ -4,7 +4,7 @@ A button on a result posted a month ago must still work, and jobs that were wait
 when the bot stopped must be resumable, so everything lives here and nothing is cached in
 memory. Callers get dataclasses; no SQL leaves this module and its parts (store_people.py for
 people's defaults and styles, store_gallery.py for favorites and search, store_admin.py for admin
-controls, audit and usage).
+controls, audit and usage, store_api.py for API keys and webhooks).
 
 sqlite3 blocks, so every call runs on one dedicated worker thread that alone creates and uses
 the connection, and is awaited from the event loop. One thread also serialises the calls, so
@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 import structlog
 
 import store_admin
+import store_api
 import store_gallery
 import store_people
 from store_admin import AdminStore
+from store_api import ApiStore
 from store_gallery import GalleryStore
 from store_people import PeopleStore
 
@@ -107,6 +109,8 @@ _MIGRATIONS = (
     store_gallery.MIGRATION,
     # 7: audit log, admin switches (pause, block, drain, quotas, terms, mod-log), GPU time and cost per job.
     store_admin.MIGRATION,
+    # 8: API keys, the jobs each key started, and webhook deliveries (store_api.py).
+    store_api.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -188,7 +192,7 @@ _GENERATION_COLUMNS = ", ".join(f.name for f in fields(Generation))
 _UPDATABLE = frozenset(f.name for f in fields(Job)) - {"id", "created_at", "updated_at"}
 
 
-class Store(PeopleStore, GalleryStore, AdminStore):
+class Store(PeopleStore, GalleryStore, AdminStore, ApiStore):
     """The database file at `path`; open() before use, close() when done."""
 
     def __init__(self, path: Path) -> None:
