@@ -113,7 +113,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
             await self.web.start()
             self._webhooks = asyncio.create_task(tasks.supervise("webhooks", self.webhooks.run))
         instance = await self.store.instance_id()
-        backends = await open_backends(settings, workflows, self.outputs, instance=instance)
+        backends = await open_backends(settings, workflows, self.outputs, instance=instance, store=self.store)
         self.clients = [backend.client for backend in backends]
         self._fetch_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance,

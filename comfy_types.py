@@ -39,6 +39,10 @@ class PromptLost(ComfyError):
     """The server no longer knows the prompt: not queued, not running, no history."""
 
 
+class ResultExpired(ComfyError):
+    """A paid remote backend (RunPod) no longer holds a finished job's result; not run again."""
+
+
 @dataclass(frozen=True)
 class InputProblem:
     """One problem ComfyUI found in a node; the fields are whole (for logs), `str()` is short."""

@@ -44,6 +44,17 @@ class ModelPreset(BaseModel):
         return value
 
 
+class RunPodEndpoint(BaseModel):
+    """A RunPod Serverless endpoint running worker-comfyui, borrowed when the local servers cannot keep up."""
+
+    endpoint_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    api_key: SecretStr
+    models: list[str] = []  # the model files its image holds: it has no /object_info to tell
+    price_per_second: float = Field(0.0, ge=0)  # what RunPod bills per second of a worker's time
+    concurrency: int = Field(2, ge=1, le=100)  # jobs sent to it at once
+    base_url: str = "https://api.runpod.ai/v2"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -66,6 +77,9 @@ class Settings(BaseSettings):
     server_capacity: int = Field(2, ge=1, le=16)  # our prompts per server at once: one running, one waiting
     server_grace: float = Field(5.0, gt=0, le=600)  # seconds a server may be silent before its jobs move
     server_prices: dict[str, float] = {}  # JSON: server URL -> price per GPU-hour, for each job's cost
+    runpod_endpoints: list[RunPodEndpoint] = []  # JSON list: RunPod Serverless endpoints for overflow
+    runpod_overflow_after: float = Field(300.0, ge=0)  # send a job to RunPod when the local wait passes this
+    runpod_guilds: list[int] = []  # Discord servers that may use paid RunPod capacity; empty: all
     cost_currency: str = Field("USD", max_length=8)
     comfyui_auth_header: str = "Authorization"
     comfyui_auth_token: SecretStr | None = None
@@ -178,7 +192,8 @@ class Settings(BaseSettings):
         The tokens, and for each ComfyUI URL with a password: the password as written, decoded
         (when percent-encoded), and the `user:password` of HTTP basic auth as it goes on the wire.
         """
-        found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token, self.web_secret)
+        found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token, self.web_secret,
+                                                         *(endpoint.api_key for endpoint in self.runpod_endpoints))
                  if token]
         for url in dict.fromkeys([self.comfyui_url, *self.comfyui_urls]):
             parts = urlsplit(url)

@@ -24,6 +24,7 @@ from comfy_types import ComfyError, PromptLost, Unreachable
 from comfyui import ComfyClient
 from config import Settings
 from runner import Engine
+from runpod_backend import RunPodComfy
 from workflows import WorkflowError, validate
 
 log = structlog.get_logger(__name__)
@@ -34,8 +35,8 @@ PROBLEM_RETRY = 5.0  # seconds between reads of an unusable server's node list
 
 
 async def open_backends(settings: Settings, workflows: Mapping[str, Any], outputs: Any, *, instance: str,
-                        **client_options: Any) -> list[Backend]:
-    """One started client and Backend per configured server.
+                        store: Any = None, **client_options: Any) -> list[Backend]:
+    """One started client and Backend per configured server, then one per RunPod endpoint.
 
     Client ids are `<instance>-<index>`: the same after a restart, so ComfyUI still sends the
     events of prompts submitted before it. A lone server is called "ComfyUI" in messages.
@@ -49,6 +50,10 @@ async def open_backends(settings: Settings, workflows: Mapping[str, Any], output
         client = ComfyClient(url, client_id=f"{instance}-{index}", **options)
         await client.start()
         backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
+    for index, endpoint in enumerate(settings.runpod_endpoints):
+        name = "RunPod" if len(settings.runpod_endpoints) == 1 else f"RunPod endpoint {index + 1}"
+        remote = RunPodComfy(endpoint, store, job_timeout=settings.job_timeout, name=name)
+        backends.append(Backend(Engine(remote, workflows, outputs, settings), endpoint.concurrency))
     return backends
 
 
@@ -83,6 +88,11 @@ class Backend:
     def client(self) -> Any:
         return self.engine.client
 
+    @property
+    def remote(self) -> bool:
+        """A RunPod endpoint: paid per second, used when the local servers cannot take a job."""
+        return isinstance(self.engine.client, RunPodComfy)
+
     def free(self) -> bool:
         return self.healthy and len(self.jobs) < self.capacity
 
@@ -91,6 +101,10 @@ class Backend:
         or model files); [] if it can."""
         if self.problem is not None:
             return [self.problem]
+        if self.remote:  # no /object_info: the models its settings list are all there is to check
+            if workflow not in self.engine.workflows:
+                return [f"the workflow set has no {workflow!r} workflow"]
+            return self.engine.client.problems(self.engine.workflows[workflow].applied(models))
         if self.object_info is None:
             return ["its node list is not known yet"]
         key = (workflow, tuple(sorted(models.items())))
@@ -121,9 +135,14 @@ class Pool:
         """The server a stored job names (older databases kept the full URL)."""
         return next((b for b in self.backends if name in (b.name, b.client.base_url)), None)
 
-    def choose(self, workflow: str, models: Mapping[str, Any], avoid: set[str] = frozenset()) -> Backend | None:
-        """A free server that can run the job: one that last ran the same model, then the least loaded."""
-        candidates = [b for b in self.backends if b.free() and not b.drained and not b.problems(workflow, models)]
+    def choose(self, workflow: str, models: Mapping[str, Any], avoid: set[str] = frozenset(), *,
+               paid: bool = True, overflow: bool = False) -> Backend | None:
+        """A free server that can run the job: one that last ran the same model, then the least loaded.
+        A RunPod endpoint only when the job may use paid capacity (`paid`) and either every local server
+        that could run it is down or the wait for them is too long (`overflow`)."""
+        able = [b for b in self.backends if not b.drained and not b.problems(workflow, models)]
+        remote_ok = paid and (overflow or not any(b.healthy for b in able if not b.remote))
+        candidates = [b for b in able if b.free() and (remote_ok or not b.remote)]
         if not candidates:
             return None
         model = next(iter(models.values()), None)

@@ -258,10 +258,15 @@ class Scheduler:
     def _pick(self) -> tuple[Job, Backend] | None:
         if not any(backend.free() for backend in self.pool.backends):
             return None
-        for job in self.waiting_jobs():
+        waiting = list(self.waiting_jobs())
+        starts = self._starts(waiting, time.monotonic(), local=True) if self._settings.runpod_endpoints else []
+        for position, job in enumerate(waiting):
             if self.paused & {"all", str(job.guild_id)}:  # an admin paused this server's queue, or every one
                 continue
-            backend = self.pool.choose(self._workflow(job), self._models(job), self._avoid.get(job.id, set()))
+            paid = not self._settings.runpod_guilds or job.guild_id in self._settings.runpod_guilds
+            start = starts[position] if starts else None
+            backend = self.pool.choose(self._workflow(job), self._models(job), self._avoid.get(job.id, set()),
+                                       paid=paid, overflow=start is not None and start > self._settings.runpod_overflow_after)
             if backend is not None:
                 return job, backend
         return None
@@ -422,10 +427,14 @@ class Scheduler:
     async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
         try:  # GPU time as ComfyUI's events measured it (execution start to success), and what it cost
             gpu = result.timings.get("running", 0.0)
-            cost = gpu / 3600 * self._price(result.server)
+            backend = self._backend_of(result.server)
+            if backend is not None and backend.remote:  # RunPod bills its own seconds, rounded up
+                gpu = backend.client.billed.pop(result.prompt_id, gpu)
+                cost = gpu * backend.client.endpoint.price_per_second
+            else:
+                cost = gpu / 3600 * self._price(result.server)
             await self._store.record_cost(job.id, gpu, cost)
             self.metrics.gpu(result.server, gpu, cost)
-            backend = self._backend_of(result.server)
             if backend is not None:
                 self.estimates.learn(backend.name, job.kind, job.request, gpu)
             generation = await self._store.add_generation(Generation(
@@ -599,18 +608,23 @@ class Scheduler:
                 except Exception:
                     log.exception("position_not_shown", job_id=job.id)
 
-    def _etas(self, waiting: list[Job], now: float) -> list[float | None]:
-        """For each waiting job, the seconds until its result: the work ahead of it and what is left of
-        the running jobs, shared by the servers taking jobs, then its own; None where a job has no
-        estimate yet. One more entry at the end: when a new job would start."""
-        servers = sum(1 for b in self.pool.backends if b.healthy and not b.drained)
+    def _starts(self, waiting: list[Job], now: float, *, local: bool = False) -> list[float | None]:
+        """For each waiting job (and one more: a job queued now), the seconds until it starts: the work
+        ahead and what is left of the running jobs, shared by the servers taking jobs (`local`: the
+        operator's own, not RunPod); None where a job ahead has no estimate yet."""
+        servers = sum(1 for b in self.pool.backends if b.healthy and not b.drained and not (local and b.remote))
         running = [(self.estimates.job(f.job.kind, f.job.request, f.backend.name) or 0.0) - (now - f.began)
-                   for f in self._flights.values() if not f.finished]
+                   for f in self._flights.values() if not f.finished and not (local and f.backend.remote)]
         own = [self.estimates.job(job.kind, job.request) for job in waiting]
-        etas: list[float | None] = []
-        for position in range(len(waiting) + 1):
-            start = wait(own[:position], running, servers)
-            mine = own[position] if position < len(waiting) else 0.0
+        return [wait(own[:position], running, servers) for position in range(len(waiting) + 1)]
+
+    def _etas(self, waiting: list[Job], now: float) -> list[float | None]:
+        """For each waiting job, the seconds until its result (its start, then its own time); None where
+        it cannot be told. One more entry at the end: when a new job would start."""
+        starts, etas = self._starts(waiting, now), []
+        for position, start in enumerate(starts):
+            mine = self.estimates.job(waiting[position].kind, waiting[position].request) \
+                if position < len(waiting) else 0.0
             etas.append(None if start is None or mine is None else start + mine)
         return etas
 

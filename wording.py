@@ -24,6 +24,7 @@ from comfy_types import (
     Interrupted,
     PromptLost,
     PromptRejected,
+    ResultExpired,
     SubmitUnconfirmed,
     TimedOut,
     Unreachable,
@@ -169,6 +170,8 @@ def failure(error: BaseException) -> str:
         return f"{_lower_first(str(error))} Try a smaller size or fewer steps."
     if isinstance(error, Interrupted):
         return "it was stopped on the server before it finished. Try again."
+    if isinstance(error, ResultExpired):
+        return f"{_lower_first(str(error))} Start it again if you still want it."
     if isinstance(error, PromptLost):
         return "the server restarted or lost it. Try again."
     if isinstance(error, SubmitUnconfirmed):

@@ -164,3 +164,13 @@ def test_a_lora_attachment_that_is_not_model_and_clip_is_named():
     assert lora_problem(wrong, info) == "output 2 of node 4 (CheckpointLoaderSimple) is VAE, not CLIP"
     beyond = dataclasses.replace(txt2img, lora=(Target("4", "7"), Target("4", "1")))
     assert lora_problem(beyond, info) == "output 7 of node 4 (CheckpointLoaderSimple) is missing, not MODEL"
+
+
+
+async def test_check_says_what_it_cannot_verify_of_a_runpod_endpoint(comfy, tmp_path):
+    endpoints = '[{"endpoint_id": "abc123", "api_key": "rpa_SECRETKEY", "models": ["sd15.safetensors"]}]'
+    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
+                                 RUNPOD_ENDPOINTS=endpoints)
+    assert ("RunPod endpoint abc123: not contacted; the bot sends it jobs that need only these models: "
+            "sd15.safetensors. Its node classes and files cannot be verified from here") in output
+    assert "rpa_SECRETKEY" not in output
