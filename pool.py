@@ -1,4 +1,6 @@
-"""Several ComfyUI servers used as one pool: health, capability and the choice of a server.
+"""Several servers used as one pool: health, capability and the choice of a server. A server is a
+ComfyUI server or a RunPod Serverless endpoint (runner.Server is what both offer); RunPod endpoints
+are used only to overflow (`choose`).
 
 A server is healthy while its websocket is up and its `/object_info` could be
 read. One that answers with a node list that is not ComfyUI's is *unusable*:

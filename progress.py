@@ -62,6 +62,8 @@ class Progression:
     def apply(self, event: Event) -> None:
         if self.started is None and isinstance(event, Started | NodeStarted | Progress):
             self.started = time.monotonic()
+        if isinstance(event, Started) and self.stage == "Starting":
+            self.stage = "Running"  # a server that reports no nodes (RunPod) stays here, with its time
         if isinstance(event, NodeStarted):
             self.stage = stage(event.class_type, self.kind)
             self.sampling = STAGE_OF.get(event.class_type) == SAMPLING

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from comfy_types import ComfyError, Event, FileRef, Finished, Started, TimedOut
-from comfyui import ComfyClient
+from comfyui import PromptRun
 from config import Settings
 from media import verify
 from outputs import OutputFolder
@@ -27,11 +27,37 @@ log = structlog.get_logger(__name__)
 EventHandler = Callable[[Event], Awaitable[None]]
 
 
+class Server(Protocol):
+    """What the runner and the pool ask of a server, whatever kind it is: a ComfyUI server
+    (comfyui.ComfyClient) or a RunPod Serverless endpoint (runpod_backend.RunPodComfy)."""
+
+    name: str  # what people are shown
+    server_id: str  # who it is in the store and the logs
+    base_url: str
+
+    @property
+    def connected(self) -> bool: ...
+    def poke(self) -> None: ...
+    def failed_since(self, moment: float) -> bool: ...
+    async def start(self) -> None: ...
+    async def wait_connected(self, timeout: float | None = None) -> None: ...
+    async def object_info(self, refresh: bool = False) -> dict[str, Any]: ...
+    async def upload_image(self, data: bytes, name: str) -> str: ...
+    async def submit(self, graph: dict[str, Any], *, prompt_id: str | None = None) -> PromptRun: ...
+    async def attach(self, prompt_id: str, graph: dict[str, Any]) -> PromptRun: ...
+    async def cancel(self, prompt_id: str) -> str: ...
+    def iter_file(self, ref: FileRef) -> AsyncIterator[bytes]: ...
+    async def queue(self) -> tuple[list[Any], list[Any]]: ...
+    def open_prompts(self) -> list[str]: ...
+    def fail_open(self, error: ComfyError) -> int: ...
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Engine:
     """Everything a job needs to run on one server."""
 
-    client: ComfyClient
+    client: Server
     workflows: Mapping[str, Workflow]
     outputs: OutputFolder
     settings: Settings

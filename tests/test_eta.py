@@ -77,3 +77,14 @@ async def test_a_waiting_job_and_status_show_the_expected_time(comfy, discord_fa
     assert "A new job would start in about " in queue or "A new job would start right away." in queue
     for interaction in (first, second):
         assert (await result_of(discord_fake, interaction, timeout=20)).attachments
+
+
+def test_a_server_that_reports_no_steps_shows_it_is_running_and_for_how_long(monkeypatch):
+    from comfy_types import Started
+
+    clock = [10.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    progress = Progression()
+    progress.apply(Started())
+    clock[0] += 7.0
+    assert progress.text() == "🎨 Running, 7 s so far."
