@@ -74,6 +74,17 @@ class RunStatus:
         return None if self.error is None else kind(self.error)
 
 
+BIG = 256 * 1024  # bytes past which encoding and decoding run in a thread, not on the event loop
+
+
+def _run_body(workflow: dict, images: list[tuple[str, bytes]], policy: dict | None) -> bytes:
+    """POST /run's body: the workflow and the input images as base64 (worker-comfyui 5.x)."""
+    job_input: dict[str, Any] = {"workflow": workflow}
+    if images:
+        job_input["images"] = [{"name": name, "image": base64.b64encode(data).decode()} for name, data in images]
+    return json.dumps({"input": job_input, **({"policy": policy} if policy else {})}).encode()
+
+
 class RunPodClient:
     """One endpoint; `close()` after use. `limits` (per `window` s, concurrent) are RunPod's, per route."""
 
@@ -105,10 +116,7 @@ class RunPodClient:
         `policy`: RunPod's per-job executionTimeout / ttl (ms) / lowPriority, passed as is."""
         if len({name for name, _ in images}) != len(images):
             raise ComfyError("Two input images have the same name; worker-comfyui needs unique names.")
-        job_input: dict[str, Any] = {"workflow": workflow}
-        if images:
-            job_input["images"] = [{"name": name, "image": base64.b64encode(data).decode()} for name, data in images]
-        body = json.dumps({"input": job_input, **({"policy": policy} if policy else {})}).encode()
+        body = await asyncio.to_thread(_run_body, workflow, images, policy)  # base64 of megabytes: off the loop
         if len(body) > RUN_BODY_LIMIT:
             raise ComfyError(f"The job is {len(body) / 1e6:.1f} MB with its input images, over the 10 MB "
                              "RunPod takes on /run; use smaller input images.")
@@ -131,7 +139,8 @@ class RunPodClient:
         if status == 404:
             raise ResultGone(f"RunPod no longer holds this job's result (results are kept for {RETENTION_MINUTES} "
                              "minutes).")
-        data = _json(raw, "GET /status") if status == 200 else None
+        data = (await asyncio.to_thread(_json, raw, "GET /status") if len(raw) > BIG else _json(raw, "GET /status")) \
+            if status == 200 else None
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise BadResponse(f"{self.name} answered GET /status with {status} or an unexpected shape.")
         state = "IN_PROGRESS" if data["status"] == "RUNNING" else server_line(data["status"], 40)
@@ -200,7 +209,8 @@ class RunPodClient:
                 raise BadResponse(f"The output {name!r} is larger than {self.max_output_bytes:,} bytes.")
             else:
                 try:
-                    files.append((name, base64.b64decode(data, validate=True)))
+                    files.append((name, await asyncio.to_thread(base64.b64decode, data, validate=True)
+                                  if len(data) > BIG else base64.b64decode(data, validate=True)))
                 except (binascii.Error, ValueError):
                     raise BadResponse(f"{self.name} sent output {name!r} that is not valid base64.") from None
         errors = output.get("errors")

@@ -114,3 +114,34 @@ async def test_jobs_overflow_to_runpod_when_the_local_wait_is_too_long(comfy, ru
     for interaction in burst:
         assert (await result_of(discord_fake, interaction, timeout=30)).attachments
     assert runs(runpod) and len(comfy.prompts) >= 2  # the local server kept working; RunPod took the overflow
+
+
+async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
+    runpod.queue_delay = 5.0
+    await running.start(settings_for(tmp_path, DEAD, runpod))
+    interaction = await discord_fake.slash("generate", {"prompt": "never mind", "width": 64, "height": 64})
+    await discord_fake.wait_for(lambda: runs(runpod), timeout=10)
+    progress = interaction.original_message_id
+    cancel = await discord_fake.click(progress, "cf:cancel:1")
+    await cancel.wait_acked(3)
+    answer = await discord_fake.wait_for_message(lambda m: m.id == cancel.original_message_id and not m.loading,
+                                                 timeout=10)
+    assert answer.content in ("Stopping it: it was already running, and ComfyUI is stopping it now.",
+                              "Cancelled: it was taken out of ComfyUI's queue before it started.")
+    assert any(entry["method"] == "POST" and "/cancel/" in entry["path"] for entry in runpod.requests)
+    shown = await discord_fake.wait_for_message(lambda m: m.id == progress and m.content.startswith("🚫"), timeout=10)
+    assert shown.content == "🚫 Cancelled by <@5001>."
+
+
+async def test_a_runpod_job_that_was_running_at_the_restart_is_delivered_once(runpod, discord_fake, running,
+                                                                              tmp_path):
+    settings = settings_for(tmp_path, DEAD, runpod)
+    runpod.execution_time = 2.0
+    await running.start(settings)
+    interaction = await discord_fake.slash("generate", {"prompt": "midway", "width": 64, "height": 64})
+    await discord_fake.wait_for(lambda: running.bot.scheduler.running_jobs() and any(
+        job.state == "running" for job in running.bot.scheduler.running_jobs()), timeout=10)
+    await running.stop()
+    await running.start(settings)
+    result = await result_of(discord_fake, interaction, timeout=20)
+    assert result.attachments and len(runs(runpod)) == 1
