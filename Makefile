@@ -37,3 +37,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/gallery.py
 	$(PY) bench/eta.py
 	$(PY) bench/metrics.py
+	$(PY) bench/runpod_overflow.py
