@@ -126,7 +126,7 @@ def _lora(value: str, count: int, max_loras: int) -> tuple[str, float]:
         raise FlagError("LoRAs can't be used here; remove --lora.")
     if count >= max_loras:
         raise FlagError(f"At most {max_loras} LoRA{'s' if max_loras > 1 else ''} can be used at once; remove a --lora.")
-    name, colon, strength = value.rpartition(":") if ":" in value else (value, "", "1")
+    name, _, strength = value.rpartition(":") if ":" in value else (value, "", "1")
     if (name and all(ch.isalnum() or ch in LORA_CHARS for ch in name) and name[0] not in "/\\"
             and ".." not in re.split(r"[/\\]", name) and len(strength) <= 32 and _NUMBER.fullmatch(strength)
             and -2 <= float(strength) <= 2):

@@ -46,7 +46,6 @@ log = structlog.get_logger(__name__)
 
 EVENTS = {"done": "generation.done", "failed": "generation.failed", "cancelled": "generation.failed"}
 BACKOFF = (5.0, 30.0, 120.0, 600.0, 3600.0)  # seconds before the 2nd, 3rd, ... attempt
-ATTEMPTS = len(BACKOFF) + 1  # given up after this many
 TIMEOUT = 10.0  # seconds for one attempt, connecting included
 READ_LIMIT = 4096  # bytes of an answer read (and ignored)
 URL_MAX = 2000
@@ -61,7 +60,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
-def verify(secret: str, timestamp: str, body: bytes, signature: str, now: float, tolerance: float = 300) -> bool:
+def verify(secret: str, timestamp: str, body: bytes, signature: str, now: float, tolerance: float = TOLERANCE) -> bool:
     """Whether a webhook request is genuine and recent: `timestamp` and `signature` are the
     X-Webhook-Timestamp and X-Webhook-Signature headers, `body` the raw body bytes, `now` the receiver's
     unix time. Needs only `import hashlib, hmac`."""

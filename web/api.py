@@ -458,21 +458,6 @@ class Api:
                            retry_after=wait)
         return key
 
-    async def _json_body(self, request: web.Request, limit: int) -> Any:
-        """The request's JSON body, read up to `limit` bytes (413 past it)."""
-        too_large = ApiError(413, "too_large", f"The body must be at most {_size(limit)}")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        data = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            data += chunk
-            if len(data) > limit:
-                raise too_large
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(400, "invalid_json", "The body is not valid JSON") from None
-
 
 def add_routes(app: web.Application, service: ApiService, store: Any, settings: Settings, *,
                limiter: RateLimiter | None = None) -> Api:
