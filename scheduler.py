@@ -548,9 +548,10 @@ class Scheduler:
                 outcome = await flight.backend.client.cancel(flight.job.prompt_id)
             except ComfyError as error:
                 log.warning("cancel_failed", job_id=job_id, error=str(error))
-        return {"interrupted": "Stopping it: it was already running, and ComfyUI is stopping it now.",
-                "gone": "Cancelled: it had just finished on ComfyUI, so its result will not be posted."}.get(
-            outcome, "Cancelled: it was taken out of ComfyUI's queue before it started.")
+        where = "RunPod" if flight is not None and flight.backend.remote else "ComfyUI"
+        return {"interrupted": f"Stopping it: it was already running, and {where} is stopping it now.",
+                "gone": f"Cancelled: it had just finished on {where}, so its result will not be posted."}.get(
+            outcome, f"Cancelled: it was taken out of {where}'s queue before it started.")
 
     async def _tell_starting(self, job: Job) -> None:
         try:

@@ -126,8 +126,8 @@ async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
     await cancel.wait_acked(3)
     answer = await discord_fake.wait_for_message(lambda m: m.id == cancel.original_message_id and not m.loading,
                                                  timeout=10)
-    assert answer.content in ("Stopping it: it was already running, and ComfyUI is stopping it now.",
-                              "Cancelled: it was taken out of ComfyUI's queue before it started.")
+    assert answer.content in ("Stopping it: it was already running, and RunPod is stopping it now.",
+                              "Cancelled: it was taken out of RunPod's queue before it started.")
     assert any(entry["method"] == "POST" and "/cancel/" in entry["path"] for entry in runpod.requests)
     shown = await discord_fake.wait_for_message(lambda m: m.id == progress and m.content.startswith("🚫"), timeout=10)
     assert shown.content == "🚫 Cancelled by <@5001>."
