@@ -168,9 +168,9 @@ class Pool:
         known = [b for b in self.backends if b.object_info is not None]
         return not known or any(not b.problems(workflow, models) for b in known)
 
-    def can_serve(self, workflow: str, models: Mapping[str, Any]) -> bool:
-        """Whether a healthy server (busy or not) can run such a job."""
-        return any(b.healthy and not b.problems(workflow, models) for b in self.backends)
+    def can_serve(self, workflow: str, models: Mapping[str, Any], *, paid: bool = True) -> bool:
+        """Whether a healthy server (busy or not) can run such a job; RunPod endpoints only when `paid`."""
+        return any(b.healthy and not b.problems(workflow, models) and (paid or not b.remote) for b in self.backends)
 
     def any_healthy(self) -> bool:
         return any(backend.healthy for backend in self.backends)

@@ -263,13 +263,17 @@ class Scheduler:
         for position, job in enumerate(waiting):
             if self.paused & {"all", str(job.guild_id)}:  # an admin paused this server's queue, or every one
                 continue
-            paid = not self._settings.runpod_guilds or job.guild_id in self._settings.runpod_guilds
             start = starts[position] if starts else None
             backend = self.pool.choose(self._workflow(job), self._models(job), self._avoid.get(job.id, set()),
-                                       paid=paid, overflow=start is not None and start > self._settings.runpod_overflow_after)
+                                       paid=self._may_pay(job),
+                                       overflow=start is not None and start > self._settings.runpod_overflow_after)
             if backend is not None:
                 return job, backend
         return None
+
+    def _may_pay(self, job: Job) -> bool:
+        """Whether the job's Discord server may use paid RunPod capacity (RUNPOD_GUILDS; empty: all)."""
+        return not self._settings.runpod_guilds or job.guild_id in self._settings.runpod_guilds
 
     def _measure(self) -> None:
         """The queue and the servers as the metrics show them."""
@@ -294,9 +298,11 @@ class Scheduler:
         verdicts: dict[tuple[Any, ...], tuple[list[str] | None, bool]] = {}  # jobs alike share one answer
         for job in list(self.waiting_jobs()):
             models, workflow = self._models(job), self._workflow(job)
-            key = (workflow, *models.values())
+            paid = self._may_pay(job)
+            key = (workflow, paid, *models.values())
             if key not in verdicts:
-                verdicts[key] = (self.pool.unservable(workflow, models), self.pool.can_serve(workflow, models))
+                verdicts[key] = (self.pool.unservable(workflow, models),
+                                 self.pool.can_serve(workflow, models, paid=paid))
             reasons, served = verdicts[key]
             if reasons:
                 log.warning("job_unservable", job_id=job.id, reasons=reasons)
