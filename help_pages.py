@@ -14,7 +14,8 @@ from safe_text import clip, summarize
 from views import COLOR_OK, _Guarded, fit_embed
 
 TOPICS = {"make": "Making images", "edit": "Editing images", "buttons": "Buttons and menus",
-          "styles": "Styles and flags", "models": "Models and LoRAs", "limits": "Limits", "faq": "Questions"}
+          "styles": "Styles and flags", "models": "Models and LoRAs", "work": "Finding your work",
+          "limits": "Limits", "faq": "Questions"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ def _buttons(c: HelpContext) -> list[str]:
         "🎲 **Reroll**: the same request again, with a new seed.",
         "🎛️ **Remix**: a form with the prompt, seed, size, steps and CFG filled in: change them and send.",
         "🔭 **Zoom out 2x / 1.5x**: that image with a new border all around, drawn after its prompt.",
+        "⭐ **Favorite**: keep it in /favorites. 🗑️ **Delete**: for whoever made it, or a moderator. "
+        "🚩 **Report**: show it to this server's moderators.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2), and the **More** menu holds Reroll, Remix, "
         "**Upscale all**, Zoom out and Upscale 8x.",
@@ -144,6 +147,19 @@ def _models(c: HelpContext) -> list[str]:
     ]
 
 
+def _work(c: HelpContext) -> list[str]:
+    return [
+        "**/history** shows your results here, nine at a time as one picture of numbered thumbnails, with "
+        "buttons for older and newer ones and a menu to open one (privately, with its buttons).",
+        "• Filters: `search:red fox` (words in the prompt), `kind`, `model`, `favorites`, `since` and `until` "
+        "(days written 2026-11-28).",
+        "**/favorites** is the same for what you marked with ⭐.",
+        "**/gallery** gives you a private link to all your results here on a web page (it expires; keep it "
+        "to yourself).",
+        "**/usage** shows what you made and used today and this month, and your limits.",
+    ]
+
+
 def _limits(c: HelpContext) -> list[str]:
     return [
         f"{wording.plural(c.jobs_per_user, 'job')} per person at a time, and about "
@@ -152,6 +168,8 @@ def _limits(c: HelpContext) -> list[str]:
         f"Images up to {c.max_width} × {c.max_height} pixels, {c.max_steps} steps and {c.max_batch} at once. "
         "A result too large for the channel is recompressed to fit.",
         "Jobs are taken in turn across people: one person's four jobs never hold back another's first.",
+        "A server's admins may set daily or monthly limits (images, GPU time, cost); a job over one is refused "
+        "with when it resets. /usage shows yours.",
     ]
 
 
@@ -167,4 +185,4 @@ def _faq(c: HelpContext) -> list[str]:
 
 
 PAGES = {"make": _make, "edit": _edit, "buttons": _buttons, "styles": _styles, "models": _models,
-         "limits": _limits, "faq": _faq}
+         "work": _work, "limits": _limits, "faq": _faq}

@@ -141,11 +141,12 @@ async def test_help_is_ephemeral_and_complete(comfy, discord_fake, running, tmp_
         assert words in text
     (menu,) = message.components[0]["components"]
     assert [option["label"] for option in menu["options"]] == [
-        "Making images", "Editing images", "Buttons and menus", "Styles and flags", "Models and LoRAs", "Limits",
-        "Questions"]
+        "Making images", "Editing images", "Buttons and menus", "Styles and flags", "Models and LoRAs",
+        "Finding your work", "Limits", "Questions"]
     await running.stop()
     await running.start(bot_settings(tmp_path, comfy.url))  # the menu needs nothing in memory
-    for topic, words in [("buttons", "Upscale 2x / 4x"), ("styles", "--ar 16:9"), ("faq", "Where is my image?")]:
+    for topic, words in [("buttons", "Upscale 2x / 4x"), ("styles", "--ar 16:9"), ("work", "/history"),
+                         ("faq", "Where is my image?")]:
         picked = await discord_fake.click(message.id, "cf:help", values=[topic])
         await picked.wait_acked(3)
         shown = discord_fake.messages[message.id]
