@@ -412,6 +412,10 @@ class Scheduler:
 
     async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:
         """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
+        current = await self._store.get_job(job.id)
+        if current is None or current.state not in ACTIVE_STATES:  # it ended meanwhile: nothing to move
+            jlog.info("job_not_moved", state=current.state if current else None, error=str(error))
+            return
         attempts = job.attempts + (1 if started else 0)
         if attempts > 1:
             jlog.warning("job_failed_twice", error=str(error))
