@@ -12,7 +12,8 @@ import gc
 import pytest
 
 from image_gen import RequestError
-from scheduler import QueueFull, ServerStatus
+from queue_view import ServerStatus
+from scheduler import QueueFull
 from tests.pool_harness import (
     RecordingNotifier,
     job_of,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import wording
 from comfy_types import NodeStarted, Progress
 from progress import Progression
-from scheduler import ServerStatus, Status
+from queue_view import ServerStatus, Status
 from store import Generation, Job
 from help_pages import TOPICS, HelpContext, help_page
 from views import fit_embed, result_embed, status_embed
