@@ -146,15 +146,23 @@ class ImageActions:
         has transparent parts; None otherwise."""
         fetched = await self._fetch_attachment(attachment.url, attachment.filename, checked=False)
         try:
-            data, size, alpha = await fit_input(fetched, self.settings.max_width, self.settings.max_height)
-        finally:
+            raw_mask = await self._fetch_attachment(mask.url, mask.filename, checked=False) if mask else None
+        except BaseException:
             await self.outputs.discard(fetched)
-        if mask is not None:
-            fetched = await self._fetch_attachment(mask.url, mask.filename, checked=False)
-            try:
-                alpha = await fit_mask(fetched, size)
-            finally:
-                await self.outputs.discard(fetched)
+            raise
+        return await self.prepared_input(fetched, raw_mask)
+
+    async def prepared_input(self, raw: Path, raw_mask: Path | None = None) -> tuple[str, tuple[int, int], str | None]:
+        """Downloaded bytes (a Discord attachment, an API upload) as a job's input, as `input_image`
+        describes; the raw files are discarded whatever happens."""
+        try:
+            data, size, alpha = await fit_input(raw, self.settings.max_width, self.settings.max_height)
+            if raw_mask is not None:
+                alpha = await fit_mask(raw_mask, size)
+        finally:
+            await self.outputs.discard(raw)
+            if raw_mask is not None:
+                await self.outputs.discard(raw_mask)
         name = (await self.outputs.save_bytes("input.png", data)).name
         masked = (await self.outputs.save_bytes("mask.png", alpha)).name if alpha is not None else None
         return name, size, masked

@@ -13,7 +13,6 @@ import structlog
 
 import kinds
 from image_gen import area_size
-from media import fit_input, fit_mask
 from outputs import OutputError
 from scheduler import QueueFull
 from store import Job
@@ -62,28 +61,27 @@ class BotApi:
     async def _inputs(self, request: dict[str, Any], images: dict[str, bytes], kind: str) -> list[str]:
         """The image (and mask) as /edit takes them: read by content, upright, fitted to the limits."""
         bot, settings = self.bot, self.bot.settings
-        outputs = bot.outputs
-        raw = await outputs.save_bytes("api-input", images["image"], max_bytes=settings.download_limit)
+        raw = await bot.outputs.save_bytes("api-input", images["image"], max_bytes=settings.download_limit)
         try:
-            data, size, alpha = await fit_input(raw, settings.max_width, settings.max_height)
-            if "mask" in images:
-                raw_mask = await outputs.save_bytes("api-mask", images["mask"], max_bytes=settings.download_limit)
-                try:
-                    alpha = await fit_mask(raw_mask, size)
-                finally:
-                    await outputs.discard(raw_mask)
+            raw_mask = await bot.outputs.save_bytes("api-mask", images["mask"], max_bytes=settings.download_limit) \
+                if "mask" in images else None
+        except BaseException:
+            await bot.outputs.discard(raw)
+            raise
+        try:
+            name, size, masked = await bot.prepared_input(raw, raw_mask)
         except (OutputError, ValueError) as error:
             raise ApiError(400, "bad_image", f"The image cannot be used: {error}", field="image") from None
-        finally:
-            await outputs.discard(raw)
-        names = [(await outputs.save_bytes("input.png", data)).name]
-        request["input"] = names[0]
+        request["input"] = name
+        if kind == "inpaint" and masked is None:
+            self._release([name])
+            raise ApiError(400, "bad_mask", "Inpainting needs a mask, or an image with transparent parts.",
+                           field="mask")
         if kind == "inpaint":
-            if alpha is None:
-                raise ApiError(400, "bad_mask", "Inpainting needs a mask, or an image with transparent parts.",
-                               field="mask")
-            names.append((await outputs.save_bytes("mask.png", alpha)).name)
-            request["mask"] = names[1]
+            request["mask"] = masked
+        elif masked is not None:
+            self._release([masked])  # only inpainting uses a mask
+        names = [name, *([masked] if kind == "inpaint" else [])]
         if kind == "controlnet":
             if not request.get("width") or not request.get("height"):
                 request["width"], request["height"] = area_size(size, settings.default_width * settings.default_height,

@@ -18,6 +18,7 @@ from help_pages import HelpContext
 from image_gen import RequestError
 from safe_text import clip
 from styles import Style, StyleError, load as load_styles
+from views import remix_modal
 
 log = structlog.get_logger("bot")
 
@@ -120,8 +121,6 @@ class CreativeControls:
     async def on_remix_button(self, interaction: discord.Interaction, generation_id: int) -> None:
         """Remix: a form with the result's prompt, negative prompt, seed, size, steps and cfg, to edit
         and send again as a new job that links its parent."""
-        from views import remix_modal
-
         generation = await self.store.get_generation(generation_id)
         job = await self.store.get_job(generation.job_id) if generation and generation.job_id else None
         if job is None or job.kind != "txt2img":

@@ -16,6 +16,7 @@ import discord
 import structlog
 
 import wording
+from views import ModerateButton, jump_url, result_embed
 
 
 log = structlog.get_logger("bot")
@@ -155,8 +156,6 @@ class ServiceControls:
 
     async def on_report_button(self, interaction: discord.Interaction, generation_id: int) -> None:
         """Report: the result, its prompt and who reported it go to the server's mod-log channel."""
-        from views import ModerateButton, result_embed
-
         generation = await self.store.get_generation(generation_id)
         if generation is None or generation.deleted_at is not None:
             await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
@@ -176,7 +175,7 @@ class ServiceControls:
         view.add_item(ModerateButton(generation_id, "delete"))
         view.add_item(ModerateButton(generation_id, "block"))
         text = (f"🚩 <@{interaction.user.id}> reported a result by <@{generation.user_id}>"
-                + (f": {jump_link(generation)}" if generation.message_id else "."))
+                + (f": {jump_url(vars(generation))}" if generation.message_id else "."))
         try:
             await self.get_partial_messageable(int(modlog["channel_id"])).send(
                 text, embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
@@ -189,7 +188,7 @@ class ServiceControls:
             view.stop()
         await self.store.audit(interaction.guild_id or 0, interaction.user.id, "report", generation_id=generation_id,
                                author_id=generation.user_id,
-                               link=jump_link(generation) if generation.message_id else None)
+                               link=jump_url(vars(generation)) if generation.message_id else None)
         log.info("result_reported", generation_id=generation_id, by=interaction.user.id)
         await interaction.edit_original_response(content="🚩 Thank you: the moderators have it.")
 
@@ -210,10 +209,6 @@ class ServiceControls:
         said = await self.admin_block(interaction.guild_id or 0, interaction.user.id, generation.user_id,
                                       "reported result", True)
         await interaction.response.send_message(said.removeprefix("⛔ "), ephemeral=True)
-
-
-def jump_link(generation) -> str:
-    return f"https://discord.com/channels/{generation.guild_id or '@me'}/{generation.channel_id}/{generation.message_id}"
 
 
 def quota_sentence(who: str, period: str, unit: str, used: float, limit: float, left: dt.timedelta,
