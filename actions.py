@@ -17,6 +17,7 @@ import discord
 import structlog
 import yarl
 
+import kinds
 import wording
 from image_gen import CONTROL, area_size
 from media import fit_input, fit_mask, verify
@@ -58,13 +59,13 @@ class ImageActions:
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
-        request: dict = {"input": name}
+        request = {**kinds.derived(await self._made(generation), generation.params), "input": name}
         if kind == "upscale":
             request.update(factor=factor, width=generation.params.get("width"), height=generation.params.get("height"))
         if strength is not None:
-            request.update(await self._source_request(generation), strength=strength, seed=None)
+            request["strength"] = strength
         if zoom is not None:
-            request.update(await self._source_request(generation), zoom=zoom, seed=None)
+            request["zoom"] = zoom
         await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
 
@@ -85,12 +86,12 @@ class ImageActions:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
         generation = await self.store.generation_by_message(message.id) if message.author.id == self.user.id else None
-        request: dict = {"input": name}
+        made = kinds.derived(await self._made(generation), generation.params) if generation is not None else {}
+        request = {**made, "input": name}
         kind = {"vary": "img2img", "upscale": "upscale"}.get(action, "animate")
         if action == "vary":
-            made = await self._source_request(generation) if generation is not None else {
-                "prompt": clip(message.content, 1500).strip() or VARY_PROMPT}
-            request.update(made, width=width, height=height, strength=VARY_SUBTLE, seed=None)
+            request.setdefault("prompt", clip(message.content, 1500).strip() or VARY_PROMPT)
+            request.update(width=width, height=height, strength=VARY_SUBTLE)
         elif action == "upscale":
             request.update(factor=2, width=width, height=height)
         await self.start_job(interaction, kind, request, message_id=callback.message_id if callback else None,
@@ -106,21 +107,14 @@ class ImageActions:
             await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
             return
         callback = await interaction.response.defer(thinking=True)
-        request = {**job.request, "seed": None}
-        request.pop("upload_limit", None)
+        request = kinds.derived(job.request, generation.params, again=True)
         await self.start_job(interaction, job.kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id)
 
-    async def _source_request(self, generation) -> dict:
-        """What made a result (prompt, negative prompt, model, size), for a variation of it."""
+    async def _made(self, generation) -> dict:
+        """The request of the job that made a result; empty when that job is gone."""
         job = await self.store.get_job(generation.job_id) if generation.job_id else None
-        made = job.request if job is not None else {}
-        shown = generation.params
-        keys = ("prompt", "negative_prompt", "checkpoint", "model", "steps", "cfg")
-        request = {key: made.get(key, shown.get(key)) for key in keys if made.get(key, shown.get(key)) is not None}
-        if shown.get("width") and shown.get("height"):
-            request["width"], request["height"] = shown["width"], shown["height"]
-        return request
+        return job.request if job is not None else {}
 
     async def _input_image(self, interaction: discord.Interaction, generation, index: int) -> str:
         """The image's file name in the output folder, pinned; fetched from Discord's CDN if pruned."""

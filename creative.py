@@ -12,6 +12,7 @@ import re
 import discord
 import structlog
 
+import kinds
 import wording
 from compose import ASPECTS, compose, nsfw_lora, nsfw_reasons
 from help_pages import HelpContext
@@ -119,14 +120,17 @@ class CreativeControls:
     # Remix -------------------------------------------------------------------------
 
     async def on_remix_button(self, interaction: discord.Interaction, generation_id: int) -> None:
-        """Remix: a form with the result's prompt, negative prompt, seed, size, steps and cfg, to edit
-        and send again as a new job that links its parent."""
+        """Remix: a form with the result's prompt, negative prompt, seed, size, steps and cfg (the values
+        that made it, defaults included), to edit and send again as a new job that links its parent."""
         generation = await self.store.get_generation(generation_id)
         job = await self.store.get_job(generation.job_id) if generation and generation.job_id else None
         if job is None or job.kind != "txt2img":
             await interaction.response.send_message("That result is not known to this bot any more.", ephemeral=True)
             return
-        await interaction.response.send_modal(remix_modal(generation_id, job.request))
+        used = {key: generation.params[key] for key in ("seed", "steps", "cfg") if generation.params.get(key) is not None}
+        if "cfg" in used:
+            used["cfg"] = f"{float(used['cfg']):g}"  # 7, not 7.0
+        await interaction.response.send_modal(remix_modal(generation_id, {**job.request, **used}))
 
     async def on_remix_submit(self, interaction: discord.Interaction, generation_id: int,
                               fields: dict) -> None:
@@ -143,8 +147,7 @@ class CreativeControls:
         if await self.refuse_if_limited(interaction):
             return
         callback = await interaction.response.defer(thinking=True)
-        request = {key: value for key, value in job.request.items() if key not in ("upload_limit", "seed")}
-        request.update(changes)
+        request = {**kinds.derived(job.request, generation.params, again=True), **changes}
         await self.start_job(interaction, job.kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id)
 

@@ -40,6 +40,28 @@ def files(request: Mapping[str, Any]) -> list[str]:
     """The output folder's files a request needs (its input image, its mask, the images of an Upscale all)."""
     named = [request[key] if isinstance(request.get(key), list) else [request.get(key)] for key in FILES]
     return list(dict.fromkeys(name for names in named for name in names if isinstance(name, str)))
+
+
+# What a job derived from a result (Upscale, Vary, Zoom out, Animate, Reroll, Remix, Apps -> Vary this image)
+# takes from the request that made it: every choice the person made. The action then sets what it changes.
+CHOICES = ("prompt", "negative_prompt", "model", "checkpoint", "steps", "cfg", "sampler", "scheduler", "loras",
+           "style", "style_prompt", "style_negative", "sfw_negative", "deliver_to")
+PER_RUN = ("seed", "upload_limit")  # never passed on: a derived job draws anew and is posted where it was asked
+
+
+def derived(made: Mapping[str, Any], shown: Mapping[str, Any], *, again: bool = False) -> dict[str, Any]:
+    """The request a job derived from a result starts from. `made`: the request of the job that made
+    the result (empty when that job is gone); `shown`: the result's shown values. `again` (Reroll,
+    Remix: the same kind once more): all of `made` but its per-run values; otherwise its choices, then
+    the result's size."""
+    if again:
+        return {key: value for key, value in made.items() if key not in PER_RUN}
+    request = {key: made.get(key, shown.get(key)) for key in CHOICES if made.get(key, shown.get(key)) is not None}
+    if shown.get("width") and shown.get("height"):
+        request["width"], request["height"] = shown["width"], shown["height"]
+    return request
+
+
 Runner = Callable[[Engine, Mapping[str, Any], Path | None, dict[str, Any]], Awaitable[JobResult]]
 
 
