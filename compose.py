@@ -15,7 +15,7 @@ from typing import Any
 
 from config import ModelPreset, Settings
 from flags import parse
-from image_gen import RequestError, area_size
+from image_gen import MIN_SIDE, RequestError, area_size
 from styles import Style
 from workflows import LORA_LIMIT
 
@@ -102,8 +102,10 @@ def _size(settings: Settings, preset: ModelPreset | None, given: Mapping[str, An
     if flagged is None and (given.get("width") or given.get("height")):
         return given.get("width") or base_w, given.get("height") or base_h
     if flagged is not None:  # exactly that ratio where multiples of 8 allow it near the area, else nearly
-        exact = aspect_size(_reduced(flagged), base_w * base_h, settings.max_width, settings.max_height)
-        if 0.75 <= exact[0] * exact[1] / (base_w * base_h) <= 1.34:
+        ratio = _reduced(flagged)
+        exact = aspect_size(ratio, base_w * base_h, settings.max_width, settings.max_height)
+        smallest = aspect_size(ratio, 0, settings.max_width, settings.max_height)  # larger only as 64 px demand
+        if 0.75 <= exact[0] * exact[1] / (base_w * base_h) <= 1.34 or exact == smallest:
             return exact
         return area_size(flagged, base_w * base_h, settings.max_width, settings.max_height)
     ratio = ASPECTS.get(str(given.get("aspect") or saved.get("aspect") or ""))
@@ -118,8 +120,13 @@ def _reduced(ratio: tuple[int, int]) -> tuple[int, int]:
 
 
 def aspect_size(ratio: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple[int, int]:
-    """A width and height of exactly this ratio, about this many pixels, multiples of 8, within limits."""
+    """A width and height of exactly this ratio, about this many pixels, multiples of 8, from 64 to the
+    limits; where no multiple of 8 fits the ratio between those bounds, the nearest shape that does."""
     w, h = ratio
-    unit = max(8, round((area / (w * h)) ** 0.5 / 8) * 8)
-    unit = min(unit, max(8, max_w // w // 8 * 8), max(8, max_h // h // 8 * 8))
+    least = -(-MIN_SIDE // (8 * min(w, h))) * 8  # the smallest unit whose shorter side reaches 64
+    most = min(max_w // w, max_h // h) // 8 * 8
+    if least > most:
+        return area_size(ratio, area, max_w, max_h)
+    unit = round((area / (w * h)) ** 0.5 / 8) * 8
+    unit = min(max(unit, least), most)
     return w * unit, h * unit

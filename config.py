@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     max_frames: int = Field(48, ge=1, le=1024)
     default_steps: int = Field(25, ge=1, le=10000)
     default_cfg: float = Field(7.0, ge=0, le=100)
-    default_width: int = Field(512, ge=16, le=16384)
-    default_height: int = Field(512, ge=16, le=16384)
+    default_width: int = Field(512, ge=64, le=16384)  # at most MAX_WIDTH: a default is always a size jobs may have
+    default_height: int = Field(512, ge=64, le=16384)
     default_frames: int = Field(14, ge=1, le=1024)
     default_fps: int = Field(8, ge=1, le=120)
 
@@ -171,6 +171,15 @@ class Settings(BaseSettings):
                 and any(urlsplit(url).password or urlsplit(url).username for url in self.servers())):
             raise ValueError("COMFYUI_AUTH_TOKEN (an Authorization header) and a user:password in COMFYUI_URL "
                              "cannot be used together: keep one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Settings:
+        """The default size is one a job may have: never a size the bot then refuses."""
+        for side in ("width", "height"):
+            default, most = getattr(self, f"default_{side}"), getattr(self, f"max_{side}")
+            if default > most:
+                raise ValueError(f"DEFAULT_{side.upper()} ({default}) is larger than MAX_{side.upper()} ({most})")
         return self
 
     def servers(self) -> list[str]:

@@ -23,6 +23,7 @@ from runner import Engine, EventHandler, JobResult, run_workflow
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
 UPSCALE_FACTORS = (2, 4, 8)
 POSTED_BYTES_PER_PIXEL = 0.25  # what an upscaled image weighs as the JPEG it is posted as, at worst about
+MIN_SIDE = 64  # the least width or height a job may have
 STRENGTH = (0.05, 1.0, 0.6)  # img2img: the least, the most and the default share of the image redrawn
 
 
@@ -85,7 +86,7 @@ def area_size(size: tuple[int, int], area: int, max_w: int, max_h: int) -> tuple
     """A width and height of the shape of `size`, about `area` pixels, multiples of 8, within the limits."""
     width, height = max(1, size[0]), max(1, size[1])
     scale = min((area / (width * height)) ** 0.5, max_w / width, max_h / height)
-    return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
+    return max(MIN_SIDE, int(width * scale) // 8 * 8), max(MIN_SIDE, int(height * scale) // 8 * 8)
 
 
 def _within(name: str, value: float, low: float, high: float) -> None:
@@ -100,8 +101,8 @@ def txt2img_values(settings: Settings, request: ImageRequest) -> dict[str, Any]:
     height = request.height or settings.default_height
     steps = request.steps or settings.default_steps
     cfg = settings.default_cfg if request.cfg is None else request.cfg
-    _within("width", width, 64, settings.max_width)
-    _within("height", height, 64, settings.max_height)
+    _within("width", width, MIN_SIDE, settings.max_width)
+    _within("height", height, MIN_SIDE, settings.max_height)
     _within("steps", steps, 1, settings.max_steps)
     _within("cfg", cfg, 0, 30)
     _within("batch", request.batch, 1, settings.max_batch)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings as settings_profile, strategies as st
+from pydantic import ValidationError
 
-from compose import compose, nsfw_reasons
+import kinds
+from compose import ASPECTS, compose, nsfw_reasons
 from config import Settings
 from flags import FlagError
 from image_gen import RequestError
@@ -63,3 +66,33 @@ def test_what_is_marked_nsfw_is_named(settings):
     assert nsfw_reasons(settings, request, STYLES) == ["the model spicy", "the style hot",
                                                       "the LoRA nsfw/a.safetensors"]
     assert nsfw_reasons(settings, compose(settings, "x --style ink", {}, {}, STYLES), STYLES) == []
+
+
+def test_an_aspect_at_the_smallest_default_size_is_a_size_the_bot_accepts():
+    settings = Settings(_env_file=None, default_width=64, default_height=64)
+    request = compose(settings, "a kite --ar 3:2", {}, {}, STYLES)
+    assert (request["width"], request["height"]) == (96, 64)  # was 72x48, then refused as "height ... (got 48)"
+    kinds.TXT2IMG.prepare(settings, request)
+
+
+@settings_profile(max_examples=300, deadline=None)
+@given(data=st.data(), max_w=st.integers(64, 4096), max_h=st.integers(64, 4096))
+def test_every_aspect_at_every_allowed_default_size_is_a_size_the_bot_accepts(data, max_w, max_h):
+    """Whatever the operator's limits and defaults, and whatever aspect a person asks for (a saved
+    aspect, the aspect option, or any --ar the flag accepts), the size the bot computes is one the job
+    then accepts: the bot never blames a person for a size it chose."""
+    default_w, default_h = data.draw(st.integers(64, max_w)), data.draw(st.integers(64, max_h))
+    settings = Settings(_env_file=None, max_width=max_w, max_height=max_h, default_width=default_w,
+                        default_height=default_h)
+    w = data.draw(st.integers(1, 100))
+    h = data.draw(st.integers(max(1, -(-w // 4)), min(100, 4 * w)))
+    named = data.draw(st.sampled_from(sorted(ASPECTS)))
+    for prompt, options in ((f"x --ar {w}:{h}", {}), ("x", {"aspect": named})):
+        request = compose(settings, prompt, options, {}, STYLES)
+        assert 64 <= request["width"] <= max_w and 64 <= request["height"] <= max_h, (prompt, options, request)
+        kinds.TXT2IMG.prepare(settings, request)  # the job's own check: raises RequestError if refused
+
+
+def test_a_default_size_over_the_limit_is_refused_at_start():
+    with pytest.raises(ValidationError, match="DEFAULT_WIDTH \\(1024\\) is larger than MAX_WIDTH \\(512\\)"):
+        Settings(_env_file=None, default_width=1024, max_width=512)
