@@ -240,7 +240,7 @@ async def test_remix_opens_the_result_in_a_form_and_sends_the_changes_even_after
     await opened.wait_acked(3)
     form = {row["components"][0]["custom_id"]: row["components"][0].get("value") for row in opened.modal["components"]}
     assert form == {"prompt": "a lighthouse", "negative_prompt": "fog", "seed": "77", "size": "64x64",
-                    "steps_cfg": "6"}
+                    "steps_cfg": "6 7"}  # the cfg it was made with, the default
     await running.stop()
     await running.start(settings)
     sent = await discord_fake.submit_modal(opened, {"prompt": "a lighthouse in a storm", "seed": "", "size": "96 x 64",
@@ -255,6 +255,17 @@ async def test_remix_opens_the_result_in_a_form_and_sends_the_changes_even_after
     await bad.wait_acked(3)
     refused = await discord_fake.submit_modal(bad, {"size": "huge"})
     assert await answer(discord_fake, refused) == "That remix cannot be made: the size must be written like 512x768."
+
+
+async def test_remix_shows_the_steps_and_cfg_that_made_the_image_when_they_were_the_defaults(
+        comfy, discord_fake, running, tmp_path):
+    await ready(discord_fake, running, settings_for(tmp_path, comfy.url, default_steps=9, default_cfg=4.5))
+    first = await result_of(discord_fake, await discord_fake.slash("generate", {
+        "prompt": "a mill", "width": 64, "height": 64}), timeout=20)
+    opened = await discord_fake.click(first.id, "cf:remix:1")
+    await opened.wait_acked(3)
+    form = {row["components"][0]["custom_id"]: row["components"][0].get("value") for row in opened.modal["components"]}
+    assert form["steps_cfg"] == "9 4.5" and form["seed"] == str(last_graph(comfy)["3"]["inputs"]["seed"])
 
 
 # age-restricted routing ------------------------------------------------------------------
