@@ -320,9 +320,14 @@ async def test_list_newest_first_with_pages(api):
     _, body = await api.call("GET", f"{API}/generations")
     assert len(body["generations"]) == 5 and body["next_before"] is None
     for query, field in (("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("before=-1", "before"),
-                         ("before=1.5", "before")):
+                         ("before=1.5", "before"), ("limit=", "limit"), ("limit=1&limit=2", "limit"),
+                         ("before=9223372036854775808", "before"), ("limt=5", "limt")):
         response, body = await api.call("GET", f"{API}/generations?{query}")
         assert_error(response, body, 400, "invalid_field", field)
+    _, body = await api.call("GET", f"{API}/generations?limt=5")
+    assert body["error"]["message"] == "limt is not a parameter of this route (it takes limit and before)."
+    _, body = await api.call("GET", f"{API}/generations?limit=")
+    assert body["error"]["message"] == "limit must be a whole number from 1 to 100."
 
 
 # --- who may see what ----------------------------------------------------------------------------
@@ -545,17 +550,18 @@ async def test_unknown_routes_and_methods_are_json(api):
 async def test_webhook_routes(api):
     response, body = await api.call("GET", f"{API}/webhook")
     assert response.status == 200 and body == {"url": None, "deliveries": []}
-    response, body = await api.call("PUT", f"{API}/webhook", json={"url": "https://example.org/hook"})
-    assert response.status == 200 and body["url"] == "https://example.org/hook"
+    # a public address, so that no name is looked up from the tests
+    response, body = await api.call("PUT", f"{API}/webhook", json={"url": "https://93.184.215.14/hook"})
+    assert response.status == 200 and body["url"] == "https://93.184.215.14/hook"
     assert body["secret"].startswith("whsec_") and len(body["secret"]) > 40
     key = await api.store.key_by_plaintext(api.keys["alice"])
-    assert (key.webhook_url, key.webhook_secret) == ("https://example.org/hook", body["secret"])
+    assert (key.webhook_url, key.webhook_secret) == ("https://93.184.215.14/hook", body["secret"])
     await api.store.queue_delivery(key.id, "generation.done", {"event": "generation.done", "id": 100})
     response, body = await api.call("GET", f"{API}/webhook")
-    assert body["url"] == "https://example.org/hook" and body["deliveries"][0]["state"] == "pending"
+    assert body["url"] == "https://93.184.215.14/hook" and body["deliveries"][0]["state"] == "pending"
     assert body["deliveries"][0]["job_id"] == 100
     schema_validator(api_module_document(api), "Webhook").validate(body)
-    _, again = await api.call("PUT", f"{API}/webhook", json={"url": "https://example.org/hook"})
+    _, again = await api.call("PUT", f"{API}/webhook", json={"url": "https://93.184.215.14/hook"})
     assert again["secret"] != key.webhook_secret  # a new secret each time
     for bad in ({"url": "ftp://example.org/"}, {"url": "https://user:pw@example.org/"}, {"url": "/relative"},
                 {"url": 5}, {}, {"url": "https://example.org/", "secret": "mine"}):
@@ -566,6 +572,55 @@ async def test_webhook_routes(api):
     response, _ = await api.call("DELETE", f"{API}/webhook")
     assert response.status == 204
     assert (await api.store.key(key.id)).webhook_url is None
+
+
+# --- where a webhook may lead, checked when it is set ----------------------------------------------
+
+LOOPBACK = "leads to 127.0.0.1, a loopback address; webhooks go only to public internet addresses."
+SHORT_FORM = "is an IP address in a short or old form that cannot be sent to; write it as four numbers, " \
+             "like 203.0.113.7."
+
+
+@pytest.mark.parametrize("host, said", [
+    ("127.1", f"url's host 127.1 {SHORT_FORM}"),
+    ("2130706433", f"url's host 2130706433 {SHORT_FORM}"),
+    ("0177.0.0.1", f"url's host 0177.0.0.1 {SHORT_FORM}"),
+    ("127.0.0.1.", f"url's host 127.0.0.1. {SHORT_FORM}"),
+    ("0x7f.1", f"url's host 0x7f.1 {LOOPBACK}"),
+    ("127.0.0.1", "url's host 127.0.0.1 is a loopback address; webhooks go only to public internet addresses."),
+    ("[::ffff:127.0.0.1]", "url's host ::ffff:127.0.0.1 is a loopback address; webhooks go only to public "
+                           "internet addresses."),
+    ("[::1]", "url's host ::1 is a loopback address; webhooks go only to public internet addresses."),
+    ("localhost.", "url's host localhost. is this machine; webhooks go only to public internet addresses."),
+    ("LOCALHOST", "url's host localhost is this machine; webhooks go only to public internet addresses."),
+    ("10.0.0.7", "url's host 10.0.0.7 is a private address; webhooks go only to public internet addresses."),
+    ("169.254.169.254", "url's host 169.254.169.254 is a link-local address; webhooks go only to public internet "
+                        "addresses."),
+    ("[fe80::1%25eth0]", "url's host fe80::1%25eth0 is a link-local address; webhooks go only to public internet "
+                         "addresses."),
+    ("0.0.0.0", "url's host 0.0.0.0 is an unspecified address; webhooks go only to public internet addresses."),
+])
+async def test_a_webhook_to_a_private_host_is_refused_when_set(api, host, said):
+    url = f"http://{host}:8080/hook"
+    response, body = await api.call("PUT", f"{API}/webhook", json={"url": url})
+    assert response.status == 400, body
+    assert body == {"error": {"code": "invalid_field", "message": said, "field": "url"}}
+    key = await api.store.key_by_plaintext(api.keys["alice"])
+    assert key.webhook_url is None
+
+
+async def test_webhook_private_ok_lets_private_hosts_be_set(tmp_path, monkeypatch):
+    made = await serve(tmp_path, monkeypatch, webhook_private_ok=True)
+    try:
+        for url in ("http://127.0.0.1:8080/hook", "http://localhost:8080/hook", "http://[::1]:8080/hook",
+                    "http://0x7f.1:8080/hook"):
+            response, body = await made.call("PUT", f"{API}/webhook", json={"url": url})
+            assert response.status == 200 and body["url"] == url, body
+        response, body = await made.call("PUT", f"{API}/webhook", json={"url": "http://127.1:8080/hook"})
+        assert body["error"]["message"] == f"url's host 127.1 {SHORT_FORM}"  # never deliverable, whatever is allowed
+    finally:
+        await made.client.close()
+        await made.store.close()
 
 
 def api_module_document(api: Client) -> dict:
@@ -635,9 +690,14 @@ async def test_openapi_document_shape(api):
     request_schema.validate({"kind": "img2img", "prompt": "x", "image": IMAGE, "strength": 0.5})
     with pytest.raises(jsonschema.ValidationError):
         request_schema.validate({"widht": 5})
-    assert set(document["components"]["schemas"]["GenerationRequest"]["properties"]["kind"]["enum"]) == set(KINDS)
-    assert document["components"]["schemas"]["GenerationRequest"]["properties"]["width"]["maximum"] == \
-        api.settings.max_width
+    request_schema.validate({"prompt": "x"})  # no kind: a txt2img
+    for bad in ({"kind": "upscale", "image": IMAGE}, {"kind": "txt2img", "prompt": "  "},
+                {"kind": "animate", "image": IMAGE, "prompt": "x"}, {"kind": "video", "prompt": "x"}):
+        with pytest.raises(jsonschema.ValidationError):  # no factor; a blank prompt; a field it does not take
+            request_schema.validate(bad)
+    schemas = document["components"]["schemas"]
+    assert set(schemas["GenerationRequest"]["discriminator"]["mapping"]) == set(KINDS)
+    assert schemas["Txt2imgRequest"]["properties"]["width"]["maximum"] == api.settings.max_width
 
 
 async def test_responses_match_the_document(api):

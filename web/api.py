@@ -51,7 +51,7 @@ BURST, PER_SECOND = 60, 2.0  # requests per key: this many at once, refilled at 
 NO_STORE = {"Cache-Control": "no-store"}
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                  ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm"}
-_MAX_ID = 2**63 - 1
+_MAX_ID = openapi.MAX_ID
 
 
 class ApiError(Exception):
@@ -193,7 +193,7 @@ def parse_request(body: Any, fields: list[openapi.RequestField]) -> tuple[str, d
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object")
     by_name = {spec.name: spec for spec in fields}
-    kind = body.get("kind", "txt2img")
+    kind = body.get("kind", openapi.DEFAULT_KIND)
     if not isinstance(kind, str) or kind not in KINDS:
         raise InvalidField("kind", f"kind must be one of {', '.join(KINDS)}")
     for name in body:
@@ -382,6 +382,9 @@ class Api:
 
     async def list(self, request: web.Request) -> web.Response:
         key = await self._key(request)
+        if unknown := sorted(set(request.query) - {"limit", "before"}):
+            raise InvalidField(clip(unknown[0], 50), f"{clip(unknown[0], 50)} is not a parameter of this route "
+                               "(it takes limit and before)")
         limit = _query_int(request, "limit", LIST_DEFAULT, 1, LIST_MAX)
         before = _query_int(request, "before", None, 1, _MAX_ID)
         found = await self._service.list(key, limit, before)
@@ -418,7 +421,7 @@ class Api:
         if unknown := sorted(set(body) - {"url"}):
             raise InvalidField(str(unknown[0])[:50], f"{clip(unknown[0], 50)} is not a field of this API")
         try:
-            url = webhooks.check_url(body.get("url"))
+            url = await webhooks.check_destination(body.get("url"), allow_private=self._settings.webhook_private_ok)
         except ValueError as exc:
             raise InvalidField("url", str(exc)) from None
         secret = webhooks.new_secret()
@@ -557,9 +560,12 @@ def _id(request: web.Request) -> int:
 
 
 def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    text = request.query.get(name)
-    if text is None or text == "":
+    given = request.query.getall(name, [])
+    if not given:
         return default
+    if len(given) > 1:
+        raise InvalidField(name, f"{name} must be given once")
+    text = given[0]
     if not (text.isascii() and text.isdigit() and len(text) <= 19) or not low <= int(text) <= high:
         raise InvalidField(name, f"{name} must be a whole number from {low} to {high}")
     return int(text)

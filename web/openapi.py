@@ -1,8 +1,11 @@
 """The OpenAPI 3.1 document of the HTTP API (web/api.py), served at `GET /api/v1/openapi.json`.
 
 Built from the same field table the API checks requests with (`RequestField`, made by
-web.api.request_fields from the settings' limits), so the documented bounds are the enforced ones.
-tests/test_api.py checks that the documented paths and methods are exactly the routes the app registers.
+web.api.request_fields from the settings' limits and kinds.KINDS), so the documented kinds, fields and
+bounds are the enforced ones: `GenerationRequest` is one of a schema per kind (Txt2imgRequest, ...),
+told apart by `kind`, each with exactly the fields that kind takes.
+tests/test_api.py checks that the documented paths and methods are exactly the routes the app registers;
+tests/test_api_schema.py fuzzes the running app from this document with schemathesis.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from typing import Any
 
 VERSION = "1.0.0"
 STATES = ("waiting", "submitted", "running", "delivering", "done", "failed", "cancelled")
+DEFAULT_KIND = "txt2img"  # the kind of a request that names none
+NOT_BLANK = r"\S"  # a text with something in it besides spaces
+MAX_ID = 2**63 - 1  # the largest generation id
+MAX_FILE_INDEX = 9999  # the largest result file index
 SETTINGS_SHOWN = ("prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "batch", "model", "style",
                   "sampler", "scheduler", "loras", "strength", "factor", "zoom", "control_type", "control_strength",
                   "control_start", "control_end")
@@ -45,22 +52,22 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _field_schema(spec: RequestField) -> dict[str, Any]:
-    used = "Used by: " + ", ".join(spec.kinds) + "."
-    needed = f" Required for: {', '.join(spec.required_for)}." if spec.required_for else ""
+def _field_schema(spec: RequestField, kind: str) -> dict[str, Any]:
+    """The schema of one field as `kind` takes it."""
     schema: dict[str, Any]
     if spec.type == "base64":
-        schema = {"type": "string", "contentEncoding": "base64",
+        schema = {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/*", "minLength": 1,
                   "description": f"{spec.description} Base64 (standard or URL-safe, or a data: URL) of a PNG, JPEG, "
-                  f"WebP or GIF, at most {spec.max_length} bytes decoded. "}
+                  f"WebP or GIF, at most {spec.max_length} bytes decoded. One that is not such an image is refused "
+                  "(400, or 413 when too large, naming the field)."}
     elif spec.type == "loras":
         schema = {"type": "array", "maxItems": int(spec.maximum or 3), "items": {
             "type": "object", "additionalProperties": False, "required": ["name"],
             "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
                            "strength": {"type": "number", "minimum": -2, "maximum": 2, "default": 1}}},
-            "description": spec.description + " "}
+            "description": spec.description}
     else:
-        schema = {"type": spec.type, "description": spec.description + " "}
+        schema = {"type": spec.type, "description": spec.description}
         if spec.minimum is not None:
             schema["minimum"] = spec.minimum
         if spec.maximum is not None:
@@ -69,18 +76,47 @@ def _field_schema(spec: RequestField) -> dict[str, Any]:
             schema["maxLength"] = spec.max_length
         if spec.choices:
             schema["enum"] = list(spec.choices)
-    schema["description"] = (schema["description"] + used + needed).strip()
+    if spec.type == "string" and kind in spec.required_for:
+        schema["pattern"] = NOT_BLANK  # a required text must say something: only spaces is refused
     return schema
+
+
+def request_name(kind: str) -> str:
+    """The component schema of one kind's request: txt2img's is Txt2imgRequest."""
+    return kind[:1].upper() + kind[1:] + "Request"
+
+
+def _kind_request(kind: str, fields: Sequence[RequestField]) -> dict[str, Any]:
+    """The body of `POST /api/v1/generations` for one kind: exactly the fields it takes."""
+    taken = [spec for spec in fields if kind in spec.kinds]
+    properties: dict[str, Any] = {"kind": {"const": kind}}
+    properties.update({spec.name: _field_schema(spec, kind) for spec in taken})
+    required = [spec.name for spec in taken if kind in spec.required_for]
+    if kind != DEFAULT_KIND:  # a body without a kind is a txt2img
+        required.insert(0, "kind")
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties,
+            "description": f"A {kind} generation." + (" `kind` may be left out." if kind == DEFAULT_KIND else "")}
+
+
+def request_schemas(fields: Sequence[RequestField], kinds: Iterable[str]) -> dict[str, Any]:
+    """GenerationRequest (one of the kinds' requests, told apart by `kind`) and each kind's request."""
+    kinds = list(kinds)
+    mapping = {kind: f"#/components/schemas/{request_name(kind)}" for kind in kinds}
+    return {
+        "GenerationRequest": {
+            "oneOf": [_ref(request_name(kind)) for kind in kinds],
+            "discriminator": {"propertyName": "kind", "mapping": mapping},
+            "description": f"What to make: `kind` is one of {', '.join(kinds)} (left out: {DEFAULT_KIND}), and "
+                           "each kind takes its own fields. A field a kind does not take is refused (400, naming "
+                           "the field), as is an unknown one."},
+        **{request_name(kind): _kind_request(kind, fields) for kind in kinds},
+    }
 
 
 def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit: int, list_max: int) -> dict[str, Any]:
     """The OpenAPI document for an API taking `fields` for the job `kinds`."""
-    kinds = list(kinds)
-    request_properties: dict[str, Any] = {"kind": {"type": "string", "enum": kinds, "default": "txt2img",
-                                                   "description": "What to make. Defaults to txt2img."}}
-    request_properties.update({spec.name: _field_schema(spec) for spec in fields})
     id_parameter = {"name": "id", "in": "path", "required": True, "description": "The generation's id.",
-                    "schema": {"type": "integer", "minimum": 1}}
+                    "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}}
     nullable_number = {"type": ["number", "null"]}
     schemas: dict[str, Any] = {
         "Error": {
@@ -91,9 +127,7 @@ def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit
                     "code": {"type": "string", "description": "A stable, machine-readable code, e.g. invalid_field."},
                     "message": {"type": "string", "description": "What went wrong, as a sentence for people."},
                     "field": {"type": "string", "description": "The request field that is wrong, when one is."}}}}},
-        "GenerationRequest": {
-            "type": "object", "additionalProperties": False, "properties": request_properties,
-            "description": "A field a kind does not take is refused (400, naming the field), as is an unknown one."},
+        **request_schemas(fields, kinds),
         "Accepted": {
             "type": "object", "required": ["id", "state", "position"], "additionalProperties": False,
             "properties": {"id": {"type": "integer"}, "state": {"type": "string", "enum": list(STATES)},
@@ -122,8 +156,12 @@ def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit
                                            "description": "Pass as `before` for the next (older) page; null at the end."}}},
         "WebhookRequest": {
             "type": "object", "required": ["url"], "additionalProperties": False,
-            "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000,
-                                   "description": "An http or https URL on the public internet."}}},
+            "properties": {"url": {
+                "type": "string", "format": "uri", "maxLength": 2000, "pattern": "^https?://[^/?#@\\s]",
+                "description": "An http or https URL whose host leads only to public internet addresses, without a "
+                               "user name or password. A host that cannot be found, or that leads to a loopback, "
+                               "private, link-local or reserved address (in any spelling), or an IPv4 address in a "
+                               "short form (127.1, 2130706433), is refused (400, naming url)."}}},
         "WebhookCreated": {
             "type": "object", "required": ["url", "secret"], "additionalProperties": False,
             "properties": {"url": {"type": "string"}, "secret": {
@@ -150,7 +188,10 @@ def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit
     retry_after = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                    "schema": {"type": "integer", "minimum": 1}}}
     responses = {
-        "BadRequest": _json(error, "The request is not valid; `field` names the wrong field."),
+        "BadRequest": _json(error, "The request is not valid; `field` names the wrong field. Besides what the "
+                            "schemas say, the bot refuses an image that does not decode as one, a webhook URL "
+                            "that leads to a private address, and a model, style, sampler, scheduler, LoRA or "
+                            "ControlNet type it does not have."),
         "Unauthorized": {**_json(error, "No API key, or an unknown or revoked one."),
                          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
         "NotFound": _json(error, "No such generation for this key (another key's are never shown)."),
@@ -178,7 +219,7 @@ def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": list_max, "default": 20}},
                     {"name": "before", "in": "query", "required": False, "description": "Only ids below this one.",
-                     "schema": {"type": "integer", "minimum": 1}}],
+                     "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}}],
                 "responses": {"200": _json(_ref("GenerationList"), "The generations."),
                               "400": _response("BadRequest"), **common}},
         },
@@ -197,7 +238,7 @@ def document(fields: Sequence[RequestField], kinds: Iterable[str], *, body_limit
         "/api/v1/generations/{id}/files/{index}": {
             "get": {"operationId": "getGenerationFile", "summary": "A result file's bytes",
                     "parameters": [id_parameter, {"name": "index", "in": "path", "required": True,
-                                                  "schema": {"type": "integer", "minimum": 0}}],
+                                                  "schema": {"type": "integer", "minimum": 0, "maximum": MAX_FILE_INDEX}}],
                     "responses": {"200": {"description": "The file.", "content": {
                         "image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/gif": {}, "video/mp4": {},
                         "video/webm": {}, "application/octet-stream": {}}},
