@@ -5,9 +5,12 @@ Secrets never reach a log line, whatever LOG_LEVEL says:
   `websockets` logs every handshake header line (Authorization included), `discord.http` and
   `discord.webhook.async_` log request URLs holding interaction tokens, `discord.gateway` logs
   whole gateway payloads (interaction tokens), `aiohttp.client` may log request details.
-- The last processor before rendering (`Redactor`, for our lines and the libraries' alike) masks
-  `scheme://user:pass@`, Authorization and Bearer values, tokens in Discord webhook URLs, and the
-  exact secret values passed to `configure` (see `config.Settings.secrets()`).
+- The last processor before rendering (`Redactor`, in the root handler: for our lines and every
+  library's alike, aiohttp's "Error handling request" with a too-long request line included) masks
+  `scheme://user:pass@`, Authorization and Bearer values, tokens in Discord webhook URLs, the web
+  app's signed link tokens (in /g/ and /admin/ paths, `?token=`-like query values, or any run of a
+  token's 71 characters), API keys (cfb_...) and webhook secrets (whsec_...), and the exact secret
+  values passed to `configure` (see `config.Settings.secrets()`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from web.links import TOKEN_LENGTH
+
 MASK = "***"
 QUIET = ("websockets", "websockets.client", "discord.http", "discord.gateway", "discord.webhook.async_",
          "aiohttp.client")
@@ -30,6 +35,11 @@ PATTERNS = [
     (re.compile(r"\b(bearer\s+)[\w.~+/-]+=*", re.I), r"\1***"),
     (re.compile(r"(/(?:webhooks|interactions)/\d+/)[\w.-]+"), r"\1***"),  # Discord interaction tokens
     (re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""", re.I), r"\1***"),  # "token": "..." in payloads
+    # the web app's signed links: a token in a gallery or dashboard path, and any run of a token's length
+    (re.compile(r"(/(?:g|admin)/)[\w-]{16,}"), r"\1***"),
+    (re.compile(rf"(?<![\w-])[\w-]{{{TOKEN_LENGTH}}}(?![\w-])"), MASK),
+    (re.compile(r"([?&;](?:[\w-]*token|[\w-]*key|secret|password|sig(?:nature)?)=)[^&#\s'\"]+", re.I), r"\1***"),
+    (re.compile(r"\b(cfb_|whsec_)[\w-]{8,}"), r"\1***"),  # API keys and webhook secrets, wherever they are
 ]
 SECRET_KEY = re.compile(r"(?i)^(.*[_-])?(token|password|secret|authorization)$")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
+import time
 
 import pytest
 import structlog
@@ -116,3 +118,45 @@ def test_exception_text_is_masked(log_text, as_json):
     assert PASSWORD not in text and TOKEN not in text
     if as_json:
         assert [json.loads(line)["event"] for line in text.splitlines()] == ["request_failed", "failed too"]
+
+
+async def _send_raw(port: int, data: bytes) -> bytes:
+    """`data` over a plain socket to 127.0.0.1:`port`; what came back (bounded in size and time)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", ["/g/{gallery}?page={filler}", "/admin/{admin}/users?q={filler}",
+                                  "/g/x?token={gallery}&q={filler}", "/api/v1/generations?key={key}&q={filler}"])
+async def test_a_request_line_too_long_logs_no_link_token(tmp_path, log_text, path):
+    from store import Store
+    from web import links
+    from web.app import WebServer
+
+    settings = make_settings(tmp_path, web_secret="log-test-secret")
+    logs.configure("info", secrets=settings.secrets(), stream=log_text)
+    expires = time.time() + 3600
+    tokens = {"gallery": links.sign("log-test-secret", 42, 7, expires),
+              "admin": links.sign_admin("log-test-secret", 42, 7, expires),
+              "key": "cfb_" + "K" * 43}
+    store = Store(settings.data_dir / "bot.sqlite3")
+    await store.open()
+    server = WebServer(store, settings, port=0)
+    await server.start()
+    try:
+        line = path.format(filler="a" * 9000, **tokens)
+        answer = await _send_raw(server.port, f"GET {line} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    finally:
+        await server.stop()
+        await store.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+    text = log_text.getvalue()
+    assert "Error handling request from 127.0.0.1" in text and "LineTooLong" in text  # still says what happened
+    for token in tokens.values():
+        assert token not in text
+    assert "***" in text

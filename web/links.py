@@ -29,6 +29,7 @@ _CONTEXT = b"comfyui-bot gallery link\x00"  # keeps these MACs apart from any ot
 _ADMIN_VERSION = 0xA1  # the admin dashboard's links: another version byte ...
 _ADMIN_CONTEXT = b"comfyui-bot admin link\x00"  # ... and another HMAC domain
 _MAX_ID = 2**64 - 1
+TOKEN_LENGTH = ((_PAYLOAD.size + _MAC_SIZE) * 4 + 2) // 3  # characters of a token (71): logs.py masks such runs
 _MAX_EXPIRY = 2**32 - 1
 
 
@@ -76,7 +77,7 @@ def _verify(context: bytes, version: int, secret: str, token: str, now: float) -
     if not secret:
         raise ValueError("the secret is empty")
     size = _PAYLOAD.size + _MAC_SIZE
-    if len(token) != (size * 4 + 2) // 3 or not token.isascii():
+    if len(token) != TOKEN_LENGTH or not token.isascii():
         raise LinkError("not valid")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
