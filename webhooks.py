@@ -18,8 +18,10 @@ answer means delivered (the body is ignored); anything else, a timeout (10 s) or
 is retried after 5 s, 30 s, 2 min, 10 min and 1 h, and given up after the 6th attempt. Redirects are
 not followed (a 3xx is a failure). Deliveries wait in the store (webhook_deliveries), so retries
 survive a restart. Only http and https URLs are taken, and unless `allow_private` is set, only ones
-that lead to public internet addresses (no loopback, private, link-local or reserved ones), checked
-at every connection so that a name cannot be pointed at the bot's own network later.
+that lead to public internet addresses (no loopback, private, link-local or reserved ones, in any
+spelling): checked when the URL is set (`check_destination` looks the host up as the HTTP client will),
+and again at every connection, so that a name cannot be pointed at the bot's own network later. An
+IPv4 address in a short or old form (127.1, 2130706433) is refused either way: the client cannot send there.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ URL_MAX = 2000
 TOLERANCE = 300  # seconds a receiver accepts between the timestamp and its own clock
 KEEP_FINISHED = 7 * 86400.0  # seconds finished deliveries are kept, to show a key its recent ones
 USER_AGENT = "comfyui-discord-bot-webhooks/1"
+RESOLVE_TIMEOUT = 5.0  # seconds to look a webhook's host up when it is set
+PUBLIC_ONLY = "webhooks go only to public internet addresses"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -81,7 +85,8 @@ def new_secret() -> str:
 
 def check_url(url: Any) -> str:
     """The URL, if a webhook may be sent to it: http or https, with a host, no user or password, at most
-    2000 characters. ValueError with a sentence otherwise. (Where it leads is checked when sending.)"""
+    2000 characters, an IP address written as one (not 127.1). ValueError with a sentence otherwise. (Where
+    it leads is checked by `check_destination` when it is set, and again at every connection.)"""
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url must be an http or https URL")
     url = url.strip()
@@ -102,6 +107,38 @@ def check_url(url: Any) -> str:
         raise ValueError("url must not contain a user name or password")
     if port == 0:
         raise ValueError("url has no valid port")
+    if _short_form(parts.hostname):
+        raise ValueError(f"url's host {parts.hostname} is an IP address in a short or old form that cannot be sent "
+                         "to; write it as four numbers, like 203.0.113.7")
+    return url
+
+
+async def check_destination(url: Any, *, allow_private: bool, timeout: float = RESOLVE_TIMEOUT) -> str:
+    """`check_url`, then where the URL leads, when setting a webhook: unless `allow_private`, its host is
+    looked up as the HTTP client will (in a thread, for at most `timeout` seconds) and every address it
+    gives must be on the public internet. ValueError with a sentence otherwise."""
+    url = check_url(url)
+    if allow_private:
+        return url
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    name = host.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        raise ValueError(f"url's host {host} is this machine; {PUBLIC_ONLY}")
+    if _is_ip(name):
+        if (kind := _private_kind(name)) is not None:
+            raise ValueError(f"url's host {host} is {kind} address; {PUBLIC_ONLY}")
+        return url
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+    except TimeoutError:
+        raise ValueError(f"url's host {host} could not be looked up within {timeout:g} s; try again") from None
+    except OSError:
+        raise ValueError(f"url's host {host} could not be found") from None
+    for *_, address in found:
+        if (kind := _private_kind(str(address[0]))) is not None:
+            raise ValueError(f"url's host {host} leads to {address[0]}, {kind} address; {PUBLIC_ONLY}")
     return url
 
 
@@ -120,13 +157,33 @@ class PrivateAddress(OSError):
 
 def public_address(host: str) -> bool:
     """Whether an IP address is one on the public internet."""
+    return _private_kind(host) is None
+
+
+def _private_kind(host: str) -> str | None:
+    """None for an IP address on the public internet, else what it is ("a loopback", "a private", ...)."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return False
+        return "not an IP"
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    for kind, found in (("a loopback", address.is_loopback), ("an unspecified", address.is_unspecified),
+                        ("a link-local", address.is_link_local), ("a multicast", address.is_multicast),
+                        ("a private", address.is_private), ("a reserved", not address.is_global)):
+        if found:
+            return kind
+    return None
+
+
+def _short_form(host: str | None) -> bool:
+    """Whether a host is an IPv4 address in a form other than four decimal numbers (127.1, 2130706433,
+    0177.0.0.1, 127.0.0.1.): the address lookup would take it, but the HTTP client refuses to send there."""
+    if not host or not host.replace(".", "").isdigit():
+        return False
+    numbers = host.split(".")
+    return len(numbers) != 4 or not all(part.isascii() and 1 <= len(part) <= 3 and int(part) <= 255
+                                        and (part == "0" or not part.startswith("0")) for part in numbers)
 
 
 class _PublicResolver(AbstractResolver):

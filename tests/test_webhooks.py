@@ -340,3 +340,20 @@ async def test_old_finished_deliveries_are_pruned(store, receiver):
     finally:
         await webhook.close()
     assert [row["job_id"] for row in await store.deliveries(key_id)] == [2]
+
+
+SHORT_FORM = "is an IP address in a short or old form that cannot be sent to; write it as four numbers, " \
+             "like 203.0.113.7."
+
+
+async def test_a_short_form_address_already_stored_is_given_up_at_once(store, receiver):
+    key_id = await hooked_key(store, receiver.url().replace("127.0.0.1", "127.1"))
+    webhook = sender(store, Clock())
+    try:
+        await webhook.notify(key_id, 5, "done", [], None)
+        assert await webhook.deliver_due() == 1
+    finally:
+        await webhook.close()
+    [row] = await store.deliveries(key_id)
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert row["last_error"] == f"url's host 127.1 {SHORT_FORM}"[:-1]
