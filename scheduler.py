@@ -42,6 +42,7 @@ from workflows import WorkflowError
 log = structlog.get_logger(__name__)
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
+HANDOVERS = 3  # a job the servers lost this often without a result fails in words, started or not
 SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps",
          "control_strength")
@@ -388,15 +389,27 @@ class Scheduler(QueueView):
         current = await self._store.get_job(job.id)
         if current is None or current.state not in ACTIVE_STATES:  # it ended meanwhile: nothing to move
             jlog.info("job_not_moved", state=current.state if current else None, error=str(error))
+            if current is not None and current.state == "cancelled":
+                await self._notify_cancelled(job)
             return
         attempts = job.attempts + (1 if started else 0)
+        handovers = job.handovers + 1  # every hand-over counts, so a server that keeps losing it cannot loop
         if attempts > 1:
             jlog.warning("job_failed_twice", error=str(error))
             await self._fail(job, "the server failed twice while running it. Try again in a few minutes.")
             return
-        jlog.warning("job_moved", error=str(error), started=started, attempts=attempts)
+        if handovers >= HANDOVERS:
+            jlog.warning("job_lost_too_often", error=str(error), handovers=handovers)
+            await self._fail(job, f"the servers lost it {handovers} times before it could finish, so the bot "
+                                  "stopped trying. Try again in a few minutes.")
+            return
+        jlog.warning("job_moved", error=str(error), started=started, attempts=attempts, handovers=handovers)
         self._avoid.setdefault(job.id, set()).add(backend.name)
-        job = await self._store.update_job(job.id, state="waiting", attempts=attempts, prompt_id=None, server=None)
+        job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="waiting", attempts=attempts,
+                                           handovers=handovers, prompt_id=None, server=None)
+        if job.state != "waiting":  # cancelled while it was being moved
+            await self._notify_cancelled(job)
+            return
         self._enqueue(job, front=True)
         self._wake_up()
 
@@ -424,7 +437,11 @@ class Scheduler(QueueView):
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
                 channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
                 files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
-            job = await self._store.update_job(job.id, state="delivering", generation_id=generation.id)
+            job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="delivering",
+                                               generation_id=generation.id)
+            if job.state != "delivering":  # cancelled, and it finished anyway: kept in history, never posted
+                await self._keep_cancelled(job, generation, jlog)
+                return
             await self._deliver(job, generation, jlog)
         except EXPECTED_ERRORS as error:
             jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
@@ -432,6 +449,15 @@ class Scheduler(QueueView):
         except Exception:  # Discord refused the post: say so rather than leave the job hanging
             jlog.exception("delivery_failed")
             await self._fail(job, POST_FAILED)
+
+    async def _keep_cancelled(self, job: Job, generation: Generation, jlog: Any) -> None:
+        """A result of a job the person was told is cancelled: in their history, not posted."""
+        await self._store.update_job(job.id, generation_id=generation.id)
+        for name in generation.files:
+            self._outputs.release(self._settings.outputs_dir / name)
+        jlog.info("cancelled_result_kept", generation_id=generation.id, state=job.state)
+        if job.state == "cancelled":
+            await self._notify_cancelled(job)
 
     async def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
         """What the result embed shows: the values actually used, the preset's name, how long the job
@@ -483,10 +509,13 @@ class Scheduler(QueueView):
         jlog.info("job_delivered", generation_id=generation.id, message_id=message_id)
 
     async def _fail(self, job: Job, reason: str) -> None:
-        log.warning("job_failed", job_id=job.id, reason=reason)
         self._release_input(job)
         self._forget(job.id)
-        job = await self._store.update_job(job.id, state="failed", error=reason)
+        job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="failed", error=reason)
+        if job.state != "failed" or job.error != reason:  # cancelled meanwhile: the person was told that
+            log.info("job_not_failed", job_id=job.id, state=job.state, reason=reason)
+            return
+        log.warning("job_failed", job_id=job.id, reason=reason)
         self.metrics.job_finished(job.kind, "failed", waited=None, ran=None)
         try:
             await self._notifier.job_failed(job, reason)
@@ -509,23 +538,29 @@ class Scheduler(QueueView):
 
     # cancelling -------------------------------------------------------------------
 
-    async def cancel(self, job_id: int, by_user_id: int) -> str:
-        """Cancel a job in any state before delivery. Returns what happened, in words."""
+    async def cancel(self, job_id: int, by_user_id: int, by: str | None = None) -> str:
+        """Cancel a job in any state before delivery. Returns what happened, in words. `by` names who
+        cancelled it for the job's stored error (default: the Discord user, as a mention)."""
         job = await self._store.get_job(job_id)
         flight = self._flights.get(job_id)
         if job is not None and job.state == "cancelled":
             return "This job was already cancelled."
         if job is None or job.state not in ("waiting", "submitted", "running") or (flight and flight.finished):
             return "This job has already finished."
-        await self._store.update_job(job_id, state="cancelled", error=f"cancelled by <@{by_user_id}>")
+        job = await self._store.update_job(job_id, only_from=("waiting", "submitted", "running"), state="cancelled",
+                                           error=f"cancelled by {by or f'<@{by_user_id}>'}")
+        if job.state != "cancelled":  # it finished while this was asked
+            return "This job has already finished."
         self._cancelled[job_id] = by_user_id
         waiting = next((queued for queued in self.waiting_jobs() if queued.id == job_id), None)
         if waiting is not None:
             self._dequeue(waiting)
             await self._notify_cancelled(waiting)
             return "Cancelled: it left the queue before it started."
-        outcome = "interrupted" if job.state == "running" else "removed"
-        if flight is not None and flight.job.prompt_id:
+        outcome = "interrupted" if flight is not None and flight.job.state == "running" else "removed"
+        if flight is None:  # it left its server a moment ago: the result, if any, is kept, not posted
+            outcome = "gone"
+        elif flight.job.prompt_id:
             flight.cancel_sent = True
             try:
                 outcome = await flight.backend.client.cancel(flight.job.prompt_id)
@@ -533,7 +568,8 @@ class Scheduler(QueueView):
                 log.warning("cancel_failed", job_id=job_id, error=str(error))
         where = "RunPod" if flight is not None and flight.backend.remote else "ComfyUI"
         return {"interrupted": f"Stopping it: it was already running, and {where} is stopping it now.",
-                "gone": f"Cancelled: it had just finished on {where}, so its result will not be posted."}.get(
+                "gone": f"Cancelled: it had just finished on {where}, so its result will not be posted "
+                        "(it stays in your /history)."}.get(
             outcome, f"Cancelled: it was taken out of {where}'s queue before it started.")
 
     async def _tell_starting(self, job: Job) -> None:

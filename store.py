@@ -111,6 +111,10 @@ _MIGRATIONS = (
     store_admin.MIGRATION,
     # 8: API keys, the jobs each key started, and webhook deliveries (store_api.py).
     store_api.MIGRATION,
+    # 9: every hand-over of a job to a server that ended without a result, started or not.
+    """
+    ALTER TABLE jobs ADD COLUMN handovers INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.
@@ -161,7 +165,8 @@ class Job:
     source_generation_id: int | None = None  # upscale/animate: where the input image came from
     source_index: int | None = None
     priority: int = 0
-    attempts: int = 0
+    attempts: int = 0  # runs that may have happened on a server (started, or posted twice), for at most two
+    handovers: int = 0  # hand-overs to a server that ended without a result, started or not
     created_at: float = 0.0  # epoch seconds, set by add_job
     updated_at: float = 0.0
 
@@ -245,8 +250,10 @@ class Store(PeopleStore, GalleryStore, AdminStore, ApiStore):
     async def get_job(self, job_id: int) -> Job | None:
         return await self._run(_select_job, job_id)
 
-    async def update_job(self, job_id: int, **changes: Any) -> Job:
-        """Change some of a job's fields in one UPDATE, set updated_at, and return the job.
+    async def update_job(self, job_id: int, *, only_from: Iterable[str] | None = None, **changes: Any) -> Job:
+        """Change some of a job's fields in one UPDATE, set updated_at, and return the job. With
+        `only_from`, only while the job is in one of those states: otherwise it is returned unchanged
+        (a job cancelled meanwhile stays cancelled).
 
         id, created_at and updated_at cannot be changed; a state must be one of JOB_STATES.
         """
@@ -254,7 +261,10 @@ class Store(PeopleStore, GalleryStore, AdminStore, ApiStore):
             raise StoreError(f"These job fields cannot be updated: {', '.join(unknown)}")
         if "state" in changes:
             _check_states((changes["state"],))
-        return await self._run(_update_job, job_id, changes)
+        states = tuple(only_from) if only_from is not None else None
+        if states:
+            _check_states(states)
+        return await self._run(_update_job, job_id, changes, states)
 
     async def jobs_in(self, states: Iterable[str]) -> list[Job]:
         """The jobs in any of `states`, oldest first (by created_at, then id)."""
@@ -388,15 +398,16 @@ def _select_job(db: sqlite3.Connection, job_id: int) -> Job | None:
     return None if row is None else _record(Job, row)
 
 
-def _update_job(db: sqlite3.Connection, job_id: int, changes: dict[str, Any]) -> Job:
+def _update_job(db: sqlite3.Connection, job_id: int, changes: dict[str, Any], states: tuple[str, ...] | None) -> Job:
     values = {name: _encode(name, value) for name, value in changes.items()}
     values["updated_at"] = time.time()
     assignments = ", ".join(f"{name} = :{name}" for name in values)
-    cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE id = :id", {**values, "id": job_id})
-    if cursor.rowcount == 0:
-        raise StoreError(f"There is no job {job_id}")
+    marks = {f"s{index}": state for index, state in enumerate(states or ())}
+    only = f" AND state IN ({', '.join(':' + mark for mark in marks)})" if marks else ""
+    cursor = db.execute(f"UPDATE jobs SET {assignments} WHERE id = :id{only}", {**values, **marks, "id": job_id})
     job = _select_job(db, job_id)
-    assert job is not None  # only this thread writes, and it just updated the row
+    if job is None or (cursor.rowcount == 0 and not marks):
+        raise StoreError(f"There is no job {job_id}")
     return job
 
 
