@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     comfyui_url: str = "http://127.0.0.1:8188"
     comfyui_urls: list[str] = []  # several servers used as one pool; when empty, COMFYUI_URL alone
     server_capacity: int = Field(2, ge=1, le=16)  # our prompts per server at once: one running, one waiting
-    server_grace: float = Field(5.0, gt=0, le=600)  # seconds a server may be silent before its jobs move
+    server_grace: float = Field(60.0, gt=0, le=600)  # seconds a server may be silent before its jobs move
     server_prices: dict[str, float] = {}  # JSON: server URL -> price per GPU-hour, for each job's cost
     runpod_endpoints: list[RunPodEndpoint] = []  # JSON list: RunPod Serverless endpoints for overflow
     runpod_overflow_after: float = Field(300.0, ge=0)  # send a job to RunPod when the local wait passes this

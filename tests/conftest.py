@@ -35,6 +35,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
         "data_dir": tmp_path / "data",
         "comfyui_timeout": 2.0,
         "job_timeout": 20.0,
+        "server_grace": 5.0,  # the tests of outages are quicker than the default minute
         **overrides,
     }
     return Settings(_env_file=None, **values)
