@@ -107,7 +107,7 @@ class BotApi:
         job = await self._own(key, job_id)
         if job is None:
             return None
-        await self.bot.scheduler.cancel(job_id, person(key))
+        await self.bot.scheduler.cancel(job_id, person(key), by=f"the API key {key.name!r}")
         return await self.get(key, job_id)
 
     async def list(self, key: Any, limit: int, before: int | None) -> list[dict]:
