@@ -1,25 +1,30 @@
 """`python bot.py check [--smoke]`: prove a ComfyUI server works before inviting the bot anywhere.
 
 Prints the settings (secrets masked), whether ComfyUI answers, its version and
-queue, the validation of every workflow of the selected set, and with --smoke
-runs text to image, image to image from that, upscale of the result, animate of the upscale, zoom out
-and ControlNet (canny) from the first image.
+queue, the validation of every workflow of the selected set, each RunPod endpoint's /health, and with
+--smoke runs every kind of job the bot offers once (kinds.KINDS): text to image, then each kind that
+takes an image from its result.
 Exit status 0 when everything passed, 1 otherwise.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 
+from PIL import Image, ImageDraw
+
 from comfy_types import ComfyError, Unreachable
 from comfyui import ComfyClient
-from config import Settings, redact_url
-from image_gen import ImageRequest, RequestError, controlnet, image_to_image, outpaint, text_to_image, upscale
+from config import RunPodEndpoint, Settings, redact_url
+import kinds
+from image_gen import RequestError
 from outputs import OutputError, OutputFolder
-from runner import Engine, JobResult
+from runner import Engine
+from runpod import KeyRefused, NoEndpoint, RunPodClient
+from runpod_backend import TRUST, unlisted
 from safe_text import server_line
-from video_gen import animate
 from styles import StyleError, load as load_styles
 from workflows import Workflow, WorkflowError, load_set, validate
 
@@ -76,11 +81,8 @@ async def run_check(settings: Settings, *, smoke: bool = False, out: Print = pri
         failed = True
     for url in settings.servers():
         failed |= not await _check_server(settings, url, workflows, smoke, out)
-    for endpoint in settings.runpod_endpoints:  # RunPod has no /object_info: say what is taken on trust
-        models = ", ".join(endpoint.models) or "none listed"
-        out(f"RunPod endpoint {endpoint.endpoint_id}: not contacted; the bot sends it jobs that need only these "
-            f"models: {models}. Its node classes and files cannot be verified from here (RunPod has no "
-            f"/object_info): run a job through it once to be sure.")
+    for endpoint in settings.runpod_endpoints:
+        failed |= not await _check_endpoint(settings, endpoint, workflows, out)
     out("All checks passed." if not failed else "Some checks failed (see above).")
     return 1 if failed else 0
 
@@ -125,6 +127,39 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
             await outputs.open()
             ok = await _smoke(Engine(client, workflows, outputs, settings), out)
     return ok
+
+
+async def _check_endpoint(settings: Settings, endpoint: RunPodEndpoint, workflows: dict, out: Print) -> bool:
+    """A RunPod endpoint: its /health (are the id and key right?), the kinds whose model files its settings do
+    not list, and what is taken on trust (it has no /object_info to validate the workflows against)."""
+    name = f"RunPod endpoint {endpoint.endpoint_id}"
+    out(f"{name} at {redact_url(endpoint.base_url)}")
+    client = RunPodClient(endpoint.endpoint_id, endpoint.api_key.get_secret_value(), base_url=endpoint.base_url,
+                          name=name, timeout=settings.comfyui_timeout, retries=2, backoff=(1.0, 5.0))
+    try:
+        workers = await client.health()
+    except KeyRefused:
+        out("  the API key was refused (401): check its api_key in RUNPOD_ENDPOINTS")
+        return False
+    except NoEndpoint:
+        out(f"  no endpoint with id {endpoint.endpoint_id!r} (404): check its endpoint_id in RUNPOD_ENDPOINTS")
+        return False
+    except Unreachable as error:
+        out(f"  unreachable: {error}")
+        return False
+    except ComfyError as error:
+        out(f"  cannot be used: {error}")
+        return False
+    finally:
+        await client.close()
+    out("  answers: ok, workers: " + ", ".join(f"{workers.get(state, 0)} {state}" for state in
+                                              ("ready", "idle", "running")))
+    missing = unlisted(endpoint, settings, workflows)
+    out("  models: these kinds never go to it, as RUNPOD_ENDPOINTS lists no model file they need: "
+        + ", ".join(f"{kind} ({', '.join(names)})" for kind, names in missing.items()) if missing else
+        "  models: every model file the settings name for its kinds is listed for it")
+    out(f"  taken on trust: {TRUST}")
+    return True
 
 
 def _check_presets(settings: Settings, workflows: dict, object_info: dict, out: Print) -> bool:
@@ -176,34 +211,54 @@ def preview_method(argv: object) -> str | None:
     return None
 
 
+SMOKE = {"prompt": "bot.py check --smoke", "width": 256, "height": 256, "strength": 0.5, "factor": 2, "zoom": 2.0}
+
+
+def _mask(size: tuple[int, int]) -> bytes:
+    """An inpaint mask for the smoke test: white (redrawn) in the middle, black around it."""
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle((size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4), fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 async def _smoke(engine: Engine, out: Print) -> bool:
+    """Every kind of job the bot offers (kinds.KINDS), once: text to image first, then each kind that takes an
+    image from its result (inpaint with a mask made here)."""
     out("Smoke test")
-    steps: list[tuple[str, Callable[[JobResult | None], object]]] = [
-        ("text to image", lambda _: text_to_image(engine, ImageRequest("bot.py check --smoke", width=256, height=256))),
-        ("image to image", lambda previous: image_to_image(engine, previous.files[0],
-                                                           {"prompt": "bot.py check --smoke", "strength": 0.5})),
-        ("upscale x2", lambda previous: upscale(engine, previous.files[0], 2)),
-        ("animate", lambda previous: animate(engine, previous.files[0], frames=8)),
-        ("zoom out 2x", lambda previous: outpaint(engine, results[0].files[0], {
-            "prompt": "bot.py check --smoke", "zoom": 2.0, "width": 256, "height": 256})),
-        ("controlnet (canny)", lambda previous: controlnet(engine, results[0].files[0], {
-            "prompt": "bot.py check --smoke", "control_type": "canny", "width": 256, "height": 256})),
-    ]
-    if "canny" not in engine.settings.controlnet_models or "controlnet_canny" not in engine.workflows:
-        steps.pop()
-        out("  controlnet (canny): skipped, ControlNet is not offered (see CONTROLNET_MODELS)")
-    results: list[JobResult] = []  # the first one is the text-to-image result: zoom out starts from it
-    previous: JobResult | None = None
-    for label, start in steps:
-        began = time.monotonic()
-        try:
-            previous = await start(previous)
-            results.append(previous)
-        except (ComfyError, WorkflowError, RequestError, OutputError) as error:
-            out(f"  {label}: FAILED: {error}")
-            return False
-        for path in previous.files:
+    settings, source, held = engine.settings, None, []
+    try:
+        for kind in kinds.KINDS.values():
+            request = {**SMOKE, "control_type": next(iter(settings.controlnet_models), None)}
+            if kind.name == "controlnet" and request["control_type"] is None:
+                out(f"  {kind.name}: skipped, ControlNet is not offered (see CONTROLNET_MODELS)")
+                continue
+            if kind.workflow_for(request) not in engine.workflows:
+                out(f"  {kind.name}: skipped, the workflow set has no {kind.workflow_for(request)!r} workflow")
+                continue
+            began = time.monotonic()
+            try:
+                if kind.image_input and source is not None:
+                    request["input"] = source.name
+                if kind.name == "inpaint" and source is not None:
+                    mask = await engine.outputs.save_bytes("smoke-mask.png", _mask((SMOKE["width"], SMOKE["height"])))
+                    held.append(mask)
+                    request["mask"] = mask.name
+                result = await kind.run(engine, kind.prepare(settings, request), source, {})
+            except (ComfyError, WorkflowError, RequestError, OutputError) as error:
+                out(f"  {kind.name}: FAILED: {error}")
+                return False
+            if source is None:
+                source, kept = result.files[0], result.files[1:]
+                held.append(source)
+            else:
+                kept = result.files
+            for path in kept:
+                engine.outputs.release(path)
+            seed = f", seed {result.seed}" if result.seed is not None else ""
+            out(f"  {kind.name}: ok in {time.monotonic() - began:.2f} s{seed}: {', '.join(map(str, result.files))}")
+    finally:
+        for path in held:
             engine.outputs.release(path)
-        seed = f", seed {previous.seed}" if previous.seed is not None else ""
-        out(f"  {label}: ok in {time.monotonic() - began:.2f} s{seed}: {', '.join(map(str, previous.files))}")
     return True

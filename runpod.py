@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -45,12 +46,21 @@ class KeyRefused(ComfyError):
     """RunPod answered 401: the API key is wrong or lacks permission on the endpoint."""
 
 
+class NoEndpoint(ComfyError):
+    """RunPod answered 404 for the endpoint itself: no endpoint has this id."""
+
+
 class ResultGone(PromptLost):
     """RunPod no longer holds the job: its result's retention (or its TTL) passed."""
 
 
 class WorkerFailed(ComfyError):
-    """worker-comfyui (or the RunPod SDK around it) ended the job FAILED; str() is its text, sanitized."""
+    """worker-comfyui (or the RunPod SDK around it) ended the job FAILED. str() is the sentence people are
+    shown (the worker's reason where it is safe, bounded and inert); `detail` is its text, sanitized, for the log."""
+
+    def __init__(self, said: str, detail: str = "") -> None:
+        super().__init__(said)
+        self.detail = detail or said
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class RunStatus:
     outputs: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, bytes) once COMPLETED
     warnings: list[str] = field(default_factory=list)  # the worker's non-fatal `errors`, sanitized
     worker_id: str | None = None
+    said: ComfyError | None = None  # a FAILED job's error as people are told it (see _said)
 
     @property
     def final(self) -> bool:
@@ -70,8 +81,10 @@ class RunStatus:
 
     def failure(self) -> ComfyError | None:
         """The error this status stands for; None while running or for a COMPLETED with its result."""
-        kind = {"FAILED": WorkerFailed, "TIMED_OUT": TimedOut, "CANCELLED": Interrupted}.get(self.state, BadResponse)
-        return None if self.error is None else kind(self.error)
+        if self.error is None or self.said is not None:
+            return self.said
+        kind = {"TIMED_OUT": TimedOut, "CANCELLED": Interrupted}.get(self.state, BadResponse)
+        return kind(self.error)
 
 
 BIG = 256 * 1024  # bytes past which encoding and decoding run in a thread, not on the event loop
@@ -122,7 +135,7 @@ class RunPodClient:
                              "RunPod takes on /run; use smaller input images.")
         status, raw = await self._call("POST", "run", body=body)
         if status == 404:
-            raise ComfyError(f"RunPod knows no endpoint {clip(self.endpoint_id, 60)!r} (HTTP 404); check its id.")
+            raise self._no_endpoint()
         if status != 200:
             detail = server_line(raw.decode("utf-8", "replace")) or "no details"
             raise ComfyError(f"{self.name} refused the job (HTTP {status}): {detail}")
@@ -132,6 +145,22 @@ class RunPodClient:
             raise BadResponse(f"{self.name} accepted the job but sent no job id.")
         log.info("runpod_submitted", endpoint=self.name, job=job_id, bytes=len(body))
         return job_id
+
+    async def health(self) -> dict[str, int]:
+        """GET /health: the endpoint's worker counts ("ready", "idle", "running", ...). Raises KeyRefused (401),
+        NoEndpoint (404), Unreachable, or BadResponse for an answer that is not RunPod's."""
+        status, raw = await self._call("GET", "health")
+        if status == 404:
+            raise self._no_endpoint()
+        data = _json(raw, "GET /health") if status == 200 else None
+        workers = data.get("workers") if isinstance(data, dict) else None
+        if not isinstance(workers, dict):
+            raise BadResponse(f"{self.name} answered GET /health with {status} or an unexpected shape.")
+        return {server_line(key, 40): value for key, value in workers.items()
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0}
+
+    def _no_endpoint(self) -> NoEndpoint:
+        return NoEndpoint(f"RunPod knows no endpoint {clip(self.endpoint_id, 60)!r} (HTTP 404); check its id.")
 
     async def status(self, job_id: str) -> RunStatus:
         """GET /status; a COMPLETED job's outputs are decoded (or downloaded from the bucket)."""
@@ -144,16 +173,17 @@ class RunPodClient:
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise BadResponse(f"{self.name} answered GET /status with {status} or an unexpected shape.")
         state = "IN_PROGRESS" if data["status"] == "RUNNING" else server_line(data["status"], 40)
-        output, error, outputs, warnings = data.get("output"), None, [], []
+        output, error, outputs, warnings, said = data.get("output"), None, [], [], None
         if state == "FAILED":
             error = _failure_text(data.get("error"), output)
+            said = _said(data.get("error"), output, error)
         elif state in ENDED or (state == "COMPLETED" and output is None):
             error = ENDED.get(state, NO_RESULT)
         elif state == "COMPLETED":
             outputs, warnings = await self._outputs(output)
         worker = data.get("workerId") if isinstance(data.get("workerId"), str) else None
         return RunStatus(job_id, state, _ms(data.get("delayTime")), _ms(data.get("executionTime")), error,
-                         outputs, warnings, worker)
+                         outputs, warnings, worker, said)
 
     async def follow(self, job_id: str, *, poll: float = 1.0, deadline: float) -> AsyncIterator[RunStatus]:
         """Each change of state until a final one. `deadline`: seconds from now, after which the job is
@@ -291,6 +321,47 @@ def _failure_text(error: Any, output: Any) -> str:
     details = output.get("details") if isinstance(output, dict) else None
     lines += [f"- {server_line(d)}" for d in details[:3] if server_line(d)] if isinstance(details, list) else []
     return clip("The RunPod worker failed: " + ("\n".join(lines) or "it gave no reason."), 1500)
+
+
+AGAIN, ASK = "Try again; if it happens again, ask the operator.", "Trying again will not help; ask the operator."
+
+
+def _said(error: Any, output: Any, detail: str) -> ComfyError:
+    """A FAILED job's error as people are told it: the worker's known failures (a missing model, a missing node
+    type, out of memory, a refused workflow, a time limit, ComfyUI down) in words, else its reason, quoted."""
+    raw = (error if isinstance(error, str) else json.dumps(error))[:50_000]
+    details = output.get("details") if isinstance(output, dict) else None
+    raw += "".join(f"\n{d}" for d in details[:3] if isinstance(d, str)) if isinstance(details, list) else ""
+    if model := re.search(r"\b((?:ckpt|lora|vae|unet|clip|control_net|model)_name): '([^'\n]{1,200})' not in", raw):
+        return WorkerFailed(f"The RunPod worker lacks the model {_code(model[2])} ({_code(model[1], False)}). "
+                            "Choose another model, or ask the operator to add it to the endpoint.", detail)
+    if node := re.search(r"node (\S{1,100}) does not exist", raw):
+        return WorkerFailed(f"The RunPod worker lacks the node type {_code(node[1])} (a custom node its image does "
+                            f"not have). {ASK}", detail)
+    if re.search(r"(?i)out of memory|OutOfMemory", raw):
+        return WorkerFailed("The RunPod worker ran out of GPU memory. Try a smaller size or fewer images.", detail)
+    if raw.startswith("WebSocket communication error"):
+        return WorkerFailed(f"The RunPod worker lost its connection to its ComfyUI. {AGAIN}", detail)
+    if re.search(r"(?i)\btimed out\b", raw):
+        return TimedOut("RunPod stopped the job at the endpoint's time limit.")
+    if re.search(r"ComfyUI server \(\S+\) not reachable", raw):
+        return WorkerFailed("The RunPod worker's ComfyUI did not start. Try again in a few minutes; if it keeps "
+                            "happening, ask the operator.", detail)
+    if refused := re.match(r"(.{1,300}?)\. Raw response: |Workflow validation failed:.*?'message': '([^'\n]{1,300})'",
+                           raw, re.S):
+        return WorkerFailed(f"The RunPod worker refused the workflow: {_code(refused[1] or refused[2])}. {ASK}", detail)
+    if node_error := re.search(r"Node Type: ([^,\n]{1,80}), Node ID: ([^,\n]{1,40}), Message: ([^\n]+)", raw):
+        return WorkerFailed(f"The RunPod worker hit an error in node {_code(node_error[2], False)} "
+                            f"({_code(node_error[1], False)}): {_code(node_error[3])}. {AGAIN}", detail)
+    reason = detail.removeprefix("The RunPod worker failed: ").split("\n", 1)[0]
+    return WorkerFailed(f"The RunPod worker failed: {_code(reason)}. {AGAIN}", detail)
+
+
+def _code(text: str, quoted: bool = True) -> str:
+    """A piece of the worker's text, safe to show: one line, no secrets, mentions or markup, at most 120
+    characters; quoted as `code`, so Discord shows it as it is."""
+    line = server_line(text, 120).replace("`", "'")
+    return (f"`{line}`" if quoted else re.sub(r"[^\w .:/+-]", "", line)) if line else "(no reason given)"
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:

@@ -2,12 +2,14 @@
 
 It offers what runner.py and pool.py use of a ComfyClient: submit and attach (returning a PromptRun
 whose events end in a Finished), cancel, upload_image (kept here and sent with the job, as base64),
-iter_file (the job's decoded outputs), and the connection state (RunPod is reached per request, so it
-is "connected" until it refuses the key). The RunPod job id of each prompt is written to the store
-before the job is followed, so a restarted bot picks the job up by id while RunPod still holds it.
+iter_file (the job's decoded outputs, kept by prompt id and file name, as every new worker names its files
+from `_00001_`), and the connection state (RunPod is reached per request, so it is "connected" until it
+refuses the key). The RunPod job id of each prompt is written to the store before the job is followed,
+so a restarted bot picks the job up by id while RunPod still holds it.
 
 It has no /object_info: what it can run comes from the settings (the model files it holds), and
-`problems()` says so instead of validating node classes.
+`problems()` says so instead of validating node classes; `unlisted()` and TRUST say, for `check` and the
+start-up log, what is checked of an endpoint and what is taken on trust.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import structlog
 
+import kinds
 from comfy_types import ComfyError, FileRef, Finished, Output, PromptLost, Queued, ResultExpired, Started
 from comfyui import PromptRun
 from runpod import KeyRefused, ResultGone, RunPodClient
@@ -28,6 +31,27 @@ log = structlog.get_logger(__name__)
 
 POLL = 1.0  # seconds between status reads (RunPod allows 2,000 per 10 s per endpoint)
 RECORD = "runpod"  # the store's switch kind that maps our prompt ids to RunPod job ids
+TRUST = ("its node classes and model files cannot be verified from here (RunPod has no /object_info); "
+         "run a job through it once to be sure.")
+
+
+def model_files(models: Mapping[str, Any]) -> list[str]:
+    """The model file names in a job's model values (a LoRA list gives each LoRA's name)."""
+    return [str(name) for key, value in models.items()
+            for name in ([pair[0] for pair in value] if key == "loras" else [value]) if value]
+
+
+def unlisted(endpoint: Any, settings: Any, workflows: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each kind of job (with the settings' default models) -> the model files it needs that RUNPOD_ENDPOINTS
+    does not list for `endpoint`: jobs of those kinds never go to it. Kinds without a workflow are left out."""
+    held, missing = set(endpoint.models), {}
+    for kind in kinds.KINDS.values():
+        workflow = workflows.get(kind.workflow_for({}))
+        if workflow is not None:
+            lacking = [name for name in model_files(workflow.applied(kind.models(settings, {}))) if name not in held]
+            if lacking:
+                missing[kind.name] = lacking
+    return missing
 
 
 class RunPodComfy:
@@ -41,7 +65,7 @@ class RunPodComfy:
         self._client = RunPodClient(endpoint.endpoint_id, endpoint.api_key.get_secret_value(),
                                     base_url=endpoint.base_url, name=name)
         self._uploads: dict[str, bytes] = {}
-        self._files: dict[str, bytes] = {}
+        self._files: dict[tuple[str, str], bytes] = {}  # (prompt id, file name): names repeat across workers
         self._runs: dict[str, PromptRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = False
@@ -70,11 +94,15 @@ class RunPodComfy:
 
     def problems(self, models: Mapping[str, Any]) -> list[str]:
         """The model files a job needs that the settings do not list for this endpoint."""
-        held = set(self.endpoint.models)
-        wanted = [str(name) for key, value in models.items()
-                  for name in ([pair[0] for pair in value] if key == "loras" else [value]) if value]
-        missing = [name for name in wanted if name not in held]
+        missing = [name for name in model_files(models) if name not in self.endpoint.models]
         return [f"{self.name} holds no {', '.join(missing)} (RUNPOD_ENDPOINTS lists its models)"] if missing else []
+
+    def log_start_check(self, settings: Any, workflows: Mapping[str, Any]) -> None:
+        """At start, in place of validating the workflows against a node list: one line saying which kinds
+        never go to this endpoint (their model files are not listed for it) and what is taken on trust."""
+        missing = unlisted(self.endpoint, settings, workflows)
+        log.info("runpod_taken_on_trust", server=self.name, taken_on_trust=TRUST,
+                 never_sent={kind: ", ".join(names) for kind, names in missing.items()})
 
     async def queue(self) -> tuple[list[str], list[str]]:
         return [], []  # nothing of ours to clean on a serverless endpoint
@@ -124,7 +152,7 @@ class RunPodComfy:
         return "interrupted" if await self._client.cancel(record["job"]) else "gone"
 
     async def iter_file(self, ref: FileRef) -> AsyncIterator[bytes]:
-        data = self._files.pop(ref.filename, None)
+        data = self._files.pop((ref.subfolder, ref.filename), None)
         if data is None:
             raise PromptLost(f"{self.name}'s output {ref.filename} is no longer at hand.")
         yield data
@@ -155,11 +183,12 @@ class RunPodComfy:
                         self.billed[run.prompt_id] = math.ceil(status.execution_ms / 1000)
                     failure = status.failure()
                     if failure is not None:
+                        log.warning("runpod_job_failed", endpoint=self.name, job=job_id, error=status.error)
                         run.finish(Finished("error", error=failure))
                         return
-                    for name, data in status.outputs:
-                        self._files[name] = data
-                    files = tuple(FileRef(name) for name, _ in status.outputs)
+                    for name, data in status.outputs:  # each worker numbers its files from _00001_
+                        self._files[run.prompt_id, name] = data
+                    files = tuple(FileRef(name, subfolder=run.prompt_id) for name, _ in status.outputs)
                     run.finish(Finished("success", {output_node: Output(output_node, files)}))
                     return
         except ResultGone as error:  # said in words: running it again would be paid twice

@@ -23,7 +23,7 @@ async def run_bot(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-async def test_smoke_runs_all_three_jobs_on_the_selftest_set(comfy, tmp_path):
+async def test_smoke_runs_every_kind_once_on_the_selftest_set(comfy, tmp_path):
     code, output = await run_bot(tmp_path, "check", "--smoke", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
                                  DISCORD_TOKEN="secret-token-value", LOG_LEVEL="warning")
     assert code == 0, output
@@ -32,14 +32,16 @@ async def test_smoke_runs_all_three_jobs_on_the_selftest_set(comfy, tmp_path):
     assert "queue: 0 running, 0 waiting" in output
     for name in ("txt2img", "upscale", "animate"):
         assert f"  {name:<10} ok" in output
+    import kinds
+
     lines = {line.split(":")[0].strip(): line for line in output.splitlines() if ": ok in" in line}
-    assert set(lines) == {"text to image", "image to image", "upscale x2", "animate", "zoom out 2x",
-                          "controlnet (canny)"}
-    assert Image.open(Path(lines["controlnet (canny)"].rsplit(": ", 1)[1])).size == (256, 256)
-    zoomed = Path(lines["zoom out 2x"].rsplit(": ", 1)[1])
+    assert list(lines) == list(kinds.KINDS)  # every kind the bot offers, inpaint too
+    assert Image.open(Path(lines["controlnet"].rsplit(": ", 1)[1])).size == (256, 256)
+    assert Image.open(Path(lines["inpaint"].rsplit(": ", 1)[1])).size == (256, 256)
+    zoomed = Path(lines["outpaint"].rsplit(": ", 1)[1])
     assert Image.open(zoomed).size == (512, 512)
-    image = Path(lines["text to image"].rsplit(": ", 1)[1])
-    upscaled = Path(lines["upscale x2"].rsplit(": ", 1)[1])
+    image = Path(lines["txt2img"].rsplit(": ", 1)[1])
+    upscaled = Path(lines["upscale"].rsplit(": ", 1)[1])
     video = Path(lines["animate"].rsplit(": ", 1)[1])
     assert Image.open(image).size == (256, 256) and Image.open(upscaled).size == (512, 512)
     assert video.suffix == ".mp4" and video.stat().st_size > 0
@@ -129,7 +131,7 @@ async def test_check_names_missing_controlnet_custom_nodes_and_model_files(comfy
     code, output = await run_bot(tmp_path, "check", "--smoke", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
                                  CONTROLNET_MODELS="{}")
     assert code == 0, output
-    assert "  controlnet (canny): skipped, ControlNet is not offered (see CONTROLNET_MODELS)" in output
+    assert "  controlnet: skipped, ControlNet is not offered (see CONTROLNET_MODELS)" in output
     assert "controlnet_canny not offered" in output
 
 
@@ -164,13 +166,3 @@ def test_a_lora_attachment_that_is_not_model_and_clip_is_named():
     assert lora_problem(wrong, info) == "output 2 of node 4 (CheckpointLoaderSimple) is VAE, not CLIP"
     beyond = dataclasses.replace(txt2img, lora=(Target("4", "7"), Target("4", "1")))
     assert lora_problem(beyond, info) == "output 7 of node 4 (CheckpointLoaderSimple) is missing, not MODEL"
-
-
-
-async def test_check_says_what_it_cannot_verify_of_a_runpod_endpoint(comfy, tmp_path):
-    endpoints = '[{"endpoint_id": "abc123", "api_key": "rpa_SECRETKEY", "models": ["sd15.safetensors"]}]'
-    code, output = await run_bot(tmp_path, "check", COMFYUI_URL=comfy.url, WORKFLOW_SET="selftest",
-                                 RUNPOD_ENDPOINTS=endpoints)
-    assert ("RunPod endpoint abc123: not contacted; the bot sends it jobs that need only these models: "
-            "sd15.safetensors. Its node classes and files cannot be verified from here") in output
-    assert "rpa_SECRETKEY" not in output

@@ -162,12 +162,15 @@ async def test_failed_job_text(fake, client):
     done = (await follow_all(client, job))[-1]
     assert done.state == "FAILED" and done.outputs == []
     assert done.error == "The RunPod worker failed: Job processing failed"
-    assert isinstance(done.failure(), WorkerFailed) and str(done.failure()) == done.error
+    assert isinstance(done.failure(), WorkerFailed) and done.failure().detail == done.error
+    assert str(done.failure()) == ("The RunPod worker failed: `Job processing failed`. Try again; if it happens "
+                                   "again, ask the operator.")  # without details, nothing more is known
     fake.failed_details = True  # 3.5: details read only if present
     fake.fail_next("execution", text="CUDA out of memory")
     done = (await follow_all(client, await client.submit(workflow(), [])))[-1]
     assert done.error == ("The RunPod worker failed: Job processing failed\n- Workflow execution error: "
                           "Node Type: KSampler, Node ID: 3, Message: CUDA out of memory")
+    assert str(done.failure()) == "The RunPod worker ran out of GPU memory. Try a smaller size or fewer images."
 
 
 async def test_failed_validation_and_sdk_texts(fake, client):
@@ -304,3 +307,14 @@ async def test_unknown_endpoint(fake):
             await other.submit(workflow(), [])
     finally:
         await other.close()
+
+
+def test_a_value_not_in_list_is_a_missing_model_only_for_a_model_input():
+    from runpod import _said
+
+    text = ("Workflow validation failed:\n• Node 3 (errors): [{'type': 'value_not_in_list', 'message': 'Value not in "
+            "list', 'details': \"sampler_name: 'warp' not in ['euler']\", 'extra_info': {}}]")
+    assert str(_said(text, None, "detail")) == ("The RunPod worker refused the workflow: `Value not in list`. Trying "
+                                                "again will not help; ask the operator.")
+    said = _said(text.replace("sampler_name", "lora_name"), None, "detail")
+    assert str(said).startswith("The RunPod worker lacks the model `warp` (lora_name).") and said.detail == "detail"

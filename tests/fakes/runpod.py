@@ -145,7 +145,7 @@ class FakeRunPod:
         self.rate_limits: dict[str, tuple[int, int | None]] = dict(RATE_LIMITS)  # 4.2; set {} to switch off
         self.retry_after: str | None = None  # CHOICE: a Retry-After header on 429 (undocumented; none by default)
         self.webhook_retry_delay = 10.0  # 2.9: two more tries, 10 s apart
-        self.workers = 1  # for /health's worker counts
+        self.workers = 1  # /health's worker counts; jobs go to the workers in turn, each numbering its files from 1
         # records
         self.requests: list[dict] = []
         self.jobs: dict[str, _Job] = {}
@@ -159,7 +159,9 @@ class FakeRunPod:
         self._failures: list[tuple[str, str | None]] = []
         self._paused = False
         self._first_job = True
-        self._counters: dict[str, int] = {}
+        self._counters: dict[tuple[str, str], int] = {}  # (worker id, file prefix) -> files saved
+        self._worker_ids: list[str] = []
+        self._turn = 0
         self._hits: dict[str, deque[float]] = {}
         self._inflight: dict[str, int] = {}
         self._bucket_files: dict[str, tuple[bytes, float]] = {}
@@ -337,10 +339,17 @@ class FakeRunPod:
         else:
             retention = self.run_retention
         job = _Job(job_id, sync, payload.get("input"), policy, webhook, now, None, _Outcome("COMPLETED"),
-                   "fk" + secrets.token_hex(6), retention)
+                   self._next_worker(), retention)
         self._start_run(job, now)
         self.jobs[job_id] = job
         return job
+
+    def _next_worker(self) -> str:
+        """The worker that takes the next job: each of `workers` in turn (a new worker's disk is empty)."""
+        while len(self._worker_ids) < max(1, self.workers):
+            self._worker_ids.append("fk" + secrets.token_hex(6))
+        self._turn += 1
+        return self._worker_ids[(self._turn - 1) % max(1, self.workers)]
 
     def _start_run(self, job: _Job, now: float) -> None:
         job.outcome = self._execute(job)
@@ -452,7 +461,7 @@ class FakeRunPod:
                 prefix = (node.get("inputs") or {}).get("filename_prefix")
                 prefix = prefix if isinstance(prefix, str) and prefix else "ComfyUI"
                 for _ in range(batch):
-                    files.append((self._next_name(prefix), self._png(width, height)))
+                    files.append((self._next_name(job.worker_id, prefix), self._png(width, height)))
         run_for = self.execution_time
         if kind == "execution":
             text = failure[1] or "CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -481,10 +490,11 @@ class FakeRunPod:
             output = None  # 3.5: the platform refused the result; the client sees COMPLETED without output
         return _Outcome("COMPLETED", output=output, files=files, run_for=run_for)
 
-    def _next_name(self, prefix: str) -> str:
+    def _next_name(self, worker: str, prefix: str) -> str:
+        """ComfyUI's name for a saved file: the prefix and the worker's own counter (it starts at 1 on each worker)."""
         base = prefix.rsplit("/", 1)[-1] or "ComfyUI"
-        self._counters[base] = self._counters.get(base, 0) + 1
-        return f"{base}_{self._counters[base]:05}_.png"
+        self._counters[worker, base] = self._counters.get((worker, base), 0) + 1
+        return f"{base}_{self._counters[worker, base]:05}_.png"
 
     def _png(self, width: int, height: int) -> bytes:
         if self.image_bytes is not None:
