@@ -116,6 +116,7 @@ class FakeRunPod:
         self.queue_delay = queue_delay
         self.execution_time = execution_time
         self.cold_start = cold_start
+        self.unheeded_cancels = 0  # the next N cancels answer the job's status but do not stop it (a busy worker)
         self.validation_time = 0.0  # seconds a job that fails validation runs (the worker fails it at once)
         # 3.3: False = base64 outputs; True = "s3_url" presigned URLs served by this fake at /bucket/...;
         # "simulated" = BUCKET_ENDPOINT_URL set but no keys: data is "simulated_uploaded/<8hex>.png"
@@ -656,7 +657,9 @@ class FakeRunPod:
         job = self._get(request.match_info["job"])
         if job is None:
             return _error(404, "request does not exist")
-        if self.state(job) in ("IN_QUEUE", "IN_PROGRESS"):
+        if self.unheeded_cancels > 0:
+            self.unheeded_cancels -= 1
+        elif self.state(job) in ("IN_QUEUE", "IN_PROGRESS"):
             job.cancelled_at = self.clock()  # 2.5
         return web.json_response({"id": job.id, "status": self.state(job)})
 
