@@ -44,9 +44,12 @@ def flag_name(word: str) -> str | None:
     return name if name[:1].isalnum() else None
 
 
-def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str] = (), max_loras: int = 3) -> Flags:
-    """The prompt without its flags, and what the flags set. Raises FlagError, and nothing else."""
+def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str] = (), max_loras: int = 3,
+          offered: Collection[str] | None = None) -> Flags:
+    """The prompt without its flags, and what the flags set. `offered`: the presets whose model some
+    server has (None: all); another preset is refused as not available. Raises FlagError, and nothing else."""
     models, style_names = _names(presets), _names(styles)
+    available = set(models.values()) if offered is None else set(offered)
     preset_flags = {key: name for key, name in models.items()
                     if " " not in key and key not in BUILT_IN and key not in ALIASES and flag_name("--" + key)}
     words = str(prompt).split()
@@ -68,7 +71,7 @@ def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str]
         elif key in preset_flags:
             target = "model"
         else:
-            raise FlagError(_unknown(name, preset_flags))
+            raise FlagError(_unknown(name, {key: preset for key, preset in preset_flags.items() if preset in available}))
         if target in given and target not in ("no", "loras"):
             if given[target] == flag:
                 raise FlagError(f"{flag} is given twice; keep one.")
@@ -76,7 +79,7 @@ def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str]
         given[target] = flag
         value = words[i] if i < len(words) and flag_name(words[i]) is None else ""
         if key in preset_flags:
-            values["model"] = preset_flags[key]
+            values["model"] = _available(preset_flags[key], available)
             continue
         if key == "no":
             start = i
@@ -87,8 +90,12 @@ def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str]
                 raise FlagError("--no needs what to leave out, like --no text, watermark.")
             values["no"] = f"{values['no']}, {text}" if "no" in values else text
             continue
-        if key in ("style", "model"):
-            values[key], i = _pick(words, i, style_names if key == "style" else models, key)
+        if key == "style":
+            values[key], i = _pick(words, i, style_names, key)
+            continue
+        if key == "model":
+            chosen, i = _pick(words, i, models, key, available)
+            values[key] = _available(chosen, available)
             continue
         if key == "lora":
             values.setdefault("loras", []).append(_lora(value, len(values.get("loras", ())), max_loras))
@@ -134,8 +141,19 @@ def _lora(value: str, count: int, max_loras: int) -> tuple[str, float]:
     raise FlagError("--lora needs a LoRA name and, if you like, a strength from -2 to 2, like --lora ink_v2:0.7.")
 
 
-def _pick(words: list[str], i: int, names: dict[str, str], kind: str) -> tuple[str, int]:
-    """The style or model named from words[i] on (the longest name that fits), and the index past it."""
+def _available(preset: str, available: Collection[str]) -> str:
+    """A preset named by a flag, refused when no server has its model."""
+    if preset not in available:
+        others = _listing(sorted(available))
+        raise FlagError(f"The model {_code(preset)} is not available on this server right now. "
+                        + (f"Models you can use: {others}." if others else "Leave the model out to use the default."))
+    return preset
+
+
+def _pick(words: list[str], i: int, names: dict[str, str], kind: str,
+          shown: Collection[str] | None = None) -> tuple[str, int]:
+    """The style or model named from words[i] on (the longest name that fits), and the index past it.
+    `shown`: the names to offer when none fits (all of them by default)."""
     if not names:
         raise FlagError(f"No {kind}s are set up, so --{kind} can't be used.")
     longest = max(key.count(" ") + 1 for key in names)
@@ -146,7 +164,7 @@ def _pick(words: list[str], i: int, names: dict[str, str], kind: str) -> tuple[s
         name = names.get(" ".join(words[i:stop]).casefold())
         if name is not None:
             return name, stop
-    listing = _listing(list(names.values()))
+    listing = _listing([name for name in names.values() if shown is None or name in shown])
     if end == i:
         raise FlagError(f"--{kind} needs a {kind} name: {listing}.")
     raise FlagError(f"There is no {kind} called {_echo(words[i])}. The {kind}s are: {listing}.")
@@ -163,15 +181,21 @@ def _names(names: Collection[str]) -> dict[str, str]:
 
 
 def _unknown(name: str, preset_flags: dict[str, str]) -> str:
-    built_in = ", ".join("--" + flag for flag in BUILT_IN)
+    """An unknown flag, and the flags that can be used: the built-in ones and those of the presets offered."""
+    built_in = ", ".join(_code("--" + flag) for flag in BUILT_IN)
+    known = f"{_code('--' + name)} is not a flag I know. Flags you can use: {built_in}"
     if not preset_flags:
-        return f"Unknown flag {_echo('--' + name)}. Valid flags: {built_in}."
-    own = _listing(["--" + preset for preset in preset_flags.values()])
-    return f"Unknown flag {_echo('--' + name)}. Valid flags: {built_in}, and a model's own flag like {own}."
+        return f"{known}."
+    return f"{known}, and a model's own flag: {_listing(['--' + preset for preset in preset_flags.values()])}."
 
 
 def _listing(names: list[str]) -> str:
-    return ", ".join(_echo(name) for name in names[:SHOWN]) + (", …" if len(names) > SHOWN else "")
+    return ", ".join(_code(name) for name in names[:SHOWN]) + (", …" if len(names) > SHOWN else "")
+
+
+def _code(text: str) -> str:
+    """A flag or a name in code formatting: Discord never breaks a line inside it."""
+    return f"`{_echo(text)}`"
 
 
 def _echo(text: str) -> str:

@@ -38,7 +38,7 @@ class HelpContext:
 def help_page(topic: str, c: HelpContext) -> discord.Embed:
     title, lines = TOPICS.get(topic, TOPICS["make"]), PAGES.get(topic, PAGES["make"])(c)
     embed = discord.Embed(title=f"Help: {title}", color=COLOR_OK, description="\n".join(lines))
-    embed.set_footer(text="Pick another topic below. Only you can see this.")
+    embed.set_footer(text="Pick another topic below.")  # Discord itself says only you can see it
     return fit_embed(embed)
 
 

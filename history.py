@@ -96,7 +96,7 @@ class HistoryActions:
         sheet = await contact_sheet([await self._sheet_tile(generation) for generation in found])
         view = history_view(query_id, page, total, found)
         await interaction.edit_original_response(
-            content=summary(query, interaction.user.id, page, total, len(found)),
+            content=summary(query, interaction.user.id, page, total, found),
             attachments=[discord.File(io.BytesIO(sheet), filename="history.webp")], view=view)
         view.stop()
 
@@ -227,8 +227,7 @@ def history_view(query_id: int, page: int, total: int, found: list) -> discord.u
     view.add_item(HistoryPage(query_id, max(0, page - 1), "◀ Newer", disabled=page == 0))
     view.add_item(HistoryPage(query_id, page + 1, "Older ▶", disabled=page + 1 >= pages))
     view.add_item(HistoryOpen([
-        discord.SelectOption(value=str(generation.id), label=clip(f"{number}. {describe(generation)}", 100),
-                             description=clip(when(generation.created_at), 100))
+        discord.SelectOption(value=str(generation.id), label=clip(f"{number}. {describe(generation)}", 100))
         for number, generation in enumerate(found, start=1)]))
     return view
 
@@ -264,11 +263,14 @@ def filters(query: Query) -> str:
     return f" ({', '.join(shown)})" if shown else ""
 
 
-def summary(query: Query, viewer_id: int, page: int, total: int, count: int) -> str:
+def summary(query: Query, viewer_id: int, page: int, total: int, found: list) -> str:
+    """The page's heading, then when each result was made, in the reader's own time zone (Discord
+    shows a `<t:…:f>` timestamp in each person's local time), numbered as in the menu."""
     whose = "Your results here" if query.user_id == viewer_id else f"<@{query.user_id}>'s results here"
     first = page * PAGE + 1
-    return (f"{whose}{filters(query)}: {first}–{first + count - 1} of {total}, newest first. "
-            "Open one with the menu to see it with its buttons.")
+    made = "\n".join(f"{number}. <t:{int(generation.created_at)}:f>" for number, generation in enumerate(found, 1))
+    return (f"{whose}{filters(query)}: {first}–{first + len(found) - 1} of {total}, newest first. "
+            f"Open one with the menu to see it with its buttons.\n{made}")
 
 
 def nothing_found(query: Query, viewer_id: int) -> str:

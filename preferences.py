@@ -76,9 +76,7 @@ class Preferences(commands.Cog):
         prefs.update(changes)
         if clear or changes:
             await bot.store.set_preferences(interaction.user.id, prefs)
-        shown = "\n".join(f"• {key}: {wording.code(value)}" for key, value in prefs.items()) or "• none"
-        said = "Forgotten; these are" if clear else "Saved; these are" if changes else "These are"
-        await interaction.response.send_message(f"{said} your defaults:\n{shown}", ephemeral=True)
+        await interaction.response.send_message(defaults_text(prefs, clear=clear, changed=bool(changes)), ephemeral=True)
 
     async def _settings_problem(self, interaction: discord.Interaction, changes: dict) -> str | None:
         bot, settings = self.bot, self.bot.settings
@@ -229,3 +227,14 @@ def model_embed(name: str, preset, chosen: bool) -> discord.Embed:
 
 def names(found: list[str]) -> str:
     return clip(", ".join(map(wording.code, found)), 600) if found else "none"
+
+
+def defaults_text(prefs: dict, *, clear: bool, changed: bool) -> str:
+    """What /settings answers: the person's saved defaults, or in a sentence that there are none."""
+    if not prefs:
+        return ("Forgotten: you have no saved defaults now, so each job uses the bot's own settings." if clear else
+                "You have no saved defaults, so each job uses the bot's own settings. "
+                "Save one with `/settings`, like `/settings steps:30`.")
+    shown = "\n".join(f"• {key}: {wording.code(value)}" for key, value in prefs.items())
+    said = "Forgotten; these are" if clear else "Saved; these are" if changed else "These are"
+    return f"{said} your defaults:\n{shown}"

@@ -15,6 +15,7 @@ from comfy_types import Event, NodeStarted, Progress, Started
 from wording import EMOJI, about, seconds
 
 BAR_WIDTH = 12
+FINISHING = 2.5  # seconds left below which a countdown says "finishing…" rather than "about 5 s left"
 SAMPLING = "Drawing"  # an upscale samples as "Upscaling", an animation as "Animating"
 STAGES = {
     "Loading the model": {"CheckpointLoaderSimple", "CheckpointLoader", "ImageOnlyCheckpointLoader", "UNETLoader",
@@ -58,6 +59,7 @@ class Progression:
     preview: bytes | None = None
     preview_mime: str = "image/png"
     stepping: tuple[float, int] | None = None  # (when, step) the current sampler's steps were first seen
+    stepped: float = 0.0  # when the current sampler's step last moved
 
     def apply(self, event: Event) -> None:
         if self.started is None and isinstance(event, Started | NodeStarted | Progress):
@@ -73,17 +75,19 @@ class Progression:
             self.value, self.maximum = min(event.value, event.max), event.max
             if self.stepping is None or self.value < self.stepping[1]:
                 self.stepping = (time.monotonic(), self.value)
+            self.stepped = time.monotonic()
             self.shown = max(self.shown, self.value / self.maximum)
 
     def left(self) -> float | None:
-        """Seconds the sampler still needs at the pace of its steps so far; None before that pace is known."""
+        """Seconds the sampler still needs at the pace of its steps so far, counting down from its last
+        step (0 once that time is up); None before that pace is known."""
         if not self.sampling or self.stepping is None or not self.maximum:
             return None
         since, first = self.stepping
         done = self.value - first
         if done < 2:
             return None
-        return (time.monotonic() - since) / done * (self.maximum - self.value)
+        return max(0.0, (self.stepped - since) / done * (self.maximum - self.value) - (time.monotonic() - self.stepped))
 
     def text(self) -> str:
         """Two lines at most: the stage with the time so far, and the bar once there is one."""
@@ -91,8 +95,11 @@ class Progression:
         steps = f" (step {self.value} of {self.maximum})" if self.maximum and self.sampling else (
             f" ({self.value / self.maximum:.0%})" if self.maximum else "")
         left = self.left()
-        lines = [f"{EMOJI['running']} {self.stage}{steps}, {seconds(elapsed)} so far"
-                 + (f", about {about(left)} left." if left is not None else ".")]
+        if left is not None and left < FINISHING:  # the time is up: finishing on its last step, else no promise
+            countdown = ", finishing…" if self.maximum - self.value <= 1 else "."
+        else:
+            countdown = "." if left is None else f", about {about(left)} left."
+        lines = [f"{EMOJI['running']} {self.stage}{steps}, {seconds(elapsed)} so far{countdown}"]
         if self.shown > 0:
             filled = round(self.shown * BAR_WIDTH)
             lines.append(f"`{'█' * filled}{'░' * (BAR_WIDTH - filled)}` {self.shown:.0%}")

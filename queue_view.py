@@ -38,8 +38,30 @@ class Status:
     servers: list[ServerStatus]
     waiting: int
     running: int
-    mine: list[tuple[Job, int | None, float | None]]  # the caller's active jobs: position and countdown if waiting
+    mine: list[tuple[Job, int | None, float | None]]  # the caller's active jobs, running ones first: jobs ahead and countdown if waiting
     new_job_starts: float | None = None  # seconds until a job queued now would start, when the bot can tell
+    free: bool = False  # a server could take a job now
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one active job stands, as its message and /status both show it."""
+
+    job: Job
+    ahead: int | None  # jobs that will start before it; None once it is handed to a server
+    giving_up_in: float | None = None  # while no server answers: seconds until the bot gives up
+    eta: float | None = None  # seconds until its result, when the bot can tell
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The queue at one moment: every message and /status are made from one of these."""
+
+    places: list[Place]  # running jobs, then those handed to a server, then the waiting ones in order
+    waiting: int
+    running: int
+    new_job_starts: float | None
+    free: bool
 
 
 class QueueView:
@@ -51,26 +73,40 @@ class QueueView:
         for backend in self.pool.backends:
             self.metrics.server(backend.label, up=backend.healthy, load=len(backend.jobs))
 
+    def snapshot(self) -> Snapshot:
+        """Where every active job stands now. A waiting job has ahead of it the jobs handed to a server
+        that have not started yet (they take the GPU first) and the jobs before it in the queue."""
+        now, waiting = time.monotonic(), list(self.waiting_jobs())
+        flights = sorted(self._flights.values(), key=lambda f: (f.job.state != "running", f.began))
+        handed = sum(1 for flight in flights if flight.job.state != "running" and not flight.finished)
+        etas = self._etas(waiting, now)
+        places = [Place(flight.job, None) for flight in flights]
+        places += [Place(job, handed + position, self._giving_up_in(job, position, now), etas[position])
+                   for position, job in enumerate(waiting)]
+        free = any(b.free() and not b.drained for b in self.pool.backends)
+        return Snapshot(places, len(waiting), len(self._flights), etas[-1], free)
+
+    async def show_positions(self) -> None:
+        """Bring each waiting job's message up to date with the queue as it is now: the jobs ahead of it
+        (exact up to wording.FAR, the same figure /status shows) or, while no server answers, when the
+        bot gives up. Only a change that people would see is sent."""
+        for place in self.snapshot().places:
+            if place.ahead is None:
+                continue
+            job, eta = place.job, place.eta
+            shown = (min(place.ahead, wording.FAR), place.giving_up_in, wording.about(eta) if eta is not None else None)
+            if self._shown.get(job.id) == shown:
+                continue
+            self._shown[job.id] = shown
+            try:
+                await self._notifier.job_queued(job, place.ahead, place.giving_up_in, eta)
+            except Exception:
+                log.exception("position_not_shown", job_id=job.id)
+
     async def _position_loop(self) -> None:
-        """Keep each waiting job's message current: its position (exact up to wording.FAR, the same
-        figure /status shows) or, while no server answers, when the bot gives up. Only a change
-        that people would see is sent."""
         while True:
             await asyncio.sleep(POSITION_INTERVAL)
-            now = time.monotonic()
-            waiting = list(self.waiting_jobs())
-            etas = self._etas(waiting, now)
-            for position, job in enumerate(waiting):
-                countdown = self._giving_up_in(job, position, now)
-                eta = etas[position]
-                shown = (min(position, wording.FAR), countdown, wording.about(eta) if eta is not None else None)
-                if self._shown.get(job.id) == shown:
-                    continue
-                self._shown[job.id] = shown
-                try:
-                    await self._notifier.job_queued(job, position, countdown, eta)
-                except Exception:
-                    log.exception("position_not_shown", job_id=job.id)
+            await self.show_positions()
 
     def _starts(self, waiting: list[Job], now: float, *, local: bool = False) -> list[float | None]:
         """For each waiting job (and one more: a job queued now), the seconds until it starts: the work
@@ -104,8 +140,6 @@ class QueueView:
     def status(self, user_id: int) -> Status:
         servers = [ServerStatus(b.label, b.healthy, len(b.jobs), b.capacity, b.last_model, b.problem)
                    for b in self.pool.backends]
-        waiting, now = list(self.waiting_jobs()), time.monotonic()
-        mine: list[tuple[Job, int | None, float | None]] = [
-            (job, index, self._giving_up_in(job, index, now)) for index, job in enumerate(waiting) if job.user_id == user_id]
-        mine += [(flight.job, None, None) for flight in self._flights.values() if flight.job.user_id == user_id]
-        return Status(servers, len(waiting), len(self._flights), mine, self._etas(waiting, now)[-1])
+        now = self.snapshot()
+        mine = [(place.job, place.ahead, place.giving_up_in) for place in now.places if place.job.user_id == user_id]
+        return Status(servers, now.waiting, now.running, mine, now.new_job_starts, now.free)

@@ -15,12 +15,16 @@ from discord import app_commands
 
 import wording
 from config import Settings
+from flags import FlagError, parse
 from compose import ASPECTS
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH
 from outputs import OutputError
 from help_pages import help_page, help_view
-from views import status_embed
+from queue_view import Status
+from safe_text import clip
+from views import COLOR_FAIL, COLOR_OK, fit_embed
 
+SERVERS_SHOWN = 15  # with the queue and the caller's jobs, the embed stays within Discord's 6000 characters
 
 
 def make_commands(settings: Settings) -> list[app_commands.Command]:
@@ -75,7 +79,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             await interaction.response.send_message(
                 "The control options need a `control_image` to follow; add one, or leave them out.", ephemeral=True)
             return
-        if not await bot.model_offered(interaction, model):
+        if not await bot.model_offered(interaction, model) or await refused_flags(interaction, prompt):
             return
         if control_image is not None and not await bot.control_type_offered(interaction, control_type):
             return
@@ -113,7 +117,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                    seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None,
                    mask: discord.Attachment | None = None, style: app_commands.Range[str, 1, 32] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
-        if not await bot.model_offered(interaction, model):
+        if not await bot.model_offered(interaction, model) or await refused_flags(interaction, prompt):
             return
         if await bot.refuse_if_limited(interaction):
             return
@@ -195,7 +199,68 @@ def context_menus() -> list[app_commands.ContextMenu]:
             app_commands.ContextMenu(name="Use as ControlNet input", callback=controlnet)]
 
 
+async def refused_flags(interaction: discord.Interaction, prompt: str) -> bool:
+    """A flag that is unknown, badly given or names a model no server has: refused before anything is
+    started, privately (only the person sees it), offering the flags that can be used here."""
+    if "--" not in prompt and "—" not in prompt:
+        return False
+    bot = interaction.client  # bot.ComfyBot
+    presets = bot.settings.model_presets
+    offered = [name for name, preset in presets.items()
+               if bot.scheduler.pool.offers("txt2img", {"checkpoint": preset.checkpoint})]
+    try:
+        parse(prompt, presets=list(presets), styles=list(await bot.styles_for(interaction)), offered=offered)
+    except FlagError as error:
+        await interaction.response.send_message(wording.not_queued(str(error)), ephemeral=True)
+        return True
+    return False
+
+
 def matching(names: list[str], current: str) -> list[app_commands.Choice[str]]:
     """Autocomplete: the names containing what was typed so far, at most 25 (Discord's limit)."""
     typed = current.lower()
     return [app_commands.Choice(name=name[:100], value=name[:100]) for name in names if typed in name.lower()][:25]
+
+
+def status_embed(status: Status) -> discord.Embed:
+    """/status: whether the servers are up, the queue, and the caller's jobs (running ones first) in the
+    words their messages use: the same snapshot of the queue (queue_view.QueueView.snapshot)."""
+    up = [server for server in status.servers if server.healthy]
+    embed = discord.Embed(title="Status", color=COLOR_OK if up else COLOR_FAIL)
+    unusable = f"it answers, but not the way ComfyUI does; {wording.LOG_HINT}."
+    if len(status.servers) == 1:
+        (server,) = status.servers
+        lines = ["🟢 ComfyUI is up." if server.healthy else f"⚠️ ComfyUI cannot be used: {unusable}"
+                 if server.problem else "🔴 ComfyUI is not answering."]
+    else:
+        lines = [f"{'🟢' if up else '🔴'} {len(up)} of {len(status.servers)} ComfyUI servers are up."]
+        for number, server in enumerate(status.servers[:SERVERS_SHOWN], start=1):
+            state = "up" if server.healthy else f"cannot be used: {unusable}" if server.problem else "not answering"
+            lines.append(f"• Server {number}: {state}" + (f", {wording.plural(server.load, 'job')} of ours."
+                                                         if server.healthy else ""))
+        if len(status.servers) > SERVERS_SHOWN:
+            lines.append(f"… and {len(status.servers) - SERVERS_SHOWN} more servers.")
+    embed.add_field(name="Servers", inline=False, value="\n".join(lines))
+    embed.add_field(name="Queue", inline=False, value=queue_line(status))
+    mine = []
+    for job, position, giving_up_in in status.mine[:10]:
+        what = f"Your {wording.noun(job.kind)} “{clip(job.request.get('prompt') or '', 40)}”" \
+            if job.request.get("prompt") else f"Your {wording.noun(job.kind)}"
+        if position is not None:
+            state = wording.wait_clause(position, giving_up_in)
+        else:
+            state = "running" if job.state == "running" else "starting, next on the GPU"
+        mine.append(f"• {what}: {state}.")
+    embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
+    return fit_embed(embed)
+
+
+def queue_line(status: Status) -> str:
+    """How many jobs wait and run, and when a new one would start: right away only when nothing waits
+    and a server has room."""
+    line = f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU."
+    if status.waiting == 0 and status.free:
+        return f"{line} A new job would start right away."
+    if status.new_job_starts is not None:
+        return f"{line} A new job would start in about {wording.about(status.new_job_starts)}."
+    return line

@@ -62,17 +62,18 @@ class LiveMessage:
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
-        content, key, self._pending = self._pending, self._pending_key, None
-        if content is None or self._closed:
-            return
-        self._last = time.monotonic()
-        self._sent_key = key
-        self._in_flight = asyncio.create_task(self._edit(**content))
-        try:
-            await self._in_flight
-        except discord.HTTPException as error:
-            log.warning("progress_edit_failed", status=error.status, error=error.text)
+        """Send the latest state, then any state recorded while that edit was on the wire."""
+        while self._pending is not None and not self._closed:
+            await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
+            content, key, self._pending = self._pending, self._pending_key, None
+            if content is None or self._closed:
+                return
+            self._last, self._sent_key = time.monotonic(), key
+            self._in_flight = asyncio.create_task(self._edit(**content))
+            try:
+                await self._in_flight
+            except discord.HTTPException as error:
+                log.warning("progress_edit_failed", status=error.status, error=error.text)
 
     def close(self) -> None:
         """Drop any pending edit (the bot is stopping)."""
@@ -528,43 +529,3 @@ CONTROL_TYPES = {"canny": "Its edges and outlines", "depth": "What is near and w
 DYNAMIC_ITEMS = (UpscaleButton, VaryButton, AnimateButton, RerollButton, ZoomButton, MoreSelect, RemixButton,
                  FavoriteButton, DeleteButton, ReportButton, ModerateButton, CancelButton)
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
-
-
-def status_embed(status: Any) -> discord.Embed:
-    """/status: whether the servers are up, the queue, and the caller's jobs in the words their
-    messages use (the same positions)."""
-    up = [server for server in status.servers if server.healthy]
-    embed = discord.Embed(title="Status", color=COLOR_OK if up else COLOR_FAIL)
-    unusable = f"it answers, but not the way ComfyUI does; {wording.LOG_HINT}."
-    if len(status.servers) == 1:
-        (server,) = status.servers
-        lines = ["🟢 ComfyUI is up." if server.healthy else f"⚠️ ComfyUI cannot be used: {unusable}"
-                 if server.problem else "🔴 ComfyUI is not answering."]
-    else:
-        lines = [f"{'🟢' if up else '🔴'} {len(up)} of {len(status.servers)} ComfyUI servers are up."]
-        for number, server in enumerate(status.servers[:SERVERS_SHOWN], start=1):
-            state = "up" if server.healthy else f"cannot be used: {unusable}" if server.problem else "not answering"
-            lines.append(f"• Server {number}: {state}" + (f", {wording.plural(server.load, 'job')} of ours."
-                                                         if server.healthy else ""))
-        if len(status.servers) > SERVERS_SHOWN:
-            lines.append(f"… and {len(status.servers) - SERVERS_SHOWN} more servers.")
-    embed.add_field(name="Servers", inline=False, value="\n".join(lines))
-    starts = getattr(status, "new_job_starts", None)
-    expected = "" if starts is None else " A new job would start right away." if starts < 5 else \
-        f" A new job would start in about {wording.about(starts)}."
-    embed.add_field(name="Queue", inline=False, value=(
-        f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU.{expected}"))
-    mine = []
-    for job, position, giving_up_in in status.mine[:10]:
-        what = f"Your {wording.noun(job.kind)} “{clip(job.request.get('prompt') or '', 40)}”" \
-            if job.request.get("prompt") else f"Your {wording.noun(job.kind)}"
-        if position is not None:
-            state = wording.wait_clause(position, giving_up_in)
-        else:
-            state = "running" if job.state == "running" else "starting, next on the GPU"
-        mine.append(f"• {what}: {state}.")
-    embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
-    return fit_embed(embed)
-
-
-SERVERS_SHOWN = 15  # with the queue and the caller's jobs, the embed stays within Discord's 6000 characters

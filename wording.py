@@ -33,6 +33,7 @@ import kinds
 from image_gen import RequestError
 from media import BadResult
 from outputs import OutputError
+from runpod import WorkerFailed
 from safe_text import clip
 from workflows import WorkflowError
 
@@ -41,6 +42,7 @@ FAR = 10  # positions from here on are shown as "more than 10": no edit for ever
 LOG_HINT = "the operator can see the details in the bot's log"
 OOPS = f"{EMOJI['failed']} Something went wrong on the bot's side; nothing was started. {LOG_HINT.capitalize()}."
 UNUSABLE = "ComfyUI is not working properly right now: it answers, but not the way ComfyUI does"
+RESULT_NOUNS = {"upscale": "upscaled image"}  # a kind's result, where it is not the kind's noun
 MODEL_INPUTS = {"ckpt_name", "model_name", "unet_name", "vae_name", "lora_name", "clip_name", "control_net_name"}
 
 
@@ -123,20 +125,40 @@ def cancelled(by_user_id: int) -> str:
     return f"{EMOJI['cancelled']} Cancelled by <@{by_user_id}>."
 
 
+def result_noun(kind: str, count: int = 1) -> str:
+    """What a finished job made: an upscale makes an "upscaled image"."""
+    word = RESULT_NOUNS.get(kind)
+    return noun(kind, count) if word is None else plural(count, word).split(" ", 1)[1]
+
+
 def ready(kind: str, user_id: int, count: int = 1) -> str:
-    things = noun(kind, count)
+    things = result_noun(kind, count)
     return f"{EMOJI['done']} <@{user_id}>, your {things} {'is' if count == 1 else 'are'} ready."
 
 
 def ready_elsewhere(kind: str, user_id: int, channel_id: int, url: str) -> str:
     """Where a job marked for age-restricted channels was posted (NSFW_CHANNEL_ID)."""
-    return f"{EMOJI['done']} <@{user_id}>, your {noun(kind)} is ready in <#{channel_id}>, an age-restricted channel: {url}"
+    return f"{EMOJI['done']} <@{user_id}>, your {result_noun(kind)} is ready in <#{channel_id}>, an age-restricted channel: {url}"
 
 
 def failed(kind: str, reason: str, user_id: int | None = None) -> str:
     """`reason` is a sentence (from `failure`); the owner is mentioned when the message notifies them."""
     who = f"<@{user_id}>, your" if user_id is not None else "Your"
     return clip(f"{EMOJI['failed']} {who} {noun(kind)} could not be made: {_sentence(_lower_first(reason))}", 1900)
+
+
+def not_queued(reason: str) -> str:
+    """A request refused before anything was queued (a bad flag): only the person who asked sees it."""
+    first = reason.split(" ", 1)[0]
+    text = reason[:1].lower() + reason[1:] if first in ("At", "No", "There") else _lower_first(reason)
+    return clip(f"I didn't queue that: {_sentence(text)}", 1900)
+
+
+def model_not_available(name: str, offered: list[str]) -> str:
+    """A model preset whose checkpoint no server has now (flags.py says the same of a flag)."""
+    others = f"Models you can use: {clip(', '.join(map(code, offered)), 1500)}." if offered else \
+        "Leave the model out to use the default."
+    return f"The model {code(name)} is not available on this server right now. {others}"
 
 
 def limit(text: str) -> str:
@@ -181,6 +203,8 @@ def failure(error: BaseException) -> str:
         return "ComfyUI is not answering. Try again in a few minutes."
     if isinstance(error, BadResponse):
         return f"ComfyUI answered in a way the bot does not understand. Try again later; {LOG_HINT}."
+    if isinstance(error, WorkerFailed):  # its text is the sentence: the worker's reason, made safe
+        return str(error)
     if isinstance(error, ComfyError):
         return f"ComfyUI could not finish it. Try again; {LOG_HINT}."
     if isinstance(error, BadResult):  # its text names the file: not for people

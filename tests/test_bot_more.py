@@ -169,7 +169,7 @@ async def test_a_button_works_for_another_user_and_mentions_the_clicker(comfy, d
     click = await discord_fake.click(first.id, "cf:up:1:0:2", user_id="6001", username="bob")
     upscaled = await result_of(discord_fake, click)
     assert upscaled.id != first.id and image_size(upscaled.attachments[0]) == (128, 128)
-    assert upscaled.content == "✅ <@6001>, your upscale is ready." and upscaled.mentions == ["6001"]
+    assert upscaled.content == "✅ <@6001>, your upscaled image is ready." and upscaled.mentions == ["6001"]
     fields = fields_of(upscaled)
     assert fields["From"] == f"[the original image](https://discord.com/channels/{discord_fake.guild_id}/" \
                              f"{discord_fake.channel_id}/{first.id})"

@@ -111,10 +111,10 @@ async def test_status_is_ephemeral_and_shows_each_server_and_the_callers_jobs(co
     mine = fields["Your jobs"].splitlines()
     assert sorted(mine) == ["• Your image “job 0”: starting, next on the GPU.",
                             "• Your image “job 1”: starting, next on the GPU.",
-                            "• Your image “job 2”: yours is next."]
+                            "• Your image “job 2”: 2 jobs are ahead of yours."]  # handed to ComfyUI, not started
     waiting_message = await discord_fake.wait_for_message(  # edits are paced: the newest lands within seconds
-        lambda m: m.id == slashes[2].original_message_id and "yours is next" in m.content, timeout=10)
-    assert waiting_message.content == "⏳ Waiting for your image: yours is next."  # the same words in both places
+        lambda m: m.id == slashes[2].original_message_id and "ahead" in m.content, timeout=10)
+    assert waiting_message.content == "⏳ Waiting for your image: 2 jobs are ahead of yours."  # the same words
 
     other = await reply_to(discord_fake, await discord_fake.slash("status", user_id=BOB, username="bob"))
     assert other.ephemeral
@@ -210,12 +210,13 @@ async def test_a_job_moved_off_a_dead_server_shows_it_waits_again(comfies, disco
     progress = discord_fake.messages[alice.original_message_id]
     await discord_fake.wait_for(lambda: progress.content.startswith("🎨"), timeout=10)
     await x.stop()
-    await discord_fake.wait_for(lambda: progress.content == "⏳ Waiting for your image: yours is next.", timeout=10)
+    waiting = "⏳ Waiting for your image: 1 job is ahead of yours."  # bob's, handed to y before it
+    await discord_fake.wait_for(lambda: progress.content == waiting, timeout=10)
     seen = []
     for _ in range(8):  # the lost run's clock must not paint it as running again
         seen.append(progress.content)
         await asyncio.sleep(0.2)
-    assert set(seen) == {"⏳ Waiting for your image: yours is next."}, seen
+    assert set(seen) == {waiting}, seen
     y.resume()
     assert (await result_of(discord_fake, alice, timeout=15)).attachments
     assert (await result_of(discord_fake, bob, timeout=15)).attachments

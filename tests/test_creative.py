@@ -119,10 +119,21 @@ async def test_a_lora_no_server_has_is_refused_and_routing_picks_the_server_that
 
 
 @pytest.mark.parametrize("prompt, said", [
-    ("a cat --sead 4", "Unknown flag --sead. Valid flags: --ar, --seed, --steps, --cfg, --no, --style, --model, "
-                       "--lora, and a model's own flag like --anime, --spicy."),
+    ("a cat --sead 4", "`--sead` is not a flag I know. Flags you can use: `--ar`, `--seed`, `--steps`, `--cfg`, "
+                       "`--no`, `--style`, `--model`, `--lora`, and a model's own flag: `--anime`, `--spicy`."),
     ("a cat --seed many", "--seed needs a whole number from 0 to 9007199254740991, like --seed 42."),
-    ("a cat --lora a --lora b --lora c --lora d", "At most 3 LoRAs can be used at once; remove a --lora."),
+    ("a cat --lora a --lora b --lora c --lora d", "at most 3 LoRAs can be used at once; remove a --lora."),
+])
+async def test_a_bad_flag_is_refused_privately_and_nothing_runs(comfy, discord_fake, running, tmp_path, prompt, said):
+    await ready(discord_fake, running, settings_for(tmp_path, comfy.url))
+    refused = await discord_fake.slash("generate", {"prompt": prompt})
+    await refused.wait_acked(3)
+    reply = discord_fake.messages[refused.original_message_id]
+    assert reply.ephemeral and reply.content == f"I didn't queue that: {said}"
+    assert comfy.prompts == {}
+
+
+@pytest.mark.parametrize("prompt, said", [
     ("--seed 4", "the prompt is empty once its flags are taken out; say what to draw."),
     ("a cat --steps 5000", "steps must be between 1 and 100 (got 5000)."),
 ])
@@ -226,7 +237,7 @@ async def test_settings_are_the_defaults_every_command_starts_from(comfy, discor
     await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "a bridge", "steps": 14}), timeout=20)
     assert last_graph(comfy)["3"]["inputs"]["steps"] == 14  # an option wins over a default
     assert await answer(discord_fake, await discord_fake.slash("settings", {"clear": True})) == \
-        "Forgotten; these are your defaults:\n• none"
+        "Forgotten: you have no saved defaults now, so each job uses the bot's own settings."
 
 
 async def test_remix_opens_the_result_in_a_form_and_sends_the_changes_even_after_a_restart(comfy, discord_fake,

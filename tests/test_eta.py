@@ -68,7 +68,8 @@ async def test_a_waiting_job_and_status_show_the_expected_time(comfy, discord_fa
     second = await discord_fake.slash("generate", {"prompt": "two", "width": 64, "height": 64})
     await second.wait_acked(3)
     waiting = await discord_fake.wait_for_message(
-        lambda m: m.id == second.original_message_id and "to your result" in m.content, timeout=10)
+        lambda m: m.id == second.original_message_id and "to your result" in m.content and "next" in m.content,
+        timeout=10)  # once the first job has started on the GPU
     assert waiting.content.startswith("⏳ Waiting for your image: yours is next; about ")
     status = await discord_fake.slash("status")
     await status.wait_acked(3)

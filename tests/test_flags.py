@@ -11,7 +11,7 @@ from flags import FlagError, Flags, parse
 
 PRESETS = ("anime", "Photo Real", "seed", "sdxl-turbo")
 STYLES = ("ink", "Water Color")
-BUILT_IN = "--ar, --seed, --steps, --cfg, --no, --style, --model, --lora"
+BUILT_IN = "`--ar`, `--seed`, `--steps`, `--cfg`, `--no`, `--style`, `--model`, `--lora`"
 
 
 def values(prompt: str, **kwargs) -> dict:
@@ -107,12 +107,12 @@ def test_style():
     assert values("--style INK") == {"style": "ink"}
     assert parse("a --style water   color b", styles=STYLES) == Flags("a b", {"style": "Water Color"})
     assert parse("a --style water b", styles=STYLES + ("water",)) == Flags("a b", {"style": "water"})
-    assert error("--style oil") == "There is no style called oil. The styles are: ink, Water Color."
-    assert error("--style") == "--style needs a style name: ink, Water Color."
+    assert error("--style oil") == "There is no style called oil. The styles are: `ink`, `Water Color`."
+    assert error("--style") == "--style needs a style name: `ink`, `Water Color`."
     assert error("--style ink", styles=()) == "No styles are set up, so --style can't be used."
     many = [f"s{n}" for n in range(12)]
     assert error("--style x", styles=many) == (
-        "There is no style called x. The styles are: s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, ….")
+        "There is no style called x. The styles are: `s0`, `s1`, `s2`, `s3`, `s4`, `s5`, `s6`, `s7`, `s8`, `s9`, ….")
 
 
 def test_model_and_preset_flags():
@@ -123,8 +123,9 @@ def test_model_and_preset_flags():
     assert values("—sdxl-turbo") == {"model": "sdxl-turbo"}
     assert values("--model seed") == {"model": "seed"}  # a preset named like a flag: only by --model
     assert values("--seed 5") == {"seed": 5}
-    assert error("--model dall-e") == "There is no model called dall-e. The models are: anime, Photo Real, seed, sdxl-turbo."
-    assert error("--model") == "--model needs a model name: anime, Photo Real, seed, sdxl-turbo."
+    assert error("--model dall-e") == (
+        "There is no model called dall-e. The models are: `anime`, `Photo Real`, `seed`, `sdxl-turbo`.")
+    assert error("--model") == "--model needs a model name: `anime`, `Photo Real`, `seed`, `sdxl-turbo`."
     assert error("--model x", presets=()) == "No models are set up, so --model can't be used."
     assert error("--anime --model anime") == "--anime and --model both set the model; keep one."
     assert error("--anime --sdxl-turbo") == "--anime and --sdxl-turbo both set the model; keep one."
@@ -150,22 +151,38 @@ def test_a_fourth_lora_is_refused():
 
 
 def test_unknown_flag_lists_the_valid_ones():
-    assert error("a cat --sead 42", presets=()) == f"Unknown flag --sead. Valid flags: {BUILT_IN}."
+    assert error("a cat --sead 42", presets=()) == f"`--sead` is not a flag I know. Flags you can use: {BUILT_IN}."
     assert error("--sead 42", presets=("anime",)) == (
-        f"Unknown flag --sead. Valid flags: {BUILT_IN}, and a model's own flag like --anime.")
+        f"`--sead` is not a flag I know. Flags you can use: {BUILT_IN}, and a model's own flag: `--anime`.")
     assert error("--x") == (
-        f"Unknown flag --x. Valid flags: {BUILT_IN}, and a model's own flag like --anime, --sdxl-turbo.")
+        f"`--x` is not a flag I know. Flags you can use: {BUILT_IN}, and a model's own flag: `--anime`, `--sdxl-turbo`.")
     many = [f"m{n}" for n in range(11)]
-    assert error("--x", presets=many).endswith("own flag like --m0, --m1, --m2, --m3, --m4, --m5, --m6, --m7, --m8, --m9, ….")
-    assert error("--aspect-ratio 2:3", presets=()).startswith("Unknown flag --aspect-ratio.")
-    assert error("--seed=42", presets=()).startswith("Unknown flag --seed=42.")
+    assert error("--x", presets=many).endswith(
+        "own flag: `--m0`, `--m1`, `--m2`, `--m3`, `--m4`, `--m5`, `--m6`, `--m7`, `--m8`, `--m9`, ….")
+    assert error("--aspect-ratio 2:3", presets=()).startswith("`--aspect-ratio` is not a flag I know.")
+    assert error("--seed=42", presets=()).startswith("`--seed=42` is not a flag I know.")
+
+
+def test_a_preset_whose_model_no_server_has_is_not_available_and_not_offered():
+    offered = ("anime",)
+    assert error("a cat --sdxl-turbo", offered=offered) == (
+        "The model `sdxl-turbo` is not available on this server right now. Models you can use: `anime`.")
+    assert error("a cat --model sdxl-turbo", offered=offered) == (
+        "The model `sdxl-turbo` is not available on this server right now. Models you can use: `anime`.")
+    assert error("a cat --model dall-e", offered=offered) == \
+        "There is no model called dall-e. The models are: `anime`."
+    assert error("a cat --dreamshaper", offered=offered) == (
+        f"`--dreamshaper` is not a flag I know. Flags you can use: {BUILT_IN}, and a model's own flag: `--anime`.")
+    assert error("a cat --anime", offered=()) == (
+        "The model `anime` is not available on this server right now. Leave the model out to use the default.")
+    assert values("a cat --anime", offered=offered) == {"model": "anime"}
 
 
 def test_an_echo_is_clipped_and_cannot_ping_or_break_formatting():
-    assert error("--a`b@everyone<@123>", presets=()).startswith("Unknown flag --abeveryone123. ")
-    assert error("--" + "x" * 100, presets=()).startswith("Unknown flag --" + "x" * 37 + "…. ")
-    assert error("--a\x00\u202eb", presets=()).startswith("Unknown flag --ab. ")
-    assert error("--style `@here`") == "There is no style called here. The styles are: ink, Water Color."
+    assert error("--a`b@everyone<@123>", presets=()).startswith("`--abeveryone123` is not a flag I know. ")
+    assert error("--" + "x" * 100, presets=()).startswith("`--" + "x" * 37 + "…` is not a flag I know. ")
+    assert error("--a\x00\u202eb", presets=()).startswith("`--ab` is not a flag I know. ")
+    assert error("--style `@here`") == "There is no style called here. The styles are: `ink`, `Water Color`."
 
 
 def test_the_same_flag_twice_is_refused():
@@ -179,7 +196,7 @@ def test_the_same_flag_twice_is_refused():
 def test_em_dash_counts_as_two_dashes():
     assert parse("a cat —ar 2:3 —seed 9 —no dogs —anime", presets=PRESETS) == Flags(
         "a cat", {"aspect": (2, 3), "seed": 9, "no": "dogs", "model": "anime"})
-    assert error("—sead 1", presets=()).startswith("Unknown flag --sead.")
+    assert error("—sead 1", presets=()).startswith("`--sead` is not a flag I know.")
 
 
 @pytest.mark.parametrize("text", [
@@ -225,7 +242,8 @@ def test_parse_raises_only_flag_error_and_removes_every_flag(prompt, max_loras):
         result = parse(prompt, presets=PRESETS, styles=STYLES, max_loras=max_loras)
     except FlagError as caught:
         message = str(caught)
-        assert message and "\n" not in message and "`" not in message and "@" not in message
+        assert message and "\n" not in message and "``" not in message and message.count("`") % 2 == 0
+        assert "@" not in message  # backticks only in pairs around a flag or a name: the text cannot break out
         assert "<" not in message and ">" not in message
         event("refused")
         return

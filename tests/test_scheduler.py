@@ -453,12 +453,13 @@ async def test_queue_positions_reach_the_notifier_as_the_queue_moves(rig):
     await wait_until(lambda: posted_jobs(fake) == [first.id], what="the first job on the server")
     second, third, last = [await p.submit(ALICE, name) for name in ("second", "third", "last")]
     await wait_until(lambda: p.notifier.positions(last.id), 3, "the last job's first position")
-    assert p.notifier.positions(second.id) == [0] and p.notifier.positions(third.id) == [1]
-    assert p.notifier.positions(last.id) == [2]
+    # the first job, handed to the (paused) server but not started, is ahead of all of them
+    assert p.notifier.positions(second.id) == [1] and p.notifier.positions(third.id) == [2]
+    assert p.notifier.positions(last.id) == [3]
     fake.resume()
     await wait_until(lambda: last.id in p.notifier.delivered_ids(), 20, "the last delivery")
     shown = p.notifier.positions(last.id)
-    assert shown[0] == 2 and shown[-1] == 0, shown
+    assert shown[0] == 3 and shown[-1] == 0, shown
     assert all(later < earlier for earlier, later in zip(shown, shown[1:])), shown
     assert p.notifier.positions(first.id) == []  # it never waited in the scheduler
 
@@ -482,8 +483,9 @@ async def test_status_shows_servers_queue_and_the_callers_jobs(rig):
     assert status.servers == [ServerStatus(labels[0], True, 1, 1, None), ServerStatus(labels[1], False, 0, 1, None)]
     assert status.waiting == 3 and status.running == 1
     mine = {job.id: (job.state, position) for job, position, _ in status.mine}
-    assert mine == {second.id: ("waiting", 1), third.id: ("waiting", 2), on_x.id: ("submitted", None)}
-    assert [(job.id, position) for job, position, _ in p.scheduler.status(BOB).mine] == [(bobs.id, 0)]
+    # jobs ahead: the one handed to x that has not started yet, then the queue before it
+    assert mine == {second.id: ("waiting", 2), third.id: ("waiting", 3), on_x.id: ("submitted", None)}
+    assert [(job.id, position) for job, position, _ in p.scheduler.status(BOB).mine] == [(bobs.id, 1)]
     assert p.notifier.starting == [on_x.id]  # handed to ComfyUI: "next on the GPU", not a queue position
     assert p.scheduler.status(CAROL).mine == []
 

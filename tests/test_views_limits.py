@@ -13,7 +13,8 @@ from progress import Progression
 from queue_view import ServerStatus, Status
 from store import Generation, Job
 from help_pages import TOPICS, HelpContext, help_page
-from views import fit_embed, result_embed, status_embed
+from slash_commands import status_embed
+from views import fit_embed, result_embed
 
 HUGE = 10_000
 # short texts, and huge ones built by repeating a piece (hypothesis draws long texts slowly)
