@@ -11,7 +11,6 @@ message editing in delivery.py.
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 import kinds
+import lifecycle
 import logs
 import tasks
 import wording
@@ -78,7 +78,7 @@ class RateLimiter:
         return 0.0
 
 
-class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, commands.Bot):
+class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, lifecycle.Lifecycle, commands.Bot):
     def __init__(self, settings: Settings, *, token_lifetime: float = TOKEN_LIFETIME, **options) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(),
                          help_command=None, chunk_guilds_at_startup=False,
@@ -146,6 +146,9 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         from check import workflow_values
 
         for client in self.clients:
+            if hasattr(client, "log_start_check"):  # RunPod: no node list to validate against
+                client.log_start_check(self.settings, workflows)
+                continue
             try:
                 await client.wait_connected(self.settings.comfyui_timeout)
                 info = await client.object_info()
@@ -158,37 +161,14 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
                                                          if k in workflow.params}) if values is not None else ():
                     log.error("workflow_problem", server=client.name, problem=str(problem))
 
-    async def close(self) -> None:
-        """Stop everything; the store is closed whatever the other parts did on the way."""
-        try:
-            if self._validation is not None:
-                self._validation.cancel()
-            if self._lag is not None:
-                self._lag.cancel()
-            if self._webhooks is not None:
-                self._webhooks.cancel()
-            await self.webhooks.close()
-            if self.scheduler is not None:
-                await self.scheduler.close()
-            self.delivery.close()
-            results = await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
-            for client, result in zip(self.clients, results):
-                if isinstance(result, Exception):
-                    log.error("comfyui_close_failed", server=client.name, error=repr(result))
-            if self._fetch_session is not None:
-                await self._fetch_session.close()
-            if self.web is not None:
-                await self.web.stop()
-        finally:
-            await self.store.close()
-            await super().close()
-
     async def api_job_ended(self, job, generation, reason: str | None) -> None:
         """A job that came through the HTTP API ended: its key's webhook is told (when it has one)."""
         key_id = await self.store.api_job_key(job.id)
         if key_id is None:
             return
         state = "done" if generation is not None else "cancelled" if reason == "cancelled" else "failed"
+        if state == "cancelled":  # the sentence stored with the job: who cancelled it
+            reason = getattr(await self.store.get_job(job.id), "error", None) or "cancelled"
         base = self.settings.web_base_url or f"http://{self.settings.web_host}:{self.settings.web_port}"
         files = file_urls(base, job.id, len(generation.files)) if generation is not None else []
         await self.webhooks.notify(key_id, job.id, state, files, None if generation is not None else reason)
@@ -197,8 +177,8 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         """/readyz: connected to Discord, and at least one ComfyUI server usable."""
         if self.scheduler is None:
             return False, "starting"
-        if self.is_closed() or not self.is_ready():
-            return False, "not connected to Discord"
+        if (problem := self.gateway_problem()) is not None:
+            return False, problem
         if not self.scheduler.pool.any_healthy():
             return False, "no ComfyUI server is usable"
         return True, ""
@@ -208,7 +188,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
         lag = asyncio.create_task(watch_loop(self.metrics))
         try:
             while True:
-                self.metrics.discord(self.is_ready() and not self.is_closed())
+                self.metrics.discord(self.gateway_connected)
                 await asyncio.sleep(1.0)
         finally:
             lag.cancel()
@@ -303,7 +283,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
             await interaction.edit_original_response(content=wording.failed(kind, str(error)))
             return
         log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id)
-        await self.delivery.job_queued(job, self.scheduler.position(job.id))
+        await self.scheduler.show_positions()  # its message and everyone's, from one view of the queue
 
     async def on_cancel_button(self, interaction: discord.Interaction, job_id: int) -> None:
         """Cancel: the job's owner, or anyone who may manage messages in the channel."""
@@ -328,6 +308,11 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
 
     async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
         """True when `model` is left out or offered; otherwise the person is told which ones are."""
+        preset = self.settings.model_presets.get(model or "")
+        if preset is not None and not self.scheduler.pool.offers("txt2img", {"checkpoint": preset.checkpoint}):
+            offered = self.offered_presets(interaction.channel)
+            await interaction.response.send_message(wording.model_not_available(model, offered), ephemeral=True)
+            return False
         return await self.choice_offered(interaction, "model", model, self.offered_presets(interaction.channel),
                                          "This server has no models to choose from; leave `model` out.")
 
@@ -355,31 +340,8 @@ def bot_class(settings: Settings) -> type[ComfyBot]:
 
 
 async def run(settings: Settings) -> int:
-    """Run until Discord refuses the token or SIGINT/SIGTERM asks for a clean stop (jobs resume next start)."""
-    bot = bot_class(settings)(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with bot:
-        running = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not running.done():
-            log.info("bot_stopping")
-            await bot.close()
-        try:
-            await running
-        except discord.LoginFailure:
-            print("config error: DISCORD_TOKEN: Discord refused this token (reset it in the Developer Portal)",
-                  file=sys.stderr)
-            return 2
-        except (aiohttp.ClientError, OSError) as error:
-            print(f"error: cannot reach Discord ({error.__class__.__name__}: {error}); check the network",
-                  file=sys.stderr)
-            return 1
-    return 0
+    """Run until stopped (lifecycle.run); jobs resume next start."""
+    return await lifecycle.run(bot_class(settings)(settings), settings.discord_token.get_secret_value())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         load_set(settings.workflow_dir())
     except WorkflowError as error:
         print(f"config error: WORKFLOW_SET: the set in {settings.workflow_dir()} cannot be used:\n{error}", file=sys.stderr)
+        return 2
+    if (problem := lifecycle.folder_problem(settings)) is not None:
+        print(problem, file=sys.stderr)
         return 2
     return asyncio.run(run(settings))
 

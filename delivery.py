@@ -9,8 +9,10 @@ Everything needed is read from the job record, so this works after a restart.
 
 Exactly once: the job is recorded as `delivering` before anything is posted, and every post
 carries a nonce derived from the job, which Discord uses to answer a repeated post (after a crash
-mid-post) with the message it already made. Only the job's owner can be pinged: the client parses
-no mention unless a message names the owner explicitly (`owner_only`).
+mid-post) with the message it already made. The message is recorded in the store as soon as it is
+posted, in a task a stop does not cut short (the bot's close waits for it, within a bound: `settle`),
+and a result recorded as posted is never posted again. Only the job's owner can be pinged: the
+client parses no mention unless a message names the owner explicitly (`owner_only`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from config import Settings
 from media import fit_to_limit
 from progress import Progression
 from store import Generation, Job
-from views import LiveMessage, cancel_view, result_embed, result_view
+from views import LiveMessage, cancel_view, jump_url, result_embed, result_view
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +81,13 @@ class Delivery:
         self._live: dict[int, LiveMessage] = {}
         self._progress: dict[int, Progression] = {}
         self._tickers: dict[int, asyncio.Task[None]] = {}
+        self._posting: set[asyncio.Task[Any]] = set()  # results being posted and recorded
+
+    async def settle(self) -> None:
+        """Wait for the results being posted to be posted and recorded (the caller bounds the wait;
+        one cut short leaves its job `delivering`, posted again with the same nonce next start)."""
+        if self._posting:
+            await asyncio.gather(*self._posting, return_exceptions=True)
 
     def close(self) -> None:
         for live in self._live.values():
@@ -185,6 +194,28 @@ class Delivery:
         if not kinds.from_discord(job.channel_id):
             await self._bot.api_job_ended(job, generation, None)
             return None, []
+        if generation.message_id is not None:  # posted and recorded by a run that stopped before the job ended
+            log.info("result_already_posted", job_id=job.id, message_id=generation.message_id)
+            message_id, urls = generation.message_id, list(generation.attachment_urls)
+        else:
+            posting = asyncio.create_task(self._post_result(job, generation, files))
+            self._posting.add(posting)
+            posting.add_done_callback(self._posting.discard)
+            message_id, urls = await asyncio.shield(posting)  # a stop lets it finish (settle)
+        result_channel = kinds.result_channel(job.request, job.channel_id)
+        if result_channel != job.channel_id:  # posted in the age-restricted channel: say where
+            live = self._forget(job)
+            link = jump_url({"guild_id": job.guild_id, "channel_id": result_channel, "message_id": message_id})
+            await self._quietly(live.finish(content=wording.ready_elsewhere(job.kind, job.user_id, result_channel,
+                                                                            link),
+                                            attachments=[], embeds=[], view=None,
+                                            allowed_mentions=owner_only(job)))
+        else:
+            await self._remove_progress(job)
+        return message_id, urls
+
+    async def _post_result(self, job: Job, generation: Generation, files: list[Path]) -> tuple[int, list[str]]:
+        """Post the result's messages and record the first one in the store; its id and the files' URLs."""
         limit = int(job.request.get("upload_limit") or self._settings.upload_limit)
         fitted = [await fit_to_limit(path, limit) for path in files]
         try:
@@ -207,14 +238,7 @@ class Delivery:
             for path, original in zip(fitted, files):
                 if path != original:
                     await asyncio.to_thread(path.unlink, missing_ok=True)
-        if kinds.result_channel(job.request, job.channel_id) != job.channel_id:  # posted in the age-restricted channel: say where
-            live = self._forget(job)
-            await self._quietly(live.finish(content=wording.ready_elsewhere(job.kind, job.user_id, message.channel.id,
-                                                                            message.jump_url),
-                                            attachments=[], embeds=[], view=None,
-                                            allowed_mentions=owner_only(job)))
-        else:
-            await self._remove_progress(job)
+        await self._bot.store.set_generation_message(generation.id, message.id, urls)
         return message.id, urls
 
     async def job_failed(self, job: Job, reason: str) -> None:

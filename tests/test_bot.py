@@ -65,7 +65,7 @@ async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_pa
     upscaled = await result_of(discord_fake, click)
     assert image_size(upscaled.attachments[0]) == (192, 128)
     assert custom_ids(upscaled) == ["cf:anim:2:0", "cf:fav:2", "cf:del:2", "cf:report:2"]
-    assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "✅ <@6001>, your upscale is ready."
+    assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "✅ <@6001>, your upscaled image is ready."
     animate = await discord_fake.click(upscaled.id, "cf:anim:2:0")
     video = await result_of(discord_fake, animate)
     (attachment,) = video.attachments
