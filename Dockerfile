@@ -3,7 +3,8 @@
 # Stage 1 builds a virtualenv from requirements.txt (every dependency ships a wheel for
 # CPython 3.11, so no compiler and no apt); stage 2 is the slim runtime: the venv, the app,
 # a non-root user, /data and /outputs as volumes, and the web app (gallery, /metrics,
-# /healthz, /readyz) on port 8080.
+# /healthz, /readyz) on port 8080. Nothing in the running image can install packages: pip,
+# setuptools and wheel are removed from the venv and from the base image's interpreter.
 
 FROM python:3.11-slim-bookworm AS builder
 
@@ -16,7 +17,8 @@ ENV PATH="/opt/venv/bin:${PATH}"
 
 # Only the requirements first: this layer is rebuilt when they change, not when the code does.
 COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt \
+    && python -m pip uninstall --yes --quiet pip setuptools wheel
 
 
 FROM python:3.11-slim-bookworm AS runtime
@@ -30,7 +32,9 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     WEB_PORT=8080 \
     LOG_JSON=true
 
-RUN groupadd --system --gid 10001 bot \
+RUN /usr/local/bin/python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && rm -rf /usr/local/lib/python3.11/ensurepip \
+    && groupadd --system --gid 10001 bot \
     && useradd --system --uid 10001 --gid bot --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin bot \
     && mkdir -p /data /outputs \

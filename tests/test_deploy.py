@@ -248,6 +248,38 @@ def test_apt_is_used_cleanly(dockerfile):
             assert "rm -rf /var/lib/apt/lists" in instruction.args, f"{instruction}: clean apt's lists"
 
 
+PACKAGING = ("pip", "setuptools", "wheel")
+
+
+def uninstalls_packaging(instruction: Instruction) -> bool:
+    """A RUN that removes pip, setuptools and wheel from the interpreter it runs (`python -m pip
+    uninstall --yes pip setuptools wheel`)."""
+    for command in re.split(r"&&|;", instruction.args):
+        words = command.split()
+        if "uninstall" in words and ("--yes" in words or "-y" in words) and set(PACKAGING) <= set(words):
+            return True
+    return False
+
+
+def test_the_image_carries_no_pip_or_setuptools_at_run_time(dockerfile, final):
+    """Nothing in the running image can install packages: the venv the runtime copies had pip, setuptools
+    and wheel removed after the requirements were installed, and the runtime's own interpreter (the base
+    image's) has them and ensurepip's bundled copies removed before USER."""
+    all_stages = stages(dockerfile)
+    names = [stage_name(stage) for stage in all_stages]
+    copied = {i.flags_and_words()[0].get("from") for i in final if i.keyword == "COPY"} - {None}
+    assert copied == {names[0]}, "the runtime copies only from the builder"
+    builder = all_stages[0]
+    install = next(i for i in builder if i.keyword == "RUN" and "pip install" in i.args)
+    assert any(uninstalls_packaging(i) and i.line >= install.line for i in builder if i.keyword == "RUN"), \
+        "the builder removes pip, setuptools and wheel from the venv after installing the requirements"
+    user = next(i for i in final if i.keyword == "USER")
+    runs = [i for i in final if i.keyword == "RUN" and i.line < user.line]
+    assert any(uninstalls_packaging(i) for i in runs), "the runtime removes the base image's pip, setuptools and wheel"
+    assert any(re.search(r"rm -rf \S*/ensurepip\b", i.args) for i in runs), "and ensurepip, which could bring pip back"
+    assert not [i for i in final if i.keyword == "RUN" and i.line > user.line and "pip" in i.args]
+
+
 def test_requirements_are_installed_before_the_code_is_copied(dockerfile):
     all_stages = stages(dockerfile)
     installs = [(n, i) for n, stage in enumerate(all_stages) for i in stage
