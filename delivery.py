@@ -254,8 +254,8 @@ class Delivery:
             return
         live = self._forget(job)
         if job.message_id is not None:
-            await self._quietly(live.finish(content=wording.cancelled(by_user_id), attachments=[], embeds=[],
-                                            view=None))
+            said = wording.cancelled(by_user_id, job.kind, str(job.request.get("prompt") or ""))
+            await self._quietly(live.finish(content=said, attachments=[], embeds=[], view=None))
 
     async def _post(self, job: Job, part: int, *, quiet: bool = False, channel_id: int | None = None,
                     **content: Any) -> discord.Message:

@@ -121,8 +121,10 @@ def starting(kind: str) -> str:
     return f"{EMOJI['waiting']} Starting: your {noun(kind)} is next on the GPU."
 
 
-def cancelled(by_user_id: int) -> str:
-    return f"{EMOJI['cancelled']} Cancelled by <@{by_user_id}>."
+def cancelled(by_user_id: int, kind: str = "", prompt: str = "") -> str:
+    """The job's message once it is cancelled: which job, and who cancelled it."""
+    what = f"{noun(kind)} of “{clip(' '.join(prompt.split()), 60)}”" if prompt.strip() else noun(kind)
+    return f"{EMOJI['cancelled']} Cancelled by <@{by_user_id}>: the {what}."
 
 
 def result_noun(kind: str, count: int = 1) -> str:

@@ -69,7 +69,7 @@ async def test_upscale_all_is_one_job_with_every_image_of_the_batch(comfy, disco
         "generate", {"prompt": "four cups", "batch": 4, "width": 96, "height": 64}))
     click = await discord_fake.click(batch.id, "cf:more:1", values=["all:4"], user_id="6001", username="bob")
     upscaled = await result_of(discord_fake, click, timeout=15)
-    assert upscaled.content == "✅ <@6001>, your upscales are ready."
+    assert upscaled.content == "✅ <@6001>, your upscaled images are ready."
     assert upscaled.embeds[0]["title"] == "Upscaled 4x: 4 images"
     assert [image_size(attachment) for attachment in upscaled.attachments] == [(384, 256)] * 4
     assert [attachment["filename"] for attachment in upscaled.attachments] == [

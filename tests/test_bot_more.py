@@ -56,7 +56,7 @@ async def test_running_job_shows_the_latest_preview_then_only_the_result(comfy, 
     assert preview["data"].startswith(JPEG_SIGNATURE)
     assert Image.open(io.BytesIO(preview["data"])).format == "JPEG"
     content = edit["json"]["content"]
-    assert re.fullmatch(r"🎨 Drawing \(step \d+ of 10\), \d+ s so far(, about \d+ s left)?\.", content.splitlines()[0]), \
+    assert re.fullmatch(r"🎨 Drawing \(step \d+ of 10\), \d+ s so far(, about \d+ s left\.|, finishing…|\.)", content.splitlines()[0]), \
         content
     assert re.fullmatch(r"`[█░]+` \d+%", content.splitlines()[1]), content
     assert "KSampler" not in content

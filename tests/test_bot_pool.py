@@ -77,13 +77,13 @@ async def test_cancel_button_for_the_owner_a_moderator_and_nobody_else(comfies, 
     own = await reply_to(discord_fake, await discord_fake.click(mine.id, f"cf:cancel:{mine_id}"))
     assert own.ephemeral and own.content == "Cancelled: it left the queue before it started."
     shown = await discord_fake.wait_for_message(lambda m: m.id == mine.id and "Cancelled" in m.content)
-    assert shown.content == f"🚫 Cancelled by <@{ALICE}>." and shown.custom_ids == []
+    assert shown.content == f"🚫 Cancelled by <@{ALICE}>: the image of “mine”." and shown.custom_ids == []
 
     by_mod = await reply_to(discord_fake, await discord_fake.click(
         moderated.id, f"cf:cancel:{moderated_id}", user_id=CAROL, username="carol", permissions=MANAGE_MESSAGES))
     assert by_mod.ephemeral and by_mod.content == "Cancelled: it left the queue before it started."
     shown = await discord_fake.wait_for_message(lambda m: m.id == moderated.id and "Cancelled" in m.content)
-    assert shown.content == f"🚫 Cancelled by <@{CAROL}>." and shown.mentions == []
+    assert shown.content == f"🚫 Cancelled by <@{CAROL}>: the image of “moderated”." and shown.mentions == []
 
     assert [(await bot.store.get_job(job_id)).state for job_id in (mine_id, moderated_id)] == ["cancelled", "cancelled"]
     comfy.resume()

@@ -131,7 +131,7 @@ async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
                               "Cancelled: it was taken out of RunPod's queue before it started.")
     assert any(entry["method"] == "POST" and "/cancel/" in entry["path"] for entry in runpod.requests)
     shown = await discord_fake.wait_for_message(lambda m: m.id == progress and m.content.startswith("🚫"), timeout=10)
-    assert shown.content == "🚫 Cancelled by <@5001>."
+    assert shown.content == "🚫 Cancelled by <@5001>: the image of “never mind”."
 
 
 async def test_a_runpod_job_that_was_running_at_the_restart_is_delivered_once(runpod, discord_fake, running,
