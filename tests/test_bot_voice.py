@@ -118,7 +118,7 @@ async def test_a_preset_no_server_has_is_not_offered(comfy, discord_fake, runnin
     refused = await discord_fake.slash("generate", {"prompt": "x", "model": "ghost"})
     await refused.wait_acked(3)
     assert discord_fake.messages[refused.original_message_id].content == \
-        "There is no model called `ghost`. Choose one of: `sdxl`."
+        "The model `ghost` is not available on this server right now. Models you can use: `sdxl`."
     help_ = await discord_fake.slash("help")
     await help_.wait_acked(3)
     usage = discord_fake.messages[help_.original_message_id].embeds[0]["description"]
@@ -244,7 +244,8 @@ async def test_the_apps_menu_works_on_anyones_image(comfy, discord_fake, running
 
 
 async def test_zoom_out_pads_the_image_and_fills_the_border_after_its_prompt(comfy, discord_fake, running, tmp_path):
-    await running.start(bot_settings(tmp_path, comfy.url, max_width=160, max_height=160))
+    await running.start(bot_settings(tmp_path, comfy.url, max_width=160, max_height=160,
+                                     default_width=64, default_height=64))
     first = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "a lighthouse", "width": 64, "height": 64}))
     zoomed = await result_of(discord_fake, await discord_fake.click(first.id, "cf:zoom:1:0"), timeout=15)
