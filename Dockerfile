@@ -43,9 +43,17 @@ RUN /usr/local/bin/python -m pip uninstall --yes --quiet pip setuptools wheel \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# The app: every top-level module, the web app (templates, CSS), the workflow sets and the
-# built-in styles. Owned by root and read-only to the bot; it writes only to /data and /outputs.
+# The app: the top-level modules, every area's package (the web app with its templates and CSS),
+# the workflow sets and the built-in styles. Owned by root and read-only to the bot; it writes only
+# to /data and /outputs.
 COPY *.py styles.toml ./
+COPY backends/ ./backends/
+COPY cogs/ ./cogs/
+COPY comfy/ ./comfy/
+COPY jobs/ ./jobs/
+COPY results/ ./results/
+COPY store/ ./store/
+COPY ui/ ./ui/
 COPY web/ ./web/
 COPY workflows/ ./workflows/
 RUN python -m compileall -q /app

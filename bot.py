@@ -21,38 +21,38 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-import kinds
-import lifecycle
+from jobs import kinds
+from cogs import lifecycle
 import logs
 import tasks
-import wording
-from actions import ImageActions
-from admin import Admin
-from admin_panel import BotPanel
-from api_service import BotApi
-from comfy_types import ComfyError
-from comfyui import ComfyClient
+from jobs import wording
+from cogs.images import ImageActions
+from cogs.admin import Admin
+from web.panel import BotPanel
+from web.service import BotApi
+from comfy.types import ComfyError
+from comfy.client import ComfyClient
 from config import Settings, load_settings
-from creative import CreativeControls
-from delivery import TOKEN_LIFETIME, Delivery
-from help_pages import HelpSelect
-from history import ITEMS as HISTORY_ITEMS, History, HistoryActions
+from cogs.creative import CreativeControls
+from ui.delivery import TOKEN_LIFETIME, Delivery
+from cogs.help import HelpSelect
+from cogs.history import ITEMS as HISTORY_ITEMS, History, HistoryActions
 from image_gen import RequestError
 from metrics import Metrics, watch_loop
-from outputs import OutputFolder
-from pool import open_backends
-from preferences import ModelPick, Preferences
+from results.folder import OutputFolder
+from backends.pool import open_backends
+from cogs.preferences import ModelPick, Preferences
 from safe_text import clip
-from scheduler import QueueFull, Scheduler
-from service import ServiceControls
-from slash_commands import make_commands
+from jobs.scheduler import QueueFull, Scheduler
+from jobs.limits import ServiceControls
+from cogs.generate import make_commands
 from store import Job, Store
-from views import DYNAMIC_ITEMS
+from ui.views import DYNAMIC_ITEMS
 from web.api import file_urls
 from web.app import WebServer
 from web.thumbs import Thumbnails
-from webhooks import WebhookSender
-from workflows import WorkflowError, load_set, validate
+from web.webhooks import WebhookSender
+from comfy.workflows import WorkflowError, load_set, validate
 
 log = structlog.get_logger("bot")
 ITEMS = (*DYNAMIC_ITEMS, *HISTORY_ITEMS, ModelPick, HelpSelect)  # every restart-proof button and menu
@@ -143,7 +143,7 @@ class ComfyBot(ImageActions, CreativeControls, HistoryActions, ServiceControls, 
 
     async def _validate_workflows(self, workflows) -> None:
         """Tell the operator early when a workflow does not fit the server; the bot runs either way."""
-        from check import workflow_values
+        from jobs.check import workflow_values
 
         for client in self.clients:
             if hasattr(client, "log_start_check"):  # RunPod: no node list to validate against
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_json, secrets=settings.secrets())
     if args.command == "check":
-        from check import run_check
+        from jobs.check import run_check
 
         return asyncio.run(run_check(settings, smoke=args.smoke))
     if settings.discord_token is None:

@@ -17,8 +17,8 @@ from typing import Any
 from PIL import Image
 
 from config import Settings
-from styles import Style, apply as apply_style
-from runner import Engine, EventHandler, JobResult, run_workflow
+from jobs.styles import Style, apply as apply_style
+from backends.runner import Engine, EventHandler, JobResult, run_workflow
 
 SEED_LIMIT = 2**53  # seeds stay exact in JSON and in Discord's embeds
 UPSCALE_FACTORS = (2, 4, 8)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from web.links import TOKEN_LENGTH
+from links import TOKEN_LENGTH
 
 MASK = "***"
 QUIET = ("websockets", "websockets.client", "discord.http", "discord.gateway", "discord.webhook.async_",

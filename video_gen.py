@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from image_gen import RequestError, resolve_seed, upload
-from runner import Engine, EventHandler, JobResult, run_workflow
+from backends.runner import Engine, EventHandler, JobResult, run_workflow
 
 MAX_SIDE = 1024  # video models work at about this size; larger inputs are scaled down
 MULTIPLE = 8  # latent video models and H.264 both want sides divisible by 8 (H.264: by 2)

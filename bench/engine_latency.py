@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 import logs  # noqa: E402
-from comfyui import ComfyClient  # noqa: E402
+from comfy.client import ComfyClient  # noqa: E402
 from config import Settings  # noqa: E402
 from image_gen import ImageRequest, text_to_image  # noqa: E402
-from outputs import OutputFolder  # noqa: E402
-from runner import Engine  # noqa: E402
+from results.folder import OutputFolder  # noqa: E402
+from backends.runner import Engine  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI  # noqa: E402
-from workflows import load_set  # noqa: E402
+from comfy.workflows import load_set  # noqa: E402
 
 
 def png_of_about(size: int) -> bytes:

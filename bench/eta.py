@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eta import Estimates  # noqa: E402
+from jobs.eta import Estimates  # noqa: E402
 
 SERVERS = {"gpu1": 0.05, "gpu2": 0.08, "gpu3": 0.12, "gpu4": 0.2}  # seconds per step at 512 x 512 on sd15
 MODELS = {"sd15": 1.0, "sdxl": 2.5}

@@ -34,11 +34,11 @@ from PIL import Image  # noqa: E402
 import logs  # noqa: E402
 from bench.engine_latency import percentile  # noqa: E402
 from config import Settings  # noqa: E402
-from contact_sheet import contact_sheet  # noqa: E402
+from ui.contact_sheet import contact_sheet  # noqa: E402
 from store import Store  # noqa: E402
-from store_gallery import Query  # noqa: E402
+from store.gallery import Query  # noqa: E402
 from web.app import PAGE_SIZE, WebServer  # noqa: E402
-from web.links import sign  # noqa: E402
+from links import sign  # noqa: E402
 from web.thumbs import Thumbnails  # noqa: E402
 
 OWNER, GUILD = 111, 222

@@ -128,8 +128,8 @@ async def main(commands: int) -> None:
 def composing(rounds: int = 2000) -> None:
     """The prompt's flags and the request composed from them, as every /generate does before it queues:
     a 1,500-character prompt with eight flags, and 10,000 characters of dashes (the worst case)."""
-    from compose import compose
-    from styles import SHIPPED, load
+    from jobs.compose import compose
+    from jobs.styles import SHIPPED, load
 
     settings = Settings(_env_file=None, model_presets={"anime": {"checkpoint": "a.safetensors"}})
     styles = load(SHIPPED)

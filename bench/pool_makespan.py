@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 import logs  # noqa: E402
 from bench.engine_latency import percentile  # noqa: E402
-from comfyui import ComfyClient  # noqa: E402
+from comfy.client import ComfyClient  # noqa: E402
 from config import Settings  # noqa: E402
-from outputs import OutputFolder  # noqa: E402
-from pool import open_backends  # noqa: E402
-from scheduler import Scheduler  # noqa: E402
+from results.folder import OutputFolder  # noqa: E402
+from backends.pool import open_backends  # noqa: E402
+from jobs.scheduler import Scheduler  # noqa: E402
 from store import Job, Store  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI  # noqa: E402
-from workflows import load_set  # noqa: E402
+from comfy.workflows import load_set  # noqa: E402
 
 SPEEDS = (0.040, 0.060, 0.080, 0.120)  # seconds of work per job on each server
 USERS, PER_USER = 20, 10

@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT))
 import logs  # noqa: E402
 from bench.pool_makespan import Recorder, job, teardown  # noqa: E402
 from config import RunPodEndpoint, Settings  # noqa: E402
-from outputs import OutputFolder  # noqa: E402
-from pool import open_backends  # noqa: E402
-from scheduler import Scheduler  # noqa: E402
+from results.folder import OutputFolder  # noqa: E402
+from backends.pool import open_backends  # noqa: E402
+from jobs.scheduler import Scheduler  # noqa: E402
 from store import Store  # noqa: E402
 from tests.fakes.comfyui import FakeComfyUI  # noqa: E402
 from tests.fakes.runpod import FakeRunPod  # noqa: E402
-from workflows import load_set  # noqa: E402
+from comfy.workflows import load_set  # noqa: E402
 
 SPEEDS = (0.040, 0.060, 0.080, 0.120)
 WORKERS, REMOTE_SECONDS = 20, 2.0

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from comfyui import ComfyClient
+from comfy.client import ComfyClient
 from config import Settings
-from outputs import OutputFolder
-from runner import Engine
+from results.folder import OutputFolder
+from backends.runner import Engine
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord import FakeDiscord, discord_log_errors
 
@@ -61,7 +61,7 @@ async def client(comfy):
 
 
 async def make_engine(client: ComfyClient, settings: Settings) -> Engine:
-    from workflows import load_set
+    from comfy.workflows import load_set
 
     outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
     await outputs.open()

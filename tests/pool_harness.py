@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfy_types import Event
-from comfyui import ComfyClient
+from comfy.types import Event
+from comfy.client import ComfyClient
 from config import Settings
-from outputs import OutputFolder
-from pool import Backend, open_backends
-from scheduler import Scheduler
+from results.folder import OutputFolder
+from backends.pool import Backend, open_backends
+from jobs.scheduler import Scheduler
 from store import Generation, Job, Store
 from tests.conftest import TEST_CLIENT, make_settings
 from tests.fakes.comfyui import FakeComfyUI
-from workflows import load_set
+from comfy.workflows import load_set
 
 INSTANCE = "test"
 PROMPT_ID = re.compile(r"^cf[0-9A-Za-z]{0,8}-(\d+)-[0-9a-f]+$")  # cf<instance[:8]>-<job id>-<random>

@@ -12,7 +12,7 @@ import time
 import pytest
 import structlog
 
-import comfyui
+from comfy import client as comfyui
 import logs
 from tests.conftest import make_client, make_settings
 
@@ -135,7 +135,7 @@ async def _send_raw(port: int, data: bytes) -> bytes:
                                   "/g/x?token={gallery}&q={filler}", "/api/v1/generations?key={key}&q={filler}"])
 async def test_a_request_line_too_long_logs_no_link_token(tmp_path, log_text, path):
     from store import Store
-    from web import links
+    import links
     from web.app import WebServer
 
     settings = make_settings(tmp_path, web_secret="log-test-secret")

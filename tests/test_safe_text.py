@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comfy_types import ExecutionFailed, Interrupted, PromptRejected
+from comfy.types import ExecutionFailed, Interrupted, PromptRejected
 from safe_text import clip, server_line, summarize
 
 FRAGMENTS = ["\n", "\r\n", " ", "  \t", ":", "://", "@", "=", "<", ">", "</", "<b>", "<!--", "'", '"',

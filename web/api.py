@@ -27,12 +27,12 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-import webhooks
+from web import webhooks
 from config import MIB, Settings
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH, UPSCALE_FACTORS, ZOOMS, RequestError
-from kinds import KINDS
+from jobs.kinds import KINDS
 from safe_text import clip
-from store_api import ApiKey
+from store.api import ApiKey
 from web import openapi
 
 log = structlog.get_logger(__name__)

@@ -23,11 +23,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from config import Settings
 from store import Generation, Store
-from store_gallery import Query
+from store.gallery import Query
 from web import api as api_routes
 from web import dashboard
 from web.health import Ready, add_routes
-from web.links import LinkError, link_secret, verify
+from links import LinkError, link_secret, verify
 from web.thumbs import VIDEO_SUFFIXES, Thumbnails
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 PAGE_SIZE = 60
 SEARCH_MAX = 200  # characters of a search that count
 HERE = Path(__file__).resolve().parent
-CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+CDN_HOSTS = ("cdn.discordapp.com", "results.media.discordapp.net")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' https://cdn.discordapp.com "
     "https://media.discordapp.net; media-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",

@@ -7,7 +7,7 @@ undrain. `POST /admin/{token}/act` runs one of those actions and answers 303 bac
 the sentence to show in `msg`.
 
 The bot supplies the data and carries out the actions through an `AdminPanel`. Tokens are admin links
-(`web.links.sign_admin`): a gallery link opens no dashboard, and an admin link no gallery. Every form
+(`links.sign_admin`): a gallery link opens no dashboard, and an admin link no gallery. Every form
 carries a CSRF token derived from the link token (`csrf_token`); a POST without it, or with another,
 is refused with a 403 page before the panel is asked anything.
 """
@@ -30,7 +30,7 @@ from config import Settings
 from logs import Redactor
 from safe_text import clip
 from store import Store
-from web.links import LinkError, link_secret, verify_admin
+from links import LinkError, link_secret, verify_admin
 
 log = structlog.get_logger(__name__)
 

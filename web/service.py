@@ -1,0 +1,127 @@
+"""The HTTP API's view of the bot (web/api.py's ApiService): jobs made by other programs go through the
+same checks, queue, fairness and limits as Discord users' jobs. An API key is one person: its jobs are
+stored with user_id = -key id (Discord ids are positive) and no Discord channel (kinds.API_CHANNEL),
+in the key's Discord server, so that server's quotas, blocks and terms apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from jobs import kinds
+from image_gen import area_size
+from results.folder import OutputError
+from jobs.scheduler import QueueFull
+from store import Job
+from web.api import ApiError, LimitReached
+
+log = structlog.get_logger("bot")
+
+IMAGE_KINDS = {name for name, kind in kinds.KINDS.items() if kind.image_input}
+
+
+def person(key: Any) -> int:
+    """The user id an API key's jobs are stored under."""
+    return -int(key.id)
+
+
+class BotApi:
+    def __init__(self, bot: Any) -> None:
+        self.bot = bot  # bot.ComfyBot
+
+    async def submit(self, key: Any, kind: str, request: dict[str, Any], images: dict[str, bytes]) -> dict:
+        bot, settings = self.bot, self.bot.settings
+        request = dict(request)
+        request.setdefault("model", settings.checkpoint)
+        names: list[str] = []
+        try:
+            if kind in IMAGE_KINDS:
+                names = await self._inputs(request, images, kind)
+            refusal = await bot.service_refusal(key.guild_id, person(key), request,
+                                                int(request.get("batch") or 1))
+            if refusal is not None:
+                raise LimitReached(refusal[:1].upper() + refusal[1:] + ".")
+            request["upload_limit"] = settings.upload_limit
+            job = await bot.scheduler.submit(Job(
+                id=None, kind=kind, user_id=person(key), channel_id=kinds.API_CHANNEL, guild_id=key.guild_id,
+                request=request))
+        except QueueFull as error:
+            self._release(names)
+            raise LimitReached(str(error), retry_after=30) from None
+        except BaseException:
+            self._release(names)
+            raise
+        await bot.store.add_api_job(key.id, job.id)
+        log.info("api_job_started", job_id=job.id, key_id=key.id, kind=kind)
+        return {"id": job.id, "state": job.state, "position": bot.scheduler.position(job.id)}
+
+    async def _inputs(self, request: dict[str, Any], images: dict[str, bytes], kind: str) -> list[str]:
+        """The image (and mask) as /edit takes them: read by content, upright, fitted to the limits."""
+        bot, settings = self.bot, self.bot.settings
+        raw = await bot.outputs.save_bytes("api-input", images["image"], max_bytes=settings.download_limit)
+        try:
+            raw_mask = await bot.outputs.save_bytes("api-mask", images["mask"], max_bytes=settings.download_limit) \
+                if "mask" in images else None
+        except BaseException:
+            await bot.outputs.discard(raw)
+            raise
+        try:
+            name, size, masked = await bot.prepared_input(raw, raw_mask)
+        except (OutputError, ValueError) as error:
+            raise ApiError(400, "bad_image", f"The image cannot be used: {error}", field="image") from None
+        request["input"] = name
+        if kind == "inpaint" and masked is None:
+            self._release([name])
+            raise ApiError(400, "bad_mask", "Inpainting needs a mask, or an image with transparent parts.",
+                           field="mask")
+        if kind == "inpaint":
+            request["mask"] = masked
+        elif masked is not None:
+            self._release([masked])  # only inpainting uses a mask
+        names = [name, *([masked] if kind == "inpaint" else [])]
+        if kind == "controlnet":
+            if not request.get("width") or not request.get("height"):
+                request["width"], request["height"] = area_size(size, settings.default_width * settings.default_height,
+                                                                settings.max_width, settings.max_height)
+        else:
+            request["width"], request["height"] = size
+        return names
+
+    def _release(self, names: list[str]) -> None:
+        for name in names:
+            self.bot.outputs.release(self.bot.settings.outputs_dir / name)
+
+    async def get(self, key: Any, job_id: int) -> dict | None:
+        job = await self._own(key, job_id)
+        if job is None:
+            return None
+        generation = await self.bot.store.get_generation(job.generation_id) if job.generation_id else None
+        return {"id": job.id, "kind": job.kind, "state": job.state, "position": self.bot.scheduler.position(job.id),
+                "error": job.error, "files": len(generation.files) if generation is not None else 0,
+                "settings": job.request, "created_at": job.created_at, "updated_at": job.updated_at}
+
+    async def cancel(self, key: Any, job_id: int) -> dict | None:
+        job = await self._own(key, job_id)
+        if job is None:
+            return None
+        await self.bot.scheduler.cancel(job_id, person(key), by=f"the API key {key.name!r}")
+        return await self.get(key, job_id)
+
+    async def list(self, key: Any, limit: int, before: int | None) -> list[dict]:
+        found = [await self.get(key, job_id) for job_id in await self.bot.store.api_job_ids(key.id, limit, before)]
+        return [item for item in found if item is not None]
+
+    async def file(self, key: Any, job_id: int, index: int) -> Path | None:
+        job = await self._own(key, job_id)
+        generation = await self.bot.store.get_generation(job.generation_id) if job and job.generation_id else None
+        if generation is None or not 0 <= index < len(generation.files):
+            return None
+        return self.bot.settings.outputs_dir / generation.files[index]
+
+    async def _own(self, key: Any, job_id: int) -> Job | None:
+        if await self.bot.store.api_job_key(job_id) != key.id:
+            return None
+        return await self.bot.store.get_job(job_id)
