@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from store.records import GENERATION_COLUMNS, Generation, record
+
 MIGRATION = """
 ALTER TABLE generations ADD COLUMN deleted_at REAL;
 CREATE INDEX generations_by_owner ON generations (user_id, guild_id, created_at) WHERE deleted_at IS NULL;
@@ -50,7 +52,7 @@ class Query:
 class GalleryStore:
     """The methods store.Store gains for history, favorites and deletion."""
 
-    async def find_generations(self, query: Query, *, offset: int = 0, limit: int = 9) -> tuple[list[Any], int]:
+    async def find_generations(self, query: Query, *, offset: int = 0, limit: int = 9) -> tuple[list[Generation], int]:
         """A page of the results `query` matches, newest first, never deleted ones; and how many match."""
         return await self._run(_find, query, offset, limit)
 
@@ -90,9 +92,7 @@ def match_expression(text: str) -> str | None:
     return " ".join(quoted)
 
 
-def _find(db: sqlite3.Connection, query: Query, offset: int, limit: int) -> tuple[list[Any], int]:
-    from store.core import _GENERATION_COLUMNS, Generation, _record
-
+def _find(db: sqlite3.Connection, query: Query, offset: int, limit: int) -> tuple[list[Generation], int]:
     where = ["user_id = ?", "guild_id IS ?", "deleted_at IS NULL"]
     args: list[Any] = [query.user_id, query.guild_id]
     if query.kind:
@@ -118,9 +118,9 @@ def _find(db: sqlite3.Connection, query: Query, offset: int, limit: int) -> tupl
         return [], 0  # only punctuation: nothing can match
     clause = " AND ".join(where)
     total = db.execute(f"SELECT COUNT(*) FROM generations WHERE {clause}", args).fetchone()[0]
-    rows = db.execute(f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE {clause} "
+    rows = db.execute(f"SELECT {GENERATION_COLUMNS} FROM generations WHERE {clause} "
                       "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
-    return [_record(Generation, row) for row in rows], total
+    return [record(Generation, row) for row in rows], total
 
 
 def _set_favorite(db: sqlite3.Connection, user_id: int, generation_id: int, on: bool) -> None:

@@ -1,4 +1,5 @@
-"""Tests for store.py: every claim is checked against what is in the database file."""
+"""Tests for the store's engine and its jobs and generations (store/engine.py, store/jobs.py): every claim
+is checked against what is in the database file."""
 
 import asyncio
 import json
@@ -12,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from store import core as store
-from store import ACTIVE_STATES, JOB_STATES, Generation, Job, Store, StoreError
+from store import ACTIVE_STATES, JOB_STATES, Generation, Job, LimitReached, Store, StoreError, engine
 
-LATEST = len(store._MIGRATIONS)
+LATEST = len(engine._MIGRATIONS)
 
 # Migration 1 as it shipped, typed out again so that the upgrade test starts from the real
-# first schema even if someone edits migration 1 (which must never change) in store.py.
+# first schema even if someone edits migration 1 (which must never change) in store/engine.py.
 VERSION_1 = """
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, user_id INTEGER NOT NULL,
@@ -165,7 +165,7 @@ async def test_a_failing_migration_changes_nothing(
     path.parent.mkdir()
     execute(path, VERSION_1)
     broken = "CREATE TABLE extra (x); CREATE TABLE jobs (x);"  # the second statement fails
-    monkeypatch.setattr(store, "_MIGRATIONS", (*store._MIGRATIONS, broken))
+    monkeypatch.setattr(engine, "_MIGRATIONS", (*engine._MIGRATIONS, broken))
     before = schema(path)
 
     with pytest.raises(StoreError, match="table jobs already exists"):
@@ -431,7 +431,7 @@ async def test_the_active_job_limit_holds_for_a_burst_of_concurrent_inserts(db: 
     async def attempt() -> bool:
         try:
             await db.add_job(make_job(), active_limit=3)
-        except store.LimitReached as refused:
+        except LimitReached as refused:
             assert refused.count == 3
             return False
         return True
