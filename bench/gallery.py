@@ -37,7 +37,8 @@ from config import Settings  # noqa: E402
 from ui.contact_sheet import contact_sheet  # noqa: E402
 from store import Store  # noqa: E402
 from store.gallery import Query  # noqa: E402
-from web.app import PAGE_SIZE, WebServer  # noqa: E402
+from web.app import WebServer  # noqa: E402
+from web.gallery import PAGE_SIZE  # noqa: E402
 from links import sign  # noqa: E402
 from web.thumbs import Thumbnails  # noqa: E402
 

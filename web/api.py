@@ -2,97 +2,50 @@
 the same queue as the bot's Discord users, follow them, fetch their files and get webhooks.
 
 Every route but `GET /api/v1/openapi.json` needs `Authorization: Bearer <key>`, a key a server admin made
-(store_api.py): a missing, unknown or revoked key is 401. A key sees only the generations it started:
+(store/api.py): a missing, unknown or revoked key is 401. A key sees only the generations it started:
 another key's is 404, exactly as one that does not exist. Errors are JSON,
 `{"error": {"code": "...", "message": "A sentence.", "field": "width"}}` (field only when one is wrong),
 with the status that fits: 400 bad input, 401, 404, 405, 409, 410, 413 a body over BODY_LIMIT, 429 over
 the key's limits (with Retry-After), 503 when the bot cannot take jobs.
 
 The routes talk to the bot only through an `ApiService` (bot.py implements it; the tests fake it).
-The document of it all is web/openapi.py, served at /api/v1/openapi.json.
+Beside this module: web/api_fields.py checks a generation request's fields, web/api_views.py makes the
+JSON view of a generation, web/api_errors.py the JSON errors. The document of it all is web/openapi.py,
+served at /api/v1/openapi.json.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
-import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 
-from web import webhooks
 from config import MIB, Settings
-from image_gen import CONTROL, SEED_LIMIT, STRENGTH, UPSCALE_FACTORS, ZOOMS, RequestError
+from image_gen import RequestError
 from jobs.kinds import KINDS
 from safe_text import clip
 from store.api import ApiKey
-from web import openapi
+from web import openapi, webhooks
+from web.api_errors import NO_STORE, ApiError, InvalidField, json_response
+from web.api_fields import parse_request, request_error, request_fields
+from web.api_views import API, generation_view, position
 
 log = structlog.get_logger(__name__)
 
-API = "/api/v1"
 BODY_LIMIT = 25 * MIB  # bytes of a request body
-IMAGE_LIMIT = 16 * MIB  # bytes of one decoded image
 SMALL_BODY = 64 * 1024  # bytes of a body that holds no image
 OFF_LOOP = 256 * 1024  # bytes of a body from which it is decoded in a thread
-PROMPT_MAX = 1500  # characters, as in Discord
-NAME_MAX = 100  # characters of a model, style, sampler, scheduler or control type name
-LORAS_MAX = 3
 LIST_DEFAULT, LIST_MAX = 20, 100
-ERROR_MAX = 500  # characters of a generation's error sentence
 BURST, PER_SECOND = 60, 2.0  # requests per key: this many at once, refilled at this rate
-NO_STORE = {"Cache-Control": "no-store"}
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                  ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm"}
 _MAX_ID = openapi.MAX_ID
-
-
-class ApiError(Exception):
-    """A request the API refuses: becomes {"error": {"code", "message", "field"?}} with `status`.
-
-    The ApiService raises these (or the subclasses below) to refuse a job in words."""
-
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 retry_after: float | None = None, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, _sentence(message), field
-        self.headers = dict(headers or {})
-        if retry_after is not None:
-            self.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-
-    def response(self) -> web.Response:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return _json({"error": error}, self.status, headers=self.headers)
-
-
-class InvalidField(ApiError):
-    """400: a request field is wrong; `message` says how ("width must be at most 2048")."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(400, "invalid_field", message, field=field)
-
-
-class LimitReached(ApiError):
-    """429: the key's limits are reached (its active jobs, its server's quota, ...)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(429, "limit_reached", message, retry_after=retry_after or 60)
-
-
-class Unavailable(ApiError):
-    """503: the bot cannot take jobs now (paused, no ComfyUI server up, shutting down)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(503, "unavailable", message, retry_after=retry_after or 30)
 
 
 class ApiService(Protocol):
@@ -130,160 +83,6 @@ class ApiService(Protocol):
         """The path of result file `index` of the key's generation `job_id` (inside OUTPUTS_DIR; it may no
         longer exist), or None when there is no such generation or file."""
         ...
-
-
-# --- the request fields ------------------------------------------------------------------------
-
-SAMPLING = tuple(name for name, kind in KINDS.items() if "prompt" in kind.shown)
-IMAGE_KINDS = tuple(name for name, kind in KINDS.items() if kind.image_input)
-PROMPT_OPTIONAL = ("outpaint",)  # zooming out may go without a prompt
-
-
-def _of(*names: str) -> tuple[str, ...]:
-    return tuple(name for name in names if name in KINDS)
-
-
-def request_fields(settings: Settings) -> list[openapi.RequestField]:
-    """The fields of `POST /api/v1/generations` with this bot's limits (kind aside)."""
-    field = openapi.RequestField
-    prompted = tuple(name for name in SAMPLING if name not in PROMPT_OPTIONAL)
-    low, high, _ = STRENGTH
-    return [
-        field("prompt", "string", "What to draw.", SAMPLING, prompted, max_length=PROMPT_MAX),
-        field("negative_prompt", "string", "What to avoid.", SAMPLING, max_length=PROMPT_MAX),
-        field("width", "integer", "Width in pixels.", _of("txt2img", "controlnet"), minimum=64,
-              maximum=settings.max_width),
-        field("height", "integer", "Height in pixels.", _of("txt2img", "controlnet"), minimum=64,
-              maximum=settings.max_height),
-        field("steps", "integer", "Sampling steps.", SAMPLING, minimum=1, maximum=settings.max_steps),
-        field("cfg", "number", "How closely to follow the prompt.", SAMPLING, minimum=0, maximum=30),
-        field("seed", "integer", "The same seed and settings give the same image; left out, a random one.",
-              (*SAMPLING, *_of("animate")), minimum=0, maximum=SEED_LIMIT - 1),
-        field("batch", "integer", "Images in one generation.", _of("txt2img", "controlnet"), minimum=1,
-              maximum=settings.max_batch),
-        field("model", "string", "One of the operator's model presets (/models in Discord).", SAMPLING,
-              max_length=NAME_MAX),
-        field("style", "string", "A style name: built in, or saved on the key's server.", SAMPLING,
-              max_length=NAME_MAX),
-        field("sampler", "string", "A sampler the servers have; left out, the workflow's own.", SAMPLING,
-              max_length=NAME_MAX),
-        field("scheduler", "string", "A noise schedule the servers have; left out, the workflow's own.", SAMPLING,
-              max_length=NAME_MAX),
-        field("loras", "loras", f"Up to {LORAS_MAX} LoRA files the servers have, each with a strength.", SAMPLING,
-              maximum=LORAS_MAX),
-        field("strength", "number", "How much of the image is redrawn.", _of("img2img", "inpaint"), minimum=low,
-              maximum=high),
-        field("factor", "integer", "How many times larger.", _of("upscale"), _of("upscale"),
-              choices=UPSCALE_FACTORS),
-        field("zoom", "number", "How far to zoom out.", _of("outpaint"), choices=ZOOMS),
-        field("control_type", "string", "What to follow in the control image: canny, or another type the bot "
-              "offers.", _of("controlnet"), max_length=NAME_MAX),
-        *(field(f"control_{name}", "number", f"ControlNet {name} (default {default:g}).", _of("controlnet"),
-                minimum=least, maximum=most) for name, (least, most, default) in CONTROL.items()),
-        field("image", "base64", "The image to start from (for controlnet: the control image).", IMAGE_KINDS,
-              IMAGE_KINDS, max_length=IMAGE_LIMIT),
-        field("mask", "base64", "White where the image is redrawn, black where it stays.", _of("inpaint"),
-              _of("inpaint"), max_length=IMAGE_LIMIT),
-    ]
-
-
-def parse_request(body: Any, fields: list[openapi.RequestField]) -> tuple[str, dict[str, Any], dict[str, bytes]]:
-    """(kind, checked request values, decoded images) of a `POST /api/v1/generations` body; InvalidField
-    naming the first wrong field, or ApiError 413 for an image over its limit."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "The body must be a JSON object")
-    by_name = {spec.name: spec for spec in fields}
-    kind = body.get("kind", openapi.DEFAULT_KIND)
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise InvalidField("kind", f"kind must be one of {', '.join(KINDS)}")
-    for name in body:
-        if name != "kind" and name not in by_name:
-            raise InvalidField(str(name)[:50], f"{clip(name, 50)} is not a field of this API")
-    request: dict[str, Any] = {}
-    images: dict[str, bytes] = {}
-    for spec in fields:
-        value = body.get(spec.name)
-        if value is None:
-            if kind in spec.required_for:
-                raise InvalidField(spec.name, f"{spec.name} is needed for {kind}")
-            continue
-        if kind not in spec.kinds:
-            raise InvalidField(spec.name, f"{spec.name} is not taken by {kind} (only by {', '.join(spec.kinds)})")
-        if spec.type == "base64":
-            images[spec.name] = _image(spec, value)
-        else:
-            request[spec.name] = _value(spec, value)
-            if spec.name == "prompt" and kind in spec.required_for and not value.strip():
-                raise InvalidField("prompt", "prompt must not be empty")
-    return kind, request, images
-
-
-def _value(spec: openapi.RequestField, value: Any) -> Any:
-    name = spec.name
-    if spec.type == "string":
-        if not isinstance(value, str):
-            raise InvalidField(name, f"{name} must be a string")
-        if spec.max_length is not None and len(value) > spec.max_length:
-            raise InvalidField(name, f"{name} must be at most {spec.max_length} characters")
-        return value
-    if spec.type == "loras":
-        return _loras(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidField(name, f"{name} must be a number")
-    if spec.type == "integer":
-        if isinstance(value, float) and not value.is_integer():
-            raise InvalidField(name, f"{name} must be a whole number")
-        value = int(value)
-    if spec.choices and value not in spec.choices:
-        raise InvalidField(name, f"{name} must be one of {', '.join(f'{choice:g}' for choice in spec.choices)}")
-    low = spec.minimum if spec.minimum is not None else -math.inf
-    high = spec.maximum if spec.maximum is not None else math.inf
-    if not low <= value <= high:
-        raise InvalidField(name, f"{name} must be from {low:g} to {high:g}")
-    return value
-
-
-def _loras(value: Any) -> list[list[Any]]:
-    if not isinstance(value, list) or len(value) > LORAS_MAX:
-        raise InvalidField("loras", f"loras must be a list of at most {LORAS_MAX} {{\"name\", \"strength\"}} objects")
-    found = []
-    for item in value:
-        if not isinstance(item, dict) or set(item) - {"name", "strength"}:
-            raise InvalidField("loras", "each of loras must be an object with a name and a strength")
-        name, strength = item.get("name"), item.get("strength", 1)
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise InvalidField("loras", "each of loras needs a name (a LoRA file's name)")
-        if isinstance(strength, bool) or not isinstance(strength, int | float) or not -2 <= strength <= 2:
-            raise InvalidField("loras", "each strength in loras must be a number from -2 to 2")
-        found.append([name, float(strength)])
-    return found
-
-
-_IMAGE_STARTS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-
-
-def _image(spec: openapi.RequestField, value: Any) -> bytes:
-    name, limit = spec.name, spec.max_length or IMAGE_LIMIT
-    if not isinstance(value, str):
-        raise InvalidField(name, f"{name} must be a base64 string")
-    text = value.strip()
-    if text.startswith("data:"):
-        head, comma, text = text.partition(",")
-        if not comma or not head.endswith(";base64"):
-            raise InvalidField(name, f"{name} is a data: URL that is not base64")
-    text = "".join(text.split())
-    if len(text) > (limit + 2) // 3 * 4 + 4:
-        raise ApiError(413, "too_large", f"{name} is larger than {limit // MIB} MiB", field=name)
-    try:
-        urlsafe = "-" in text or "_" in text
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if urlsafe else None, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidField(name, f"{name} is not valid base64") from None
-    if len(data) > limit:
-        raise ApiError(413, "too_large", f"{name} is larger than {limit // MIB} MiB", field=name)
-    if not (data.startswith(_IMAGE_STARTS) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
-        raise InvalidField(name, f"{name} must be a PNG, JPEG, WebP or GIF image")
-    return data
 
 
 # --- per-key request limit ---------------------------------------------------------------------
@@ -354,11 +153,11 @@ class Api:
         try:
             accepted = await self._service.submit(key, kind, values, images)
         except RequestError as exc:
-            raise _request_error(str(exc), ["kind", *(spec.name for spec in self.fields)]) from None
+            raise request_error(str(exc), ["kind", *(spec.name for spec in self.fields)]) from None
         job_id = int(accepted["id"])
         log.info("api_submitted", key_id=key.id, job_id=job_id, kind=kind)
         state = str(accepted.get("state") or "waiting")
-        return _json({"id": job_id, "state": state, "position": _position(accepted.get("position"))}, 202,
+        return json_response({"id": job_id, "state": state, "position": position(accepted.get("position"))}, 202,
                      headers={"Location": f"{_base(request, self._settings)}{API}/generations/{job_id}"})
 
     async def get(self, request: web.Request) -> web.Response:
@@ -366,19 +165,19 @@ class Api:
         found = await self._service.get(key, _id(request))
         if found is None:
             raise _not_found()
-        return _json(_generation(found, _base(request, self._settings)))
+        return json_response(generation_view(found, _base(request, self._settings)))
 
     async def cancel(self, request: web.Request) -> web.Response:
         key = await self._key(request)
         found = await self._service.cancel(key, _id(request))
         if found is None:
             raise _not_found()
-        view = _generation(found, _base(request, self._settings))
+        view = generation_view(found, _base(request, self._settings))
         if view["state"] in ("done", "failed"):
             ended = "finished" if view["state"] == "done" else "failed"
             raise ApiError(409, "already_finished",
                            f"Generation {view['id']} had already {ended}, so it cannot be cancelled")
-        return _json(view, 200 if view["state"] == "cancelled" else 202)
+        return json_response(view, 200 if view["state"] == "cancelled" else 202)
 
     async def list(self, request: web.Request) -> web.Response:
         key = await self._key(request)
@@ -389,8 +188,8 @@ class Api:
         before = _query_int(request, "before", None, 1, _MAX_ID)
         found = await self._service.list(key, limit, before)
         base = _base(request, self._settings)
-        views = [_generation(item, base) for item in found[:limit]]
-        return _json({"generations": views, "next_before": views[-1]["id"] if len(views) == limit else None})
+        views = [generation_view(item, base) for item in found[:limit]]
+        return json_response({"generations": views, "next_before": views[-1]["id"] if len(views) == limit else None})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         key = await self._key(request)
@@ -411,7 +210,7 @@ class Api:
     async def webhook(self, request: web.Request) -> web.Response:
         key = await self._key(request)
         deliveries = await self._store.deliveries(key.id, 10)
-        return _json({"url": key.webhook_url, "deliveries": deliveries})
+        return json_response({"url": key.webhook_url, "deliveries": deliveries})
 
     async def set_webhook(self, request: web.Request) -> web.Response:
         key = await self._key(request)
@@ -427,7 +226,7 @@ class Api:
         secret = webhooks.new_secret()
         await self._store.set_webhook(key.id, url, secret)
         log.info("api_webhook_set", key_id=key.id)
-        return _json({"url": url, "secret": secret})
+        return json_response({"url": url, "secret": secret})
 
     async def delete_webhook(self, request: web.Request) -> web.Response:
         key = await self._key(request)
@@ -522,34 +321,8 @@ def _parse_json(data: bytes) -> Any:
         raise ApiError(400, "invalid_json", "The body is not valid JSON") from None
 
 
-def _json(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(value, separators=(",", ":")).encode("utf-8"), status=status,
-                        content_type="application/json", headers={**NO_STORE, **(headers or {})})
-
-
-def _sentence(text: str) -> str:
-    """One line that ends like a sentence."""
-    text = " ".join(str(text).split()) or "The request was refused"
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
 def _not_found() -> ApiError:
     return ApiError(404, "not_found", "There is no such generation for this key")
-
-
-# the bot's sentences about a field that do not start with its name
-_ALIASES = {"upscale factor": "factor", "upscaled": "factor", "the control must start": "control_start",
-            "there is no ControlNet type": "control_type", "zoomed out": "zoom"}
-
-
-def _request_error(message: str, names: list[str]) -> InvalidField:
-    """A RequestError from the bot ("width must be between 64 and 2048 (got 4000)") as InvalidField,
-    naming the field its sentence starts with ("request" when none)."""
-    found = [name for name in names if message.startswith((name + " ", name.replace("_", " ") + " "))]
-    if found:
-        return InvalidField(max(found, key=len), message)
-    alias = next((field for start, field in _ALIASES.items() if message.startswith(start)), "request")
-    return InvalidField(alias, message)
 
 
 def _id(request: web.Request) -> int:
@@ -576,42 +349,6 @@ def _base(request: web.Request, settings: Settings) -> str:
     if settings.web_base_url:
         return settings.web_base_url.rstrip("/")
     return f"{request.scheme}://{request.host}"
-
-
-def _position(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def file_urls(base: str, job_id: int, count: int) -> list[str]:
-    """The URLs of a generation's result files, as the API and its webhooks give them; `base` is where
-    clients reach the app (WEB_BASE_URL)."""
-    return [f"{base.rstrip('/')}{API}/generations/{job_id}/files/{index}" for index in range(count)]
-
-
-def _generation(found: Mapping[str, Any], base: str) -> dict[str, Any]:
-    """The API's view of a generation the service gave."""
-    job_id = int(found["id"])
-    state = str(found.get("state") or "")
-    files = found.get("files") or 0
-    count = len(files) if isinstance(files, list | tuple) else int(files) if isinstance(files, int) else 0
-    settings = found.get("settings") or {}
-    error = found.get("error")
-    return {
-        "id": job_id,
-        "kind": str(found.get("kind") or ""),
-        "state": state,
-        "position": _position(found.get("position")) if state == "waiting" else None,
-        "error": clip(" ".join(str(error).split()), ERROR_MAX) if error and state in ("failed", "cancelled") else None,
-        "files": file_urls(base, job_id, count) if state == "done" else [],
-        "settings": {name: settings[name] for name in openapi.SETTINGS_SHOWN
-                     if name in settings and settings[name] is not None},
-        "created_at": _number(found.get("created_at")),
-        "updated_at": _number(found.get("updated_at")),
-    }
 
 
 def _size(limit: int) -> str:

@@ -1,11 +1,11 @@
 """The OpenAPI 3.1 document of the HTTP API (web/api.py), served at `GET /api/v1/openapi.json`.
 
 Built from the same field table the API checks requests with (`RequestField`, made by
-web.api.request_fields from the settings' limits and kinds.KINDS), so the documented kinds, fields and
-bounds are the enforced ones: `GenerationRequest` is one of a schema per kind (Txt2imgRequest, ...),
+web.api_fields.request_fields from the settings' limits and kinds.KINDS), so the documented kinds, fields
+and bounds are the enforced ones: `GenerationRequest` is one of a schema per kind (Txt2imgRequest, ...),
 told apart by `kind`, each with exactly the fields that kind takes.
-tests/test_api.py checks that the documented paths and methods are exactly the routes the app registers;
-tests/test_api_schema.py fuzzes the running app from this document with schemathesis.
+tests/web/test_api.py checks that the documented paths and methods are exactly the routes the app registers;
+tests/web/test_api_schema.py fuzzes the running app from this document with schemathesis.
 """
 
 from __future__ import annotations

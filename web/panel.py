@@ -48,21 +48,21 @@ class BotPanel:
         (drain, undrain) still need the bot's own admins."""
         bot = self.bot
         if action in ("pause", "resume"):
-            return await bot.admin_pause(guild_id or 0, actor_id, False, action == "pause")
+            return await bot.limits.pause(guild_id or 0, actor_id, False, action == "pause")
         if action in ("block", "unblock"):
             user, _, reason = value.strip().partition(" ")
             if not user.isdigit() or len(user) > 20:
                 raise ValueError("Give the member's id (a number), then the reason.")
             if action == "block" and not reason.strip():
                 raise ValueError("Say why the member is blocked; it is kept in the audit log.")
-            return await bot.admin_block(guild_id or 0, actor_id, int(user), clip(reason.strip(), 200),
+            return await bot.limits.block(guild_id or 0, actor_id, int(user), clip(reason.strip(), 200),
                                          action == "block")
         if action in ("drain", "undrain"):
             if actor_id not in bot.settings.admin_user_ids:
                 raise ValueError("Only the bot's own admins (ADMIN_USER_IDS) can do that: it affects every server.")
             if not value.strip().isdigit() or len(value.strip()) > 3:
                 raise ValueError("Give the server's number, as the list shows it.")
-            return await bot.admin_drain(guild_id or 0, actor_id, int(value), action == "drain")
+            return await bot.limits.drain(guild_id or 0, actor_id, int(value), action == "drain")
         raise ValueError(f"Unknown action {clip(action, 20)!r}.")
 
 

@@ -16,7 +16,7 @@ from image_gen import area_size
 from results.folder import OutputError
 from jobs.scheduler import QueueFull
 from store import Job
-from web.api import ApiError, LimitReached
+from web.api_errors import ApiError, LimitReached
 
 log = structlog.get_logger("bot")
 
@@ -40,7 +40,7 @@ class BotApi:
         try:
             if kind in IMAGE_KINDS:
                 names = await self._inputs(request, images, kind)
-            refusal = await bot.service_refusal(key.guild_id, person(key), request,
+            refusal = await bot.limits.refusal(key.guild_id, person(key), request,
                                                 int(request.get("batch") or 1))
             if refusal is not None:
                 raise LimitReached(refusal[:1].upper() + refusal[1:] + ".")
@@ -69,7 +69,7 @@ class BotApi:
             await bot.outputs.discard(raw)
             raise
         try:
-            name, size, masked = await bot.prepared_input(raw, raw_mask)
+            name, size, masked = await bot.inputs.prepared_input(raw, raw_mask)
         except (OutputError, ValueError) as error:
             raise ApiError(400, "bad_image", f"The image cannot be used: {error}", field="image") from None
         request["input"] = name

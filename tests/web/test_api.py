@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from store import core as store_module
+from store import engine as store_module
 from store import api as store_api
 from image_gen import RequestError
 from jobs.kinds import KINDS
@@ -30,7 +30,10 @@ from store import Job, Store
 from store.api import ApiKey, ApiStore
 from tests.conftest import make_settings
 from web import api as api_module
-from web.api import API, ApiError, ApiService, InvalidField, LimitReached, RateLimiter, Unavailable
+from web import api_fields, api_views
+from web.api import ApiService, RateLimiter
+from web.api_errors import ApiError, InvalidField, LimitReached, Unavailable
+from web.api_views import API
 from web.app import make_app
 
 GUILD, OTHER_GUILD, ADMIN = 5001, 5002, 3001
@@ -491,7 +494,7 @@ async def test_body_too_large_is_413(api):
     response, body = await api.call("POST", f"{API}/generations", data=chunks(),
                                     headers={"Content-Type": "application/json"})
     assert_error(response, body, 413, "too_large")
-    huge_image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(api_module.IMAGE_LIMIT)).decode()
+    huge_image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(api_fields.IMAGE_LIMIT)).decode()
     huge = json.dumps({"kind": "img2img", "prompt": "x", "image": huge_image}).encode()
     assert len(huge) < LIMIT  # the body fits: the image is what is too large
     response, body = await api.call("POST", f"{API}/generations", data=io.BytesIO(huge),
@@ -723,5 +726,5 @@ def test_the_fake_service_has_the_protocol_signatures():
 
 
 def test_file_urls():
-    assert api_module.file_urls("https://bot.example.org/", 12, 2) == [
+    assert api_views.file_urls("https://bot.example.org/", 12, 2) == [
         "https://bot.example.org/api/v1/generations/12/files/0", "https://bot.example.org/api/v1/generations/12/files/1"]

@@ -27,6 +27,7 @@ from jobs.kinds import KINDS
 from tests.conftest import make_settings
 from tests.web.test_api import ADMIN, GUILD, FakeService, open_store
 from web import api as api_module
+from web.api_views import API
 from web.app import make_app
 
 EXAMPLES = 30  # per operation and mode: the whole file runs in well under a minute
@@ -101,7 +102,7 @@ def refused_as_documented(ctx: CheckContext, response, case) -> bool | None:
 
 
 def operations(base: str) -> list:
-    schema = schemathesis.openapi.from_url(f"{base}{api_module.API}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{base}{API}/openapi.json")
     return [result.ok() for result in schema.get_all_operations()]
 
 
@@ -139,7 +140,7 @@ def test_invalid_requests_are_refused_in_documented_words(served):
 
 
 def test_each_kind_has_its_own_request_schema(served):
-    document = requests.get(f"{served.base}{api_module.API}/openapi.json", timeout=10).json()
+    document = requests.get(f"{served.base}{API}/openapi.json", timeout=10).json()
     request = document["components"]["schemas"]["GenerationRequest"]
     assert request["discriminator"]["propertyName"] == "kind"
     mapping = request["discriminator"]["mapping"]

@@ -20,7 +20,8 @@ from PIL import Image
 from store import Generation, Store
 from tests.conftest import make_settings
 from web import thumbs as thumbs_module
-from web.app import GALLERY, SECURITY_HEADERS, WebServer, make_app
+from web.app import SECURITY_HEADERS, WebServer, make_app
+from web.gallery import GALLERY
 from links import LinkError, gallery_url, sign, verify
 
 SECRET = "test-secret-for-links"
