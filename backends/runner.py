@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from comfy.types import ComfyError, Event, FileRef, Finished, Started, TimedOut
-from comfy.client import PromptRun
+from comfy.prompt_run import PromptRun
 from config import Settings
 from results.media import verify
 from results.folder import OutputFolder

@@ -8,8 +8,9 @@ refuses the key). The RunPod job id of each prompt is written to the store befor
 so a restarted bot picks the job up by id while RunPod still holds it.
 
 It has no /object_info: what it can run comes from the settings (the model files it holds), and
-`problems()` says so instead of validating node classes; `unlisted()` and TRUST say, for `check` and the
-start-up log, what is checked of an endpoint and what is taken on trust.
+`problems()` says so instead of validating node classes; `unlisted()` (given the model files each kind
+needs, which the caller reads from jobs.kinds) and TRUST say, for `check` and the start-up log, what is
+checked of an endpoint and what is taken on trust.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from typing import Any
 
 import structlog
 
-from jobs import kinds
 from comfy.types import ComfyError, FileRef, Finished, Output, PromptLost, Queued, ResultExpired, Started
-from comfy.client import PromptRun
+from comfy.prompt_run import PromptRun
 from backends.runpod_client import KeyRefused, ResultGone, RunPodClient
 
 log = structlog.get_logger(__name__)
@@ -41,16 +41,14 @@ def model_files(models: Mapping[str, Any]) -> list[str]:
             for name in ([pair[0] for pair in value] if key == "loras" else [value]) if value]
 
 
-def unlisted(endpoint: Any, settings: Any, workflows: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Each kind of job (with the settings' default models) -> the model files it needs that RUNPOD_ENDPOINTS
-    does not list for `endpoint`: jobs of those kinds never go to it. Kinds without a workflow are left out."""
+def unlisted(endpoint: Any, needed: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Each kind of job -> the model files it needs (`needed`: kinds.model_files_needed) that RUNPOD_ENDPOINTS
+    does not list for `endpoint`: jobs of those kinds never go to it."""
     held, missing = set(endpoint.models), {}
-    for kind in kinds.KINDS.values():
-        workflow = workflows.get(kind.workflow_for({}))
-        if workflow is not None:
-            lacking = [name for name in model_files(workflow.applied(kind.models(settings, {}))) if name not in held]
-            if lacking:
-                missing[kind.name] = lacking
+    for kind, names in needed.items():
+        lacking = [name for name in names if name not in held]
+        if lacking:
+            missing[kind] = lacking
     return missing
 
 
@@ -97,10 +95,10 @@ class RunPodComfy:
         missing = [name for name in model_files(models) if name not in self.endpoint.models]
         return [f"{self.name} holds no {', '.join(missing)} (RUNPOD_ENDPOINTS lists its models)"] if missing else []
 
-    def log_start_check(self, settings: Any, workflows: Mapping[str, Any]) -> None:
+    def log_start_check(self, needed: Mapping[str, list[str]]) -> None:
         """At start, in place of validating the workflows against a node list: one line saying which kinds
-        never go to this endpoint (their model files are not listed for it) and what is taken on trust."""
-        missing = unlisted(self.endpoint, settings, workflows)
+        never go to this endpoint (their model files, `needed`, are not listed for it) and what is taken on trust."""
+        missing = unlisted(self.endpoint, needed)
         log.info("runpod_taken_on_trust", server=self.name, taken_on_trust=TRUST,
                  never_sent={kind: ", ".join(names) for kind, names in missing.items()})
 

@@ -8,93 +8,44 @@ prompt of ours has heard nothing for `idle_timeout` (even while broadcast
 frames keep the socket busy).
 
 Whatever the server sends, the client stays up: a frame that does not decode
-is logged and dropped (comfy_frames.py), the reader is supervised and restarted
-if it ever ends, and every body read is capped. This module knows nothing of
-Discord.
+is logged and dropped, the reader is supervised and restarted if it ever
+ends, and every body read is capped. This module knows nothing of Discord.
+
+`ComfyClient` is the one object callers use; this module submits, attaches and
+cancels prompts. Its parts: http.py (the HTTP calls), listener.py (the
+websocket reader, event routing and reconciliation) and prompt_run.py (one
+prompt's events, as the caller follows them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import random
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-import websockets
-from websockets.asyncio.client import connect as ws_connect
 
-from comfy import decode as frames
 import tasks
-from comfy.decode import BadFrame
 from comfy.http import ComfyHTTP, Uncertain, decode, require, without_credentials
+from comfy.listener import Listener
+from comfy.prompt_run import PromptRun
 from comfy.types import (
     BadResponse,
-    Cached,
     ComfyError,
-    Event,
-    ExecutionFailed,
     Finished,
     Interrupted,
-    NodeStarted,
-    Output,
-    Progress,
-    PromptLost,
     PromptRejected,
     Queued,
     Resubmitted,
-    Started,
     SubmitUnconfirmed,
     Unreachable,
 )
-from safe_text import server_line
 
 log = structlog.get_logger(__name__)
 
-BAD_FRAME_LOGS = 20  # per connection: a server that sends only garbage does not flood the log
 
-
-class PromptRun:
-    """One submitted prompt: its events in order, ending with exactly one `Finished`."""
-
-    def __init__(self, prompt_id: str, graph: dict[str, Any]) -> None:
-        self.prompt_id = prompt_id
-        self.graph = graph
-        self.started = False
-        self.confirmed = False  # the server answered the POST: until then its silence means nothing
-        self.heard = time.monotonic()  # when this prompt last had news: the watchdog's clock
-        self.outputs: dict[str, Output] = {}
-        self.ending: Finished | None = None  # the outcome seen before `executing null`
-        self.finished: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-
-    def push(self, event: Event) -> None:
-        self.heard = time.monotonic()
-        if not self.finished.done():
-            self._events.put_nowait(event)
-
-    def finish(self, result: Finished) -> None:
-        if not self.finished.done():
-            self._events.put_nowait(result)
-            self.finished.set_result(result)
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event of this prompt; the last one is the `Finished`."""
-        while True:
-            event = await self._events.get()
-            yield event
-            if isinstance(event, Finished):
-                return
-
-    async def wait(self) -> Finished:
-        return await asyncio.shield(self.finished)
-
-
-class ComfyClient(ComfyHTTP):
+class ComfyClient(Listener, ComfyHTTP):
     """A client for one ComfyUI server. Use as `async with ComfyClient(url) as client:`."""
 
     def __init__(
@@ -312,182 +263,3 @@ class ComfyClient(ComfyHTTP):
         for run in runs:
             self._finish(run, Finished("error", run.outputs, error))
         return len(runs)
-
-    # websocket ---------------------------------------------------------------
-
-    def _ws_url(self) -> str:
-        scheme = "wss" if self.base_url.startswith("https") else "ws"
-        return f"{scheme}{self.base_url[self.base_url.index(':'):]}/ws?clientId={self.client_id}"
-
-    async def _socket_loop(self) -> None:
-        """Keep one websocket open forever: exponential backoff with jitter between attempts."""
-        first, ceiling = self._backoff
-        delay = first
-        while not self._closing:
-            began = time.monotonic()
-            try:
-                async with ws_connect(
-                    self._ws_url(), additional_headers=self._headers, proxy=None,
-                    open_timeout=self._timeout, ping_interval=10, ping_timeout=10,
-                    max_size=64 * 1024 * 1024, max_queue=256,
-                ) as socket:
-                    await socket.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
-                    self._ws = socket
-                    self._bad_frames = 0
-                    self._connected.set()
-                    delay = first
-                    self._log.info("websocket_connected", reconnects=self.reconnects)
-                    if self.reconnects:
-                        self._spawn(self._reconcile_all())
-                    async for message in socket:
-                        self._on_message(message)
-            except (OSError, TimeoutError, websockets.WebSocketException) as error:
-                self._log.warning("websocket_down", error=f"{error.__class__.__name__}: {server_line(str(error))}",
-                                  retry_in=round(delay, 2))
-            except Exception:  # a bug on our side: log it, and reconnect as after any drop
-                self._log.exception("websocket_reader_failed", retry_in=round(delay, 2))
-            finally:
-                self._ws = None
-                if self._connected.is_set():
-                    self._connected.clear()
-                else:
-                    self.failed_attempt = began
-            if self._closing:
-                return
-            self.reconnects += 1
-            with contextlib.suppress(TimeoutError):  # poke() cuts the wait short
-                await asyncio.wait_for(self._poked.wait(), random.uniform(delay / 2, delay))
-            self._poked.clear()
-            delay = min(delay * 2, ceiling)
-
-    def _on_message(self, message: str | bytes) -> None:
-        """Route one frame. A frame that does not decode is logged (briefly) and dropped."""
-        try:
-            if isinstance(message, bytes):
-                self._on_binary(message)
-            else:
-                self._on_text(frames.parse_text(message))
-        except BadFrame as error:
-            self._bad_frame(message, str(error))
-        except Exception as error:  # a shape nobody thought of: the reader must live on
-            self._bad_frame(message, f"{error.__class__.__name__}: {error}")
-
-    def _bad_frame(self, message: str | bytes, reason: str) -> None:
-        self._bad_frames += 1
-        if self._bad_frames <= BAD_FRAME_LOGS:
-            self._log.warning("bad_websocket_message", reason=reason[:200], sample=frames.excerpt(message),
-                              last_logged=self._bad_frames == BAD_FRAME_LOGS)
-
-    def _on_text(self, frame: frames.Text) -> None:
-        kind, data = frame.kind, frame.data
-        if kind in ("status", "feature_flags"):  # queue lengths: the scheduler keeps its own
-            return
-        run = self._runs.get(frame.prompt_id or "")
-        if run is None:
-            return
-        if kind == "execution_start":
-            run.started = True
-            self._running_prompt = run.prompt_id
-            run.push(Started())
-        elif kind == "execution_cached":
-            run.push(Cached(frames.node_list(data.get("nodes"))))
-        elif kind == "executing":
-            node = frames.node_id(data.get("node"), nullable=True)
-            if node is None:
-                self._end(run)
-            else:
-                class_type = run.graph.get(node, {}).get("class_type", "") if isinstance(run.graph.get(node), dict) else ""
-                run.push(NodeStarted(node, class_type if isinstance(class_type, str) else ""))
-        elif kind == "progress":
-            node = frames.node_id(data.get("node"), nullable=True)
-            run.push(Progress(frames.count(data.get("value")), frames.count(data.get("max")), node))
-        elif kind == "executed":
-            output = frames.output(data)
-            run.outputs[output.node] = output
-            run.push(output)
-        elif kind == "execution_success":
-            run.ending = Finished("success", run.outputs)
-        elif kind == "execution_error":
-            run.ending = Finished("error", run.outputs, ExecutionFailed.from_data(data))
-        elif kind == "execution_interrupted":
-            run.ending = Finished("interrupted", run.outputs, Interrupted.from_data(data))
-        else:  # progress_state and types added after this was written: news of the prompt all the same
-            run.heard = time.monotonic()
-
-    def _on_binary(self, message: bytes) -> None:
-        kind, meta, payload = frames.parse_binary(message)
-        if meta is None:
-            return
-        prompt_id = meta.get("prompt_id") if kind == 4 else self._running_prompt
-        run = self._runs.get(prompt_id if isinstance(prompt_id, str) else "")
-        if run is not None:
-            run.push(frames.preview(meta, payload))
-
-    def _end(self, run: PromptRun) -> None:
-        if run.ending is None:  # the outcome message was missed (reconnect): history knows it
-            self._spawn(self._reconcile([run.prompt_id]))
-            return
-        self._finish(run, run.ending)
-
-    def _finish(self, run: PromptRun, result: Finished) -> None:
-        self._runs.pop(run.prompt_id, None)
-        if self._running_prompt == run.prompt_id:
-            self._running_prompt = None
-        self._log.info("prompt_finished", prompt_id=run.prompt_id, outcome=result.outcome,
-                       error=str(result.error) if result.error else None)
-        run.finish(result)
-
-    # reconciliation ----------------------------------------------------------
-
-    async def _watchdog(self) -> None:
-        """Reconcile each open prompt that has heard nothing for `idle_timeout`.
-
-        Silence is judged per prompt, not per socket: broadcast `status` frames can keep
-        a socket busy while the events of our prompt no longer arrive. One look per
-        silent period per prompt; a prompt that finished unheard means the socket is deaf.
-        """
-        while not self._closing:
-            await asyncio.sleep(max(self._idle_timeout / 3, 0.05))
-            if not self._connected.is_set():
-                continue
-            now = time.monotonic()
-            silent = [run for run in self._runs.values() if run.confirmed and now - run.heard >= self._idle_timeout]
-            if not silent:
-                continue
-            for run in silent:
-                run.heard = now
-            self._log.info("prompts_silent", seconds=self._idle_timeout, prompts=len(silent))
-            if await self._reconcile([run.prompt_id for run in silent]) and self._ws is not None:
-                self._log.warning("websocket_deaf", reason="the server finished prompts whose events never came")
-                await self._ws.close()
-
-    async def _reconcile_all(self) -> int:
-        """After a reconnect: settle every prompt the server confirmed (the others' POSTs still decide)."""
-        return await self._reconcile([prompt_id for prompt_id, run in self._runs.items() if run.confirmed])
-
-    async def _reconcile(self, prompt_ids: list[str], vanished: ComfyError | None = None) -> int:
-        """Settle these open prompts from one `/queue` and their `/history`; returns how many ended."""
-        open_ids = [prompt_id for prompt_id in prompt_ids if prompt_id in self._runs]
-        if not open_ids:
-            return 0
-        ended = 0
-        try:
-            running, pending = await self.queue()
-            for prompt_id in open_ids:
-                if prompt_id in running or prompt_id in pending:
-                    continue
-                entry = await self.history(prompt_id)
-                run = self._runs.get(prompt_id)
-                if run is None:  # the socket finished it meanwhile
-                    continue
-                if entry is None:
-                    lost = vanished or PromptLost(
-                        "ComfyUI lost this job (the server restarted or the job was removed). Please try again.")
-                    outcome = "interrupted" if isinstance(lost, Interrupted) else "error"
-                    self._finish(run, Finished(outcome, run.outputs, lost))
-                else:
-                    self._finish(run, Finished.from_history(entry, run.outputs))
-                ended += 1
-        except ComfyError as error:
-            self._log.warning("reconcile_failed", prompts=len(open_ids), error=str(error))
-        return ended

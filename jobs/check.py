@@ -154,7 +154,7 @@ async def _check_endpoint(settings: Settings, endpoint: RunPodEndpoint, workflow
         await client.close()
     out("  answers: ok, workers: " + ", ".join(f"{workers.get(state, 0)} {state}" for state in
                                               ("ready", "idle", "running")))
-    missing = unlisted(endpoint, settings, workflows)
+    missing = unlisted(endpoint, kinds.model_files_needed(settings, workflows))
     out("  models: these kinds never go to it, as RUNPOD_ENDPOINTS lists no model file they need: "
         + ", ".join(f"{kind} ({', '.join(names)})" for kind, names in missing.items()) if missing else
         "  models: every model file the settings name for its kinds is listed for it")

@@ -18,6 +18,7 @@ from image_gen import (ImageRequest, RequestError, check_upscale, controlnet, co
                        img2img_values, inpaint, outpaint, outpaint_values, resolve_seed, text_to_image,
                        txt2img_values, upscale)
 from backends.runner import Engine, JobResult
+from backends.runpod import model_files
 from video_gen import animate
 
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
@@ -206,3 +207,14 @@ def get(name: str) -> Kind:
 def noun(name: str) -> str:
     kind = KINDS.get(name)
     return kind.noun if kind is not None else "job"
+
+
+def model_files_needed(settings: Settings, workflows: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each kind of job (with the settings' default models) -> the model files it needs: what a server with
+    no node list to check (a RunPod endpoint) must hold to take it. Kinds without a workflow are left out."""
+    needed = {}
+    for kind in KINDS.values():
+        workflow = workflows.get(kind.workflow_for({}))
+        if workflow is not None:
+            needed[kind.name] = model_files(workflow.applied(kind.models(settings, {})))
+    return needed

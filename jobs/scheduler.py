@@ -8,6 +8,10 @@ a GPU busy without hoarding work). After a restart, waiting jobs continue in
 order and submitted ones are found again on their server by prompt id, so none
 is lost and none runs twice. The scheduler knows Discord only as ids: people are
 reached through the `Notifier`.
+
+`Scheduler` is the one object the bot uses. This module takes, dispatches and cancels jobs; its
+other parts are running.py (a job on its server), endings.py (a job's result, failure or
+cancellation) and queue_view.py (what people see of the queue).
 """
 
 from __future__ import annotations
@@ -15,38 +19,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from jobs import kinds
 import tasks
-from jobs.fairqueue import FairQueue
-from jobs import wording
-from comfy.types import ComfyError, Event, Finished, Interrupted, PromptLost, Queued, Resubmitted, Started, Unreachable
-from config import Settings
-from jobs.eta import Estimates
-from metrics import Metrics
-from image_gen import RequestError
-from results.folder import OutputError, OutputFolder
 from backends.pool import Backend, Pool
+from comfy.types import ComfyError, Event
+from config import Settings
+from image_gen import RequestError
+from jobs import kinds, wording
+from jobs.endings import Endings
+from jobs.eta import Estimates
+from jobs.fairqueue import FairQueue
 from jobs.queue_view import QueueView
-from backends.runner import Engine, JobResult
+from jobs.running import Flight, Running
+from metrics import Metrics
+from results.folder import OutputError, OutputFolder
 from store import ACTIVE_STATES, Generation, Job, LimitReached, Store
-from comfy.workflows import WorkflowError
 
 log = structlog.get_logger(__name__)
-
-EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)
-HANDOVERS = 3  # a job the servers lost this often without a result fails in words, started or not
-SERVER_FAILURES = (PromptLost, Unreachable)  # the server failed us, not the job
-SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps",
-         "control_strength")
-POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."
 
 
 class QueueFull(Exception):
@@ -77,18 +71,7 @@ class Notifier(Protocol):
     async def job_cancelled(self, job: Job, by_user_id: int) -> None: ...
 
 
-@dataclass
-class Flight:
-    """A job handed to a server: its prompt id is set just before the POST."""
-
-    job: Job
-    backend: Backend
-    cancel_sent: bool = False
-    finished: bool = False  # ComfyUI is done with it: only the download and delivery are left
-    began: float = field(default_factory=time.monotonic)
-
-
-class Scheduler(QueueView):
+class Scheduler(Running, Endings, QueueView):
     def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
                  notifier: Notifier, *, instance: str = "", metrics: Metrics | None = None) -> None:
         self._store = store
@@ -196,14 +179,6 @@ class Scheduler(QueueView):
         self._stalled.pop(job.id, None)
         return self._queue.remove(job)
 
-    def _backend_of(self, label: str) -> Backend | None:
-        return next((b for b in self.pool.backends if b.label == label), None)
-
-    def _price(self, label: str) -> float:
-        """The price per GPU-hour of the server a result names (SERVER_PRICES, by URL); 0 when none is set."""
-        backend = self._backend_of(label)
-        prices = {url.rstrip("/"): price for url, price in self._settings.server_prices.items()}
-        return prices.get(backend.name, 0.0) if backend is not None else 0.0
 
     def set_paused(self, scopes: set[str]) -> None:
         """The queues admins paused; jobs of a resumed server are taken at once."""
@@ -304,238 +279,6 @@ class Scheduler(QueueView):
         self._dequeue(job)
         await self._fail(job, reason)
 
-    def _launch(self, job: Job, backend: Backend, *, attach: bool) -> None:
-        self._shown.pop(job.id, None)
-        backend.jobs.add(job.id)
-        flight = Flight(job, backend)
-        self._flights[job.id] = flight
-        self._spawn(self._attempt(flight, attach))
-
-    def _free(self, flight: Flight) -> None:
-        """The prompt left the server: its slot can take the next job at once."""
-        if flight.job.id in flight.backend.jobs:
-            flight.backend.jobs.discard(flight.job.id)
-            self._wake_up()
-
-    # running -----------------------------------------------------------------------
-
-    async def _attempt(self, flight: Flight, attach: bool) -> None:
-        backend = flight.backend
-        job = flight.job
-        jlog = log.bind(job_id=job.id, kind=job.kind, server=backend.label)
-        started = job.state == "running"
-        try:
-            if not attach:
-                job = flight.job = await self._store.update_job(
-                    job.id, state="submitted", server=backend.name, prompt_id=f"{self._prefix}{job.id}-{uuid.uuid4().hex[:8]}")
-            if job.id in self._cancelled:
-                raise Interrupted("Cancelled before it started.")
-            if not started:
-                await self._tell_starting(job)
-
-            async def on_event(event: Event) -> None:
-                nonlocal started
-                if isinstance(event, Resubmitted):  # posted twice: it may run twice, so one retry fewer
-                    flight.job = await self._store.update_job(job.id, attempts=flight.job.attempts + 1)
-                    return
-                if job.id in self._cancelled and not flight.cancel_sent:  # cancelled during the POST
-                    flight.cancel_sent = True
-                    await backend.client.cancel(job.prompt_id)
-                if isinstance(event, Started) and not started:
-                    started = True
-                    if job.id not in self._cancelled:
-                        flight.job = await self._store.update_job(job.id, state="running")
-                if isinstance(event, Finished):
-                    flight.finished = True
-                    self._free(flight)
-                if not isinstance(event, Queued):
-                    await self._notifier.job_progress(job, event)
-
-            result = await self._execute(job, backend.engine, on_event, attach)
-            backend.last_model = next(iter(self._models(job).values()), None)
-        except SERVER_FAILURES as error:
-            self.metrics.error(error)
-            self._free(flight)
-            self._flights.pop(job.id, None)
-            if job.id in self._cancelled:
-                await self._notify_cancelled(job)
-            else:
-                await self._retry(flight.job, backend, started, error, jlog)
-            return
-        except EXPECTED_ERRORS as error:
-            jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
-            self.metrics.error(error)
-            await self._end_badly(flight, wording.failure(error), jlog)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            jlog.exception("job_crashed")
-            await self._end_badly(flight, wording.failure(error), jlog)
-            return
-        finally:
-            self._free(flight)
-        self._flights.pop(job.id, None)
-        await self._finish(job, result, jlog)
-
-    async def _execute(self, job: Job, engine: Engine, on_event: Any, attach: bool) -> JobResult:
-        kind = kinds.get(job.kind)
-        source = self._settings.outputs_dir / job.request["input"] if kind.image_input else None
-        options = {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
-        return await kind.run(engine, job.request, source, options)
-
-    async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:
-        """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
-        current = await self._store.get_job(job.id)
-        if current is None or current.state not in ACTIVE_STATES:  # it ended meanwhile: nothing to move
-            jlog.info("job_not_moved", state=current.state if current else None, error=str(error))
-            if current is not None and current.state == "cancelled":
-                await self._notify_cancelled(job)
-            return
-        attempts = job.attempts + (1 if started else 0)
-        handovers = job.handovers + 1  # every hand-over counts, so a server that keeps losing it cannot loop
-        if attempts > 1:
-            jlog.warning("job_failed_twice", error=str(error))
-            await self._fail(job, "the server failed twice while running it. Try again in a few minutes.")
-            return
-        if handovers >= HANDOVERS:
-            jlog.warning("job_lost_too_often", error=str(error), handovers=handovers)
-            await self._fail(job, f"the servers lost it {handovers} times before it could finish, so the bot "
-                                  "stopped trying. Try again in a few minutes.")
-            return
-        jlog.warning("job_moved", error=str(error), started=started, attempts=attempts, handovers=handovers)
-        self._avoid.setdefault(job.id, set()).add(backend.name)
-        job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="waiting", attempts=attempts,
-                                           handovers=handovers, prompt_id=None, server=None)
-        if job.state != "waiting":  # cancelled while it was being moved
-            await self._notify_cancelled(job)
-            return
-        self._enqueue(job, front=True)
-        self._wake_up()
-
-    async def _end_badly(self, flight: Flight, reason: str, jlog: Any) -> None:
-        self._flights.pop(flight.job.id, None)
-        if flight.job.id in self._cancelled:
-            await self._notify_cancelled(flight.job)
-        else:
-            await self._fail(flight.job, reason)
-
-    async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
-        try:  # GPU time as ComfyUI's events measured it (execution start to success), and what it cost
-            gpu = result.timings.get("running", 0.0)
-            backend = self._backend_of(result.server)
-            if backend is not None and backend.remote:  # RunPod bills its own seconds, rounded up
-                gpu = backend.client.billed.pop(result.prompt_id, gpu)
-                cost = gpu * backend.client.endpoint.price_per_second
-            else:
-                cost = gpu / 3600 * self._price(result.server)
-            await self._store.record_cost(job.id, gpu, cost)
-            self.metrics.gpu(result.server, gpu, cost)
-            if backend is not None:
-                self.estimates.learn(backend.name, job.kind, job.request, gpu)
-            generation = await self._store.add_generation(Generation(
-                id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
-                channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
-                files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
-            job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="delivering",
-                                               generation_id=generation.id)
-            if job.state != "delivering":  # cancelled, and it finished anyway: kept in history, never posted
-                await self._keep_cancelled(job, generation, jlog)
-                return
-            await self._deliver(job, generation, jlog)
-        except EXPECTED_ERRORS as error:
-            jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
-            await self._fail(job, wording.failure(error))
-        except Exception:  # Discord refused the post: say so rather than leave the job hanging
-            jlog.exception("delivery_failed")
-            await self._fail(job, POST_FAILED)
-
-    async def _keep_cancelled(self, job: Job, generation: Generation, jlog: Any) -> None:
-        """A result of a job the person was told is cancelled: in their history, not posted."""
-        await self._store.update_job(job.id, generation_id=generation.id)
-        for name in generation.files:
-            self._outputs.release(self._settings.outputs_dir / name)
-        jlog.info("cancelled_result_kept", generation_id=generation.id, state=job.state)
-        if job.state == "cancelled":
-            await self._notify_cancelled(job)
-
-    async def _shown_params(self, job: Job, result: JobResult) -> dict[str, Any]:
-        """What the result embed shows: the values actually used, the preset's name, how long the job
-        waited and ran, and for an upscale or animation what it came from (its message, prompt, size)."""
-        shown = {key: result.params[key] for key in SHOWN if key in result.params}
-        for key in kinds.get(job.kind).shown:
-            if key in job.request:
-                shown[key] = job.request[key]
-        ran = result.timings["running"] + result.timings["download"]
-        shown["ran"], shown["waited"] = round(ran, 1), round(max(0.0, time.time() - job.created_at - ran), 1)
-        source = await self._store.get_generation(job.source_generation_id) if job.source_generation_id else None
-        if source is not None:
-            shown["source"] = {"guild_id": source.guild_id, "channel_id": source.channel_id,
-                               "message_id": source.message_id}
-            shown.setdefault("prompt", source.params.get("prompt"))
-        size = source.params if source is not None and source.params.get("width") else job.request
-        if shown.get("factor") and size.get("width") and size.get("height"):
-            shown["width"], shown["height"] = size["width"] * shown["factor"], size["height"] * shown["factor"]
-        return shown
-
-    async def _deliver_stored(self, job: Job) -> None:
-        generation = await self._store.get_generation(job.generation_id) if job.generation_id else None
-        if generation is None:
-            await self._fail(job, "the result was lost before it could be posted. Try again.")
-            return
-        try:
-            await self._deliver(job, generation, log.bind(job_id=job.id))
-        except EXPECTED_ERRORS as error:
-            log.warning("job_error", job_id=job.id, error=str(error), error_type=type(error).__name__)
-            await self._fail(job, wording.failure(error))
-        except Exception:
-            log.exception("delivery_failed", job_id=job.id)
-            await self._fail(job, POST_FAILED)
-
-    async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
-        files = [self._settings.outputs_dir / name for name in generation.files]
-        began = time.monotonic()
-        try:
-            message_id, urls = await self._notifier.deliver(job, generation, files)
-        finally:
-            for path in files:
-                self._outputs.release(path)
-            self._release_input(job)
-        await self._store.set_generation_message(generation.id, message_id, urls)
-        await self._store.update_job(job.id, state="done")
-        self.metrics.job_finished(job.kind, "done", waited=generation.params.get("waited"),
-                                  ran=generation.params.get("ran"), delivery=time.monotonic() - began)
-        self._forget(job.id)
-        jlog.info("job_delivered", generation_id=generation.id, message_id=message_id)
-
-    async def _fail(self, job: Job, reason: str) -> None:
-        self._release_input(job)
-        self._forget(job.id)
-        job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="failed", error=reason)
-        if job.state != "failed" or job.error != reason:  # cancelled meanwhile: the person was told that
-            log.info("job_not_failed", job_id=job.id, state=job.state, reason=reason)
-            return
-        log.warning("job_failed", job_id=job.id, reason=reason)
-        self.metrics.job_finished(job.kind, "failed", waited=None, ran=None)
-        try:
-            await self._notifier.job_failed(job, reason)
-        except Exception:
-            log.exception("failure_not_shown", job_id=job.id)
-
-    def _release_input(self, job: Job) -> None:
-        """The job no longer needs its input files: drop their pins, once (pins are counted)."""
-        if job.id not in self._inputs_released:
-            self._inputs_released.add(job.id)
-            for name in kinds.files(job.request):
-                self._outputs.release(self._settings.outputs_dir / name)
-
-    def _forget(self, job_id: int) -> None:
-        self._inputs_released.discard(job_id)
-        self._stalled.pop(job_id, None)
-        self._avoid.pop(job_id, None)
-        self._shown.pop(job_id, None)
-        self._cancelled.pop(job_id, None)
-
     # cancelling -------------------------------------------------------------------
 
     async def cancel(self, job_id: int, by_user_id: int, by: str | None = None) -> str:
@@ -571,23 +314,6 @@ class Scheduler(QueueView):
                 "gone": f"Cancelled: it had just finished on {where}, so its result will not be posted "
                         "(it stays in your /history)."}.get(
             outcome, f"Cancelled: it was taken out of {where}'s queue before it started.")
-
-    async def _tell_starting(self, job: Job) -> None:
-        try:
-            await self._notifier.job_starting(job)
-        except Exception:
-            log.exception("start_not_shown", job_id=job.id)
-
-    async def _notify_cancelled(self, job: Job) -> None:
-        by = self._cancelled.get(job.id, job.user_id)
-        log.info("job_cancelled", job_id=job.id, by=by)
-        self.metrics.job_finished(job.kind, "cancelled", waited=None, ran=None)
-        self._release_input(job)
-        self._forget(job.id)
-        try:
-            await self._notifier.job_cancelled(job, by)
-        except Exception:
-            log.exception("cancel_not_shown", job_id=job.id)
 
     async def _clean_server(self, backend: Backend) -> None:
         """A server (re)joined the pool: remove prompts of ours it holds that no job follows any more."""
