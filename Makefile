@@ -21,7 +21,7 @@ smoke: $(VENV)/.installed
 test: $(VENV)/.installed browser
 	$(PY) -m pytest
 
-# The browser tests (tests/test_web_browser.py) drive Debian's Chromium: installed once, when missing.
+# The browser tests (tests/web/test_web_browser.py) drive Debian's Chromium: installed once, when missing.
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \

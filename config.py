@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     model_presets: dict[str, ModelPreset] = {}  # JSON: {"name": {"checkpoint": "...", "steps": 30}}
     commands_per_minute: int = Field(6, ge=1, le=600)  # per user, commands and button clicks together
     jobs_per_user: int = Field(3, ge=1, le=100)  # waiting and running at once
-    cdn_hosts: list[str] = ["cdn.discordapp.com", "results.media.discordapp.net"]
+    cdn_hosts: list[str] = ["cdn.discordapp.com", "media.discordapp.net"]
     waiting_per_guild: int = Field(100, ge=1, le=100_000)  # jobs one server (guild) may have waiting
     admin_user_ids: list[int] = []  # may use /generate priority:True (so may members with Manage Server)
     nsfw_channel_id: int | None = None  # age-restricted jobs from other channels run, and are posted here

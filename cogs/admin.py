@@ -1,6 +1,7 @@
-"""/admin (for ADMIN_USER_IDS and members who may manage the server) and /usage. Every admin action is
-written to the audit log, which /admin audit lists. The switches live in the store (store_admin.py);
-service.py checks them before a job queues.
+"""/admin (for ADMIN_USER_IDS and members who may manage the server), /usage, and the Report button
+with the mod-log's Delete and Block buttons. Every admin action is written to the audit log, which
+/admin audit lists. The switches live in the store (store/admin.py); jobs/limits.py turns them and
+checks them before a job queues.
 
 Bot-wide actions (pause everywhere, drain and undrain a ComfyUI server, reload) are for ADMIN_USER_IDS
 only; the rest act on this Discord server and are also for members with Manage Server.
@@ -15,15 +16,20 @@ import time
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
-from jobs import wording
+import structlog
+
+from cogs.common import AreaCog, is_admin, is_server_admin
 from config import ConfigError, read_settings
+from jobs import wording
+from ui.buttons import ModerateButton, ReportButton
+from ui.views import jump_url, result_embed
 from safe_text import clip
 from jobs.limits import TERM_MAX, UNITS, period_start, term_pattern, usage_line
 from links import dashboard_url, link_secret
 from comfy.workflows import WorkflowError, load_set
 
+log = structlog.get_logger("bot")
 
 PERIODS = [app_commands.Choice(name="per day", value="day"), app_commands.Choice(name="per month", value="month")]
 UNIT_CHOICES = [app_commands.Choice(name=label, value=value) for value, label in UNITS.items()]
@@ -31,25 +37,25 @@ NOT_ALLOWED = "Only admins of this bot, or members who may manage this server, c
 BOT_ADMINS_ONLY = "Only the bot's own admins (ADMIN_USER_IDS) can do that: it affects every server."
 
 
-class Admin(commands.Cog):
+class Admin(AreaCog):
     admin = app_commands.Group(name="admin", description="Steer the bot here: pause, block, quotas, moderation",
                                guild_only=True)
     terms = app_commands.Group(name="terms", description="Blocked words and phrases", parent=admin)
     apikey = app_commands.Group(name="apikey", description="Keys for the HTTP API, for other programs", parent=admin)
 
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot  # bot.ComfyBot
+    dynamic_items = (ReportButton, ModerateButton)
+
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.command and interaction.command.qualified_name == "usage":
             return True
-        if not self.bot.is_server_admin(interaction):
+        if not is_server_admin(self.bot, interaction):
             await interaction.response.send_message(NOT_ALLOWED, ephemeral=True)
             return False
         return True
 
     async def _done(self, interaction: discord.Interaction, action: str, said: str, **details) -> None:
-        await self.bot._audited(interaction.guild_id or 0, interaction.user.id, action, **details)
+        await self.bot.limits.audited(interaction.guild_id or 0, interaction.user.id, action, **details)
         await interaction.response.send_message(said, ephemeral=True)
 
     # the queue -------------------------------------------------------------------------
@@ -65,10 +71,10 @@ class Admin(commands.Cog):
         await self._pause(interaction, everywhere, False)
 
     async def _pause(self, interaction: discord.Interaction, everywhere: bool, on: bool) -> None:
-        if everywhere and not self.bot.is_admin(interaction):
+        if everywhere and not is_admin(self.bot, interaction):
             await interaction.response.send_message(BOT_ADMINS_ONLY, ephemeral=True)
             return
-        said = await self.bot.admin_pause(interaction.guild_id or 0, interaction.user.id, everywhere, on)
+        said = await self.bot.limits.pause(interaction.guild_id or 0, interaction.user.id, everywhere, on)
         await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="drain", description="Send no new jobs to a ComfyUI server; its running jobs finish")
@@ -82,18 +88,18 @@ class Admin(commands.Cog):
         await self._drain(interaction, server, False)
 
     async def _drain(self, interaction: discord.Interaction, number: int, on: bool) -> None:
-        if not self.bot.is_admin(interaction):
+        if not is_admin(self.bot, interaction):
             await interaction.response.send_message(BOT_ADMINS_ONLY, ephemeral=True)
             return
         try:
-            said = await self.bot.admin_drain(interaction.guild_id or 0, interaction.user.id, number, on)
+            said = await self.bot.limits.drain(interaction.guild_id or 0, interaction.user.id, number, on)
         except ValueError as error:
             said = str(error)
         await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="reload", description="Read the workflows, model presets and styles again, without a restart")
     async def reload(self, interaction: discord.Interaction) -> None:
-        if not self.bot.is_admin(interaction):
+        if not is_admin(self.bot, interaction):
             await interaction.response.send_message(BOT_ADMINS_ONLY, ephemeral=True)
             return
         settings = self.bot.settings
@@ -113,10 +119,10 @@ class Admin(commands.Cog):
             if backend.object_info is not None:
                 backend.learn(backend.object_info)  # what it can run is judged again
         settings.model_presets = presets
-        self.bot.load_builtin_styles()
+        self.bot.choices.load_builtin_styles()
         await self._done(interaction, "reload", f"Reloaded {wording.plural(len(workflows), 'workflow')}, "
                          f"{wording.plural(len(settings.model_presets), 'model preset')} and "
-                         f"{wording.plural(len(self.bot.builtin_styles), 'built-in style')}.")
+                         f"{wording.plural(len(self.bot.choices.builtin_styles), 'built-in style')}.")
 
     # members ---------------------------------------------------------------------------
 
@@ -124,12 +130,12 @@ class Admin(commands.Cog):
     @app_commands.describe(member="Who", reason="Why (kept in the audit log)")
     async def block(self, interaction: discord.Interaction, member: discord.User,
                     reason: app_commands.Range[str, 1, 200]) -> None:
-        said = await self.bot.admin_block(interaction.guild_id or 0, interaction.user.id, member.id, reason, True)
+        said = await self.bot.limits.block(interaction.guild_id or 0, interaction.user.id, member.id, reason, True)
         await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="unblock", description="Let a blocked member use the bot here again")
     async def unblock(self, interaction: discord.Interaction, member: discord.User) -> None:
-        said = await self.bot.admin_block(interaction.guild_id or 0, interaction.user.id, member.id, "", False)
+        said = await self.bot.limits.block(interaction.guild_id or 0, interaction.user.id, member.id, "", False)
         await interaction.response.send_message(said, ephemeral=True)
 
     @admin.command(name="quota", description="Limit what each member, one member, or this server may use")
@@ -264,8 +270,63 @@ class Admin(commands.Cog):
         lines.append(f"**Limits here**: {', '.join(limits) if limits else 'none'}")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
+    # reports to the mod-log --------------------------------------------------------------
 
+    async def on_report_button(self, interaction: discord.Interaction, generation_id: int) -> None:
+        """Report: the result, its prompt and who reported it go to the server's mod-log channel."""
+        generation = await self.bot.store.get_generation(generation_id)
+        if generation is None or generation.deleted_at is not None:
+            await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
+            return
+        modlog = (await self.bot.store.controls("modlog")).get(str(interaction.guild_id or 0))
+        if modlog is None:
+            await interaction.response.send_message(
+                "This server has no mod-log channel yet; a moderator can set one with /admin modlog.", ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        embed = result_embed(generation)
+        embed.title = "Reported result"
+        embed.color = 0xE67E22
+        if generation.attachment_urls and not generation.files[0].lower().endswith((".mp4", ".webm")):
+            embed.set_image(url=generation.attachment_urls[0])
+        view = discord.ui.View(timeout=None)
+        view.add_item(ModerateButton(generation_id, "delete"))
+        view.add_item(ModerateButton(generation_id, "block"))
+        text = (f"🚩 <@{interaction.user.id}> reported a result by <@{generation.user_id}>"
+                + (f": {jump_url(vars(generation))}" if generation.message_id else "."))
+        try:
+            await self.bot.get_partial_messageable(int(modlog["channel_id"])).send(
+                text, embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as error:
+            log.warning("report_not_posted", status=error.status, guild_id=interaction.guild_id)
+            await interaction.edit_original_response(content="The report could not be posted in the mod-log channel; "
+                                                             "please tell a moderator.")
+            return
+        finally:
+            view.stop()
+        await self.bot.store.audit(interaction.guild_id or 0, interaction.user.id, "report", generation_id=generation_id,
+                               author_id=generation.user_id,
+                               link=jump_url(vars(generation)) if generation.message_id else None)
+        log.info("result_reported", generation_id=generation_id, by=interaction.user.id)
+        await interaction.edit_original_response(content="🚩 Thank you: the moderators have it.")
 
+    async def on_moderate_button(self, interaction: discord.Interaction, generation_id: int, action: str) -> None:
+        """In the mod-log: delete the reported result, or block its author here (moderators only)."""
+        if not interaction.permissions.manage_messages and not is_server_admin(self.bot, interaction):
+            await interaction.response.send_message("Only moderators can do that.", ephemeral=True)
+            return
+        generation = await self.bot.store.get_generation(generation_id)
+        if generation is None:
+            await interaction.response.send_message("That result is not known to this bot.", ephemeral=True)
+            return
+        if action == "delete":
+            await self.bot.get_cog("History").on_delete_button(interaction, generation_id, True)
+            await self.bot.store.audit(interaction.guild_id or 0, interaction.user.id, "delete_reported",
+                                   generation_id=generation_id)
+            return
+        said = await self.bot.limits.block(interaction.guild_id or 0, interaction.user.id, generation.user_id,
+                                      "reported result", True)
+        await interaction.response.send_message(said.removeprefix("⛔ "), ephemeral=True)
 
 
 def when(at: float) -> str:

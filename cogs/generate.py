@@ -1,10 +1,10 @@
-"""The slash commands (/generate, /edit, /help, /status) and the Apps menus on messages, with limits and
-choices from the settings.
+"""Making images: /generate, /edit and /status, with limits and choices from the settings, and the
+Cancel button.
 
 Discord reads each option's range and choices from the annotations, so the limits a person sees
 are the ones the bot enforces. A command checks what Discord cannot (a model preset, the priority
 lane, the person's limits), acknowledges within Discord's 3 s, and hands a request to the bot
-(`interaction.client`: bot.ComfyBot), which records the job and queues it.
+(`interaction.client`: bot.ComfyBot; cogs/common.start_job records the job and queues it).
 """
 
 # No `from __future__ import annotations` here: discord.py reads the command
@@ -13,18 +13,49 @@ lane, the person's limits), acknowledges within Discord's 3 s, and hands a reque
 import discord
 from discord import app_commands
 
-from jobs import wording
-from config import Settings
-from jobs.flags import FlagError, parse
-from jobs.compose import ASPECTS
-from image_gen import CONTROL, SEED_LIMIT, STRENGTH
-from results.folder import OutputError
-from cogs.help import help_page, help_view
-from jobs.queue_view import Status
-from safe_text import clip
-from ui.views import COLOR_FAIL, COLOR_OK, fit_embed
+from discord.ext import commands
 
-SERVERS_SHOWN = 15  # with the queue and the caller's jobs, the embed stays within Discord's 6000 characters
+from cogs.common import AreaCog, may_use_priority, refuse_if_limited, start_job
+from config import Settings
+from image_gen import CONTROL, SEED_LIMIT, STRENGTH
+from jobs import wording
+from jobs.compose import ASPECTS
+from jobs.flags import FlagError, parse
+from results.folder import OutputError
+from ui.buttons import CancelButton
+from ui.status import status_embed
+
+class Generate(AreaCog):
+    """/generate, /edit and /status, and the Cancel button under a job that waits or runs."""
+
+    dynamic_items = (CancelButton,)
+
+    def __init__(self, bot: commands.Bot) -> None:
+        super().__init__(bot)
+        self.slash_commands = make_commands(bot.settings)  # their ranges come from the settings
+
+    async def cog_load(self) -> None:
+        await super().cog_load()
+        for command in self.slash_commands:
+            self.bot.tree.add_command(command)
+
+    async def cog_unload(self) -> None:
+        await super().cog_unload()
+        for command in self.slash_commands:
+            self.bot.tree.remove_command(command.name)
+
+    async def on_cancel_button(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Cancel: the job's owner, or anyone who may manage messages in the channel."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job = await self.bot.store.get_job(job_id)
+        if job is None:
+            await interaction.followup.send("That job is not known to this bot.", ephemeral=True)
+            return
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            await interaction.followup.send("Only the person who started this job, or a moderator, can cancel it.",
+                                            ephemeral=True)
+            return
+        await interaction.followup.send(await self.bot.scheduler.cancel(job_id, interaction.user.id), ephemeral=True)
 
 
 def make_commands(settings: Settings) -> list[app_commands.Command]:
@@ -70,7 +101,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                        control_start: app_commands.Range[float, 0.0, 1.0] | None = None,
                        control_end: app_commands.Range[float, 0.0, 1.0] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
-        if priority and not bot.may_use_priority(interaction):
+        if priority and not may_use_priority(bot, interaction):
             await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
             return
         controls = {"control_type": control_type, "control_strength": control_strength,
@@ -79,11 +110,11 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
             await interaction.response.send_message(
                 "The control options need a `control_image` to follow; add one, or leave them out.", ephemeral=True)
             return
-        if not await bot.model_offered(interaction, model) or await refused_flags(interaction, prompt):
+        if not await bot.choices.model_offered(interaction, model) or await refused_flags(interaction, prompt):
             return
-        if control_image is not None and not await bot.control_type_offered(interaction, control_type):
+        if control_image is not None and not await bot.choices.control_type_offered(interaction, control_type):
             return
-        if await bot.refuse_if_limited(interaction):
+        if await refuse_if_limited(bot, interaction):
             return
         callback = await interaction.response.defer(thinking=True)
         options = {"negative_prompt": negative_prompt, "aspect": aspect.value if aspect else None, "width": width,
@@ -91,16 +122,16 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                    "sampler": sampler, "scheduler": scheduler, "lora": lora, "lora_strength": lora_strength}
         kind = "controlnet" if control_image is not None else "txt2img"
         try:  # a control image gives its shape unless a size is asked for
-            request = await bot.request_for(interaction, prompt, options, sized=True if kind == "txt2img" else "asked")
+            request = await bot.choices.request_for(interaction, prompt, options, sized=True if kind == "txt2img" else "asked")
         except ValueError as error:  # RequestError, FlagError: a sentence
             await interaction.edit_original_response(content=wording.failed(kind, str(error)))
             return
         request["batch"] = batch
         if control_image is not None:
-            await bot.start_controlnet(interaction, control_image, {**request, **controls}, callback,
+            await bot.get_cog("Images").start_controlnet(interaction, control_image, {**request, **controls}, callback,
                                        priority=1 if priority else 0)
             return
-        await bot.start_job(interaction, "txt2img", request, message_id=callback.message_id if callback else None,
+        await start_job(bot, interaction, "txt2img", request, message_id=callback.message_id if callback else None,
                             priority=1 if priority else 0)
 
     @app_commands.command(name="edit", description="Redraw an image of yours after a prompt")
@@ -117,86 +148,63 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                    seed: app_commands.Range[int, 0, SEED_LIMIT - 1] | None = None, model: str | None = None,
                    mask: discord.Attachment | None = None, style: app_commands.Range[str, 1, 32] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
-        if not await bot.model_offered(interaction, model) or await refused_flags(interaction, prompt):
+        if not await bot.choices.model_offered(interaction, model) or await refused_flags(interaction, prompt):
             return
-        if await bot.refuse_if_limited(interaction):
+        if await refuse_if_limited(bot, interaction):
             return
         callback = await interaction.response.defer(thinking=True)
         kind = "inpaint" if mask is not None else "img2img"
         try:
-            request = await bot.request_for(interaction, prompt, {"negative_prompt": negative_prompt, "seed": seed,
+            request = await bot.choices.request_for(interaction, prompt, {"negative_prompt": negative_prompt, "seed": seed,
                                                                   "model": model, "style": style}, sized=False)
         except ValueError as error:  # RequestError, FlagError: a sentence
             await interaction.edit_original_response(content=wording.failed(kind, str(error)))
             return
         try:
-            name, (width, height), masked = await bot.input_image(image, mask)
+            name, (width, height), masked = await bot.inputs.input_image(image, mask)
         except (OutputError, ValueError) as error:
             await interaction.edit_original_response(content=wording.cannot_use(str(error)))
             return
         request.update(input=name, mask=masked, strength=strength, width=width, height=height)
         kind = "inpaint" if masked else "img2img"  # a mask: only its white part is redrawn
-        await bot.start_job(interaction, kind, request, message_id=callback.message_id if callback else None)
+        await start_job(bot, interaction, kind, request, message_id=callback.message_id if callback else None)
 
     @generate.autocomplete("control_type")
     async def control_types(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         bot = interaction.client  # bot.ComfyBot
-        return [app_commands.Choice(name=name, value=name) for name in bot.offered_control_types()
+        return [app_commands.Choice(name=name, value=name) for name in bot.choices.offered_control_types()
                 if current.lower() in name.lower()][:25]
 
     @edit.autocomplete("model")
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(interaction.client.offered_presets(interaction.channel), current)
+        return matching(interaction.client.choices.offered_presets(interaction.channel), current)
 
     @edit.autocomplete("style")
     @generate.autocomplete("style")
     async def style_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(await interaction.client.offered_styles(interaction), current)
+        return matching(await interaction.client.choices.offered_styles(interaction), current)
 
     @generate.autocomplete("lora")
     async def lora_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(interaction.client.offered_loras(interaction.channel), current)
+        return matching(interaction.client.choices.offered_loras(interaction.channel), current)
 
     @generate.autocomplete("sampler")
     async def sampler_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(interaction.client.choices("KSampler", "sampler_name"), current)
+        return matching(interaction.client.choices.values("KSampler", "sampler_name"), current)
 
     @generate.autocomplete("scheduler")
     async def scheduler_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(interaction.client.choices("KSampler", "scheduler"), current)
-
-    @app_commands.command(name="help", description="How to use this bot: a page per topic")
-    async def help_command(interaction: discord.Interaction) -> None:
-        context = await interaction.client.help_context(interaction)  # bot.ComfyBot
-        await interaction.response.send_message(embed=help_page("make", context), view=help_view("make"),
-                                                ephemeral=True)
+        return matching(interaction.client.choices.values("KSampler", "scheduler"), current)
 
     @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
     async def status_command(interaction: discord.Interaction) -> None:
         bot = interaction.client  # bot.ComfyBot
         embed = status_embed(bot.scheduler.status(interaction.user.id))
-        embed.add_field(name="Today", inline=False, value=await bot.usage_today(interaction))
+        embed.add_field(name="Today", inline=False, value=await bot.limits.usage_today(interaction.guild_id, interaction.user.id))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    return [generate, edit, help_command, status_command, *context_menus()]
-
-
-def context_menus() -> list[app_commands.ContextMenu]:
-    """Apps -> Vary / Upscale / Animate this image and Use as ControlNet input, on any message with an
-    image: the bot's own results, other people's and other bots'."""
-    def menu(name: str, action: str) -> app_commands.ContextMenu:
-        async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
-            await interaction.client.on_message_image(interaction, message, action)
-
-        return app_commands.ContextMenu(name=name, callback=callback)
-
-    async def controlnet(interaction: discord.Interaction, message: discord.Message) -> None:
-        await interaction.client.on_controlnet_menu(interaction, message)
-
-    return [menu("Vary this image", "vary"), menu("Upscale this image", "upscale"),
-            menu("Animate this image", "animate"),
-            app_commands.ContextMenu(name="Use as ControlNet input", callback=controlnet)]
+    return [generate, edit, status_command]
 
 
 async def refused_flags(interaction: discord.Interaction, prompt: str) -> bool:
@@ -209,7 +217,7 @@ async def refused_flags(interaction: discord.Interaction, prompt: str) -> bool:
     offered = [name for name, preset in presets.items()
                if bot.scheduler.pool.offers("txt2img", {"checkpoint": preset.checkpoint})]
     try:
-        parse(prompt, presets=list(presets), styles=list(await bot.styles_for(interaction)), offered=offered)
+        parse(prompt, presets=list(presets), styles=list(await bot.choices.styles_for(interaction)), offered=offered)
     except FlagError as error:
         await interaction.response.send_message(wording.not_queued(str(error)), ephemeral=True)
         return True
@@ -220,47 +228,3 @@ def matching(names: list[str], current: str) -> list[app_commands.Choice[str]]:
     """Autocomplete: the names containing what was typed so far, at most 25 (Discord's limit)."""
     typed = current.lower()
     return [app_commands.Choice(name=name[:100], value=name[:100]) for name in names if typed in name.lower()][:25]
-
-
-def status_embed(status: Status) -> discord.Embed:
-    """/status: whether the servers are up, the queue, and the caller's jobs (running ones first) in the
-    words their messages use: the same snapshot of the queue (queue_view.QueueView.snapshot)."""
-    up = [server for server in status.servers if server.healthy]
-    embed = discord.Embed(title="Status", color=COLOR_OK if up else COLOR_FAIL)
-    unusable = f"it answers, but not the way ComfyUI does; {wording.LOG_HINT}."
-    if len(status.servers) == 1:
-        (server,) = status.servers
-        lines = ["🟢 ComfyUI is up." if server.healthy else f"⚠️ ComfyUI cannot be used: {unusable}"
-                 if server.problem else "🔴 ComfyUI is not answering."]
-    else:
-        lines = [f"{'🟢' if up else '🔴'} {len(up)} of {len(status.servers)} ComfyUI servers are up."]
-        for number, server in enumerate(status.servers[:SERVERS_SHOWN], start=1):
-            state = "up" if server.healthy else f"cannot be used: {unusable}" if server.problem else "not answering"
-            lines.append(f"• Server {number}: {state}" + (f", {wording.plural(server.load, 'job')} of ours."
-                                                         if server.healthy else ""))
-        if len(status.servers) > SERVERS_SHOWN:
-            lines.append(f"… and {len(status.servers) - SERVERS_SHOWN} more servers.")
-    embed.add_field(name="Servers", inline=False, value="\n".join(lines))
-    embed.add_field(name="Queue", inline=False, value=queue_line(status))
-    mine = []
-    for job, position, giving_up_in in status.mine[:10]:
-        what = f"Your {wording.noun(job.kind)} “{clip(job.request.get('prompt') or '', 40)}”" \
-            if job.request.get("prompt") else f"Your {wording.noun(job.kind)}"
-        if position is not None:
-            state = wording.wait_clause(position, giving_up_in)
-        else:
-            state = "running" if job.state == "running" else "starting, next on the GPU"
-        mine.append(f"• {what}: {state}.")
-    embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
-    return fit_embed(embed)
-
-
-def queue_line(status: Status) -> str:
-    """How many jobs wait and run, and when a new one would start: right away only when nothing waits
-    and a server has room."""
-    line = f"{wording.plural(status.waiting, 'job')} waiting, {status.running} on the GPU."
-    if status.waiting == 0 and status.free:
-        return f"{line} A new job would start right away."
-    if status.new_job_starts is not None:
-        return f"{line} A new job would start in about {wording.about(status.new_job_starts)}."
-    return line

@@ -8,10 +8,14 @@ import re
 from dataclasses import dataclass
 
 import discord
+from discord import app_commands
+
+from cogs.common import AreaCog
 
 from jobs import wording
 from safe_text import clip, summarize
-from ui.views import COLOR_OK, _Guarded, fit_embed
+from ui.buttons import _Guarded
+from ui.views import COLOR_OK, fit_embed
 
 TOPICS = {"make": "Making images", "edit": "Editing images", "buttons": "Buttons and menus",
           "styles": "Styles and flags", "models": "Models and LoRAs", "work": "Finding your work",
@@ -33,6 +37,16 @@ class HelpContext:
     aspects: list[str]
     styles: list[str]
     control_types: list[str]
+
+
+class Help(AreaCog):
+    """/help, and its menu of topics."""
+
+    @app_commands.command(name="help", description="How to use this bot: a page per topic")
+    async def help_command(self, interaction: discord.Interaction) -> None:
+        context = await self.bot.choices.help_context(interaction)
+        await interaction.response.send_message(embed=help_page("make", context), view=help_view("make"),
+                                                ephemeral=True)
 
 
 def help_page(topic: str, c: HelpContext) -> discord.Embed:
@@ -61,7 +75,7 @@ class HelpSelect(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=r
 
     async def clicked(self, interaction: discord.Interaction) -> None:
         topic = (self.item.values or ["make"])[0]
-        context = await interaction.client.help_context(interaction)
+        context = await interaction.client.choices.help_context(interaction)
         await interaction.response.edit_message(embed=help_page(topic, context), view=help_view(topic))
 
 
@@ -186,3 +200,6 @@ def _faq(c: HelpContext) -> list[str]:
 
 PAGES = {"make": _make, "edit": _edit, "buttons": _buttons, "styles": _styles, "models": _models,
          "work": _work, "limits": _limits, "faq": _faq}
+
+
+Help.dynamic_items = (HelpSelect,)

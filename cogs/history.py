@@ -2,7 +2,7 @@
 one), the Favorite and Delete buttons under every result, and /gallery's private link to the web
 gallery. Searches are kept in the store, so the page buttons work after any restart.
 
-`HistoryActions` is a part of bot.ComfyBot (the button handlers); `History` is the Cog of commands.
+`History` is the cog: the commands, and the handlers of its buttons and menus.
 """
 
 # No `from __future__ import annotations` here: discord.py reads the parameters' annotations.
@@ -16,14 +16,16 @@ from pathlib import Path
 import discord
 import structlog
 from discord import app_commands
-from discord.ext import commands
+
+from cogs.common import AreaCog
 
 from jobs import wording
 from ui.contact_sheet import contact_sheet
 from safe_text import clip
 from cogs.generate import matching
 from store.gallery import Query
-from ui.views import ID, DeleteButton, _Guarded, jump_url, result_embed, result_view
+from ui.buttons import ID, DeleteButton, FavoriteButton, _Guarded, answering, result_view
+from ui.views import jump_url, result_embed
 from links import gallery_url, link_secret
 
 log = structlog.get_logger("bot")
@@ -33,99 +35,10 @@ KIND_NAMES = {"txt2img": "Text to image", "img2img": "Edited", "inpaint": "Inpai
               "controlnet": "ControlNet", "upscale": "Upscaled", "animate": "Animation"}
 
 
-class HistoryActions:
-    """Favorite, Delete and opening a result from /history: handlers of bot.ComfyBot."""
+class History(AreaCog):
+    """/history, /favorites and /gallery, and the Favorite and Delete buttons under every result."""
 
-    async def on_favorite_button(self, interaction: discord.Interaction, generation_id: int) -> None:
-        generation = await self.store.get_generation(generation_id)
-        if generation is None or generation.deleted_at is not None:
-            await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
-            return
-        marked = generation_id in await self.store.favorite_ids(interaction.user.id, [generation_id])
-        await self.store.set_favorite(interaction.user.id, generation_id, not marked)
-        await interaction.response.send_message(
-            "⭐ Taken out of your favorites." if marked else "⭐ Added to your favorites: /favorites shows them.",
-            ephemeral=True)
-
-    async def on_delete_button(self, interaction: discord.Interaction, generation_id: int, sure: bool) -> None:
-        """Delete: its owner or a moderator; asked once. The message goes, the result is kept out of history
-        and the gallery, and its files go to the output cap."""
-        generation = await self.store.get_generation(generation_id)
-        if generation is None or generation.deleted_at is not None:
-            await interaction.response.send_message("That result is already deleted.", ephemeral=True)
-            return
-        if interaction.user.id != generation.user_id and not interaction.permissions.manage_messages:
-            await interaction.response.send_message("Only the person who made this, or a moderator, can delete it.",
-                                                    ephemeral=True)
-            return
-        if not sure:
-            view = discord.ui.View(timeout=None)
-            view.add_item(DeleteButton(generation_id, sure=True))
-            await interaction.response.send_message("Delete this result for good? The message and its files go.",
-                                                    view=view, ephemeral=True)
-            view.stop()
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.store.mark_deleted(generation_id)
-        for name in generation.files:
-            await self.outputs.forget(self.settings.outputs_dir / name)
-        if generation.message_id is not None:
-            try:
-                await self.get_partial_messageable(generation.channel_id).get_partial_message(
-                    generation.message_id).delete()
-            except discord.NotFound:
-                pass
-            except discord.HTTPException as error:
-                log.warning("result_message_kept", generation_id=generation_id, status=error.status)
-        log.info("generation_deleted", generation_id=generation_id, by=interaction.user.id)
-        await interaction.edit_original_response(content="🗑️ Deleted.", view=None)
-
-    async def show_history(self, interaction: discord.Interaction, query_id: int, page: int) -> None:
-        """A page of a saved search, as the response to a deferred interaction."""
-        saved = await self.store.saved_query(query_id)
-        if saved is None or saved[0] != interaction.user.id:
-            await interaction.edit_original_response(content="That list is not yours; run /history yourself.",
-                                                     attachments=[], view=None)
-            return
-        query = saved[1]
-        found, total = await self.store.find_generations(query, offset=page * PAGE, limit=PAGE)
-        if not found:
-            await interaction.edit_original_response(content=nothing_found(query, interaction.user.id),
-                                                     attachments=[], view=None)
-            return
-        sheet = await contact_sheet([await self._sheet_tile(generation) for generation in found])
-        view = history_view(query_id, page, total, found)
-        await interaction.edit_original_response(
-            content=summary(query, interaction.user.id, page, total, found),
-            attachments=[discord.File(io.BytesIO(sheet), filename="cogs.history.webp")], view=view)
-        view.stop()
-
-    async def _sheet_tile(self, generation) -> Path | None:
-        """The result's cached gallery thumbnail (made once), or its file when it has none (a video, gone)."""
-        if not generation.files:
-            return None
-        return await self.thumbs.get(generation.files[0]) or self.settings.outputs_dir / generation.files[0]
-
-    async def open_result(self, interaction: discord.Interaction, generation_id: int) -> None:
-        """One result from /history, privately: its embed, its image and the usual buttons, and where it was posted."""
-        generation = await self.store.get_generation(generation_id)
-        allowed = generation is not None and generation.deleted_at is None and (
-            generation.user_id == interaction.user.id or interaction.permissions.manage_messages)
-        if not allowed:
-            await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
-            return
-        embed = result_embed(generation)
-        if generation.attachment_urls and not generation.files[0].lower().endswith((".mp4", ".webm")):
-            embed.set_image(url=generation.attachment_urls[0])
-        posted = f"Posted here: {jump_url(vars(generation))}" if generation.message_id else "Not posted."
-        view = result_view(generation, interaction.filesize_limit or self.settings.upload_limit)
-        await interaction.response.send_message(posted, embed=embed, view=view, ephemeral=True)
-        view.stop()
-
-
-class History(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot  # bot.ComfyBot
+    # dynamic_items: set below, once its buttons are defined
 
     @app_commands.command(name="history", description="Your results here, newest first, nine at a time")
     @app_commands.describe(search="Words in the prompt", kind="Only this kind of result", model="Only this model",
@@ -180,7 +93,96 @@ class History(commands.Cog):
         query = Query(whose, interaction.guild_id, text=search or "", kind=kind, model=model, favorites=favorites,
                       since=start, until=end + 86400 if end is not None else None)
         query_id = await self.bot.store.save_query(interaction.user.id, query)
-        await self.bot.show_history(interaction, query_id, 0)
+        await self.show_history(interaction, query_id, 0)
+
+
+    # the buttons and menus -------------------------------------------------------------
+
+    async def on_favorite_button(self, interaction: discord.Interaction, generation_id: int) -> None:
+        generation = await self.bot.store.get_generation(generation_id)
+        if generation is None or generation.deleted_at is not None:
+            await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
+            return
+        marked = generation_id in await self.bot.store.favorite_ids(interaction.user.id, [generation_id])
+        await self.bot.store.set_favorite(interaction.user.id, generation_id, not marked)
+        await interaction.response.send_message(
+            "⭐ Taken out of your favorites." if marked else "⭐ Added to your favorites: /favorites shows them.",
+            ephemeral=True)
+
+    async def on_delete_button(self, interaction: discord.Interaction, generation_id: int, sure: bool) -> None:
+        """Delete: its owner or a moderator; asked once. The message goes, the result is kept out of history
+        and the gallery, and its files go to the output cap."""
+        generation = await self.bot.store.get_generation(generation_id)
+        if generation is None or generation.deleted_at is not None:
+            await interaction.response.send_message("That result is already deleted.", ephemeral=True)
+            return
+        if interaction.user.id != generation.user_id and not interaction.permissions.manage_messages:
+            await interaction.response.send_message("Only the person who made this, or a moderator, can delete it.",
+                                                    ephemeral=True)
+            return
+        if not sure:
+            view = discord.ui.View(timeout=None)
+            view.add_item(DeleteButton(generation_id, sure=True))
+            await interaction.response.send_message("Delete this result for good? The message and its files go.",
+                                                    view=view, ephemeral=True)
+            view.stop()
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.store.mark_deleted(generation_id)
+        for name in generation.files:
+            await self.bot.outputs.forget(self.bot.settings.outputs_dir / name)
+        if generation.message_id is not None:
+            try:
+                await self.bot.get_partial_messageable(generation.channel_id).get_partial_message(
+                    generation.message_id).delete()
+            except discord.NotFound:
+                pass
+            except discord.HTTPException as error:
+                log.warning("result_message_kept", generation_id=generation_id, status=error.status)
+        log.info("generation_deleted", generation_id=generation_id, by=interaction.user.id)
+        await interaction.edit_original_response(content="🗑️ Deleted.", view=None)
+
+    async def show_history(self, interaction: discord.Interaction, query_id: int, page: int) -> None:
+        """A page of a saved search, as the response to a deferred interaction."""
+        saved = await self.bot.store.saved_query(query_id)
+        if saved is None or saved[0] != interaction.user.id:
+            await interaction.edit_original_response(content="That list is not yours; run /history yourself.",
+                                                     attachments=[], view=None)
+            return
+        query = saved[1]
+        found, total = await self.bot.store.find_generations(query, offset=page * PAGE, limit=PAGE)
+        if not found:
+            await interaction.edit_original_response(content=nothing_found(query, interaction.user.id),
+                                                     attachments=[], view=None)
+            return
+        sheet = await contact_sheet([await self._sheet_tile(generation) for generation in found])
+        view = history_view(query_id, page, total, found)
+        await interaction.edit_original_response(
+            content=summary(query, interaction.user.id, page, total, found),
+            attachments=[discord.File(io.BytesIO(sheet), filename="history.webp")], view=view)
+        view.stop()
+
+    async def _sheet_tile(self, generation) -> Path | None:
+        """The result's cached gallery thumbnail (made once), or its file when it has none (a video, gone)."""
+        if not generation.files:
+            return None
+        return await self.bot.thumbs.get(generation.files[0]) or self.bot.settings.outputs_dir / generation.files[0]
+
+    async def open_result(self, interaction: discord.Interaction, generation_id: int) -> None:
+        """One result from /history, privately: its embed, its image and the usual buttons, and where it was posted."""
+        generation = await self.bot.store.get_generation(generation_id)
+        allowed = generation is not None and generation.deleted_at is None and (
+            generation.user_id == interaction.user.id or interaction.permissions.manage_messages)
+        if not allowed:
+            await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
+            return
+        embed = result_embed(generation)
+        if generation.attachment_urls and not generation.files[0].lower().endswith((".mp4", ".webm")):
+            embed.set_image(url=generation.attachment_urls[0])
+        posted = f"Posted here: {jump_url(vars(generation))}" if generation.message_id else "Not posted."
+        view = result_view(generation, interaction.filesize_limit or self.bot.settings.upload_limit)
+        await interaction.response.send_message(posted, embed=embed, view=view, ephemeral=True)
+        view.stop()
 
 
 class HistoryPage(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
@@ -199,7 +201,7 @@ class HistoryPage(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
 
     async def clicked(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer()
-        await interaction.client.show_history(interaction, self.query_id, self.page)
+        await answering(interaction, "History").show_history(interaction, self.query_id, self.page)
 
 
 class HistoryOpen(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=r"cf:histopen"):
@@ -218,7 +220,7 @@ class HistoryOpen(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=
         if not value.isdigit() or len(value) > 18:
             await interaction.response.send_message("That result is not kept any more.", ephemeral=True)
             return
-        await interaction.client.open_result(interaction, int(value))
+        await answering(interaction, "History").open_result(interaction, int(value))
 
 
 def history_view(query_id: int, page: int, total: int, found: list) -> discord.ui.View:
@@ -278,4 +280,4 @@ def nothing_found(query: Query, viewer_id: int) -> str:
     return f"{whose} no results here{filters(query)}." + (" Mark some with ⭐ Favorite." if query.favorites else "")
 
 
-ITEMS = (HistoryPage, HistoryOpen)
+History.dynamic_items = (HistoryPage, HistoryOpen, FavoriteButton, DeleteButton)

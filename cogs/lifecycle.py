@@ -7,7 +7,7 @@ clears it), so the connection is followed through its events instead: `connect` 
 runs each part under a time bound, lets a result being posted finish and be recorded first, and
 cancels discord.py's reconnect backoff (up to minutes) instead of waiting it out.
 
-`Lifecycle` is a part of bot.ComfyBot, like actions.ImageActions.
+`Gateway` is the bot's `gateway`; `stop` is its close(); `run` runs it as a process.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -36,48 +36,47 @@ POSTING_BOUND = 5.0  # seconds a result being posted may take to be posted and r
 GATEWAY_EVENTS = ("connect", "ready", "resumed", "disconnect")
 
 
-class Lifecycle:
-    """Follows the gateway connection, and closes the bot within bounds."""
+class Gateway:
+    """Follows the gateway connection of `bot` through discord.py's events (bot.dispatch hands each one here)."""
 
-    def __init__(self, *args: Any, **options: Any) -> None:
+    def __init__(self, bot: Any) -> None:
+        self.bot = bot
         self._shards_up: set[int | None] = set()
         self._shards_down: set[int | None] = set()
         self._dropped_at: float | None = None
-        self.gateway_failed: BaseException | None = None  # the first connection failed: the bot gives up
+        self.failed: BaseException | None = None  # the first connection failed: the bot gives up
         self.gave_up = asyncio.Event()
-        super().__init__(*args, **options)
 
-    # the gateway connection -----------------------------------------------------------------------
-
-    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
-        """discord.py calls this synchronously, inside its `except` for a disconnect: the error is at hand."""
-        sharded = isinstance(self, discord.AutoShardedClient)
+    def saw(self, event_name: str, args: tuple[Any, ...]) -> None:
+        """Called synchronously by bot.dispatch, inside discord.py's `except` for a disconnect: the error
+        is at hand."""
+        sharded = isinstance(self.bot, discord.AutoShardedClient)
         name = event_name.removeprefix("shard_") if sharded else event_name
         if name in GATEWAY_EVENTS and event_name.startswith("shard_") == sharded:
             shard = args[0] if sharded and args else None
             if name == "disconnect":
-                self._gateway_lost(shard, sys.exception())
+                self._lost(shard, sys.exception())
             else:
-                self._gateway_up(shard)
-        super().dispatch(event_name, *args, **kwargs)
+                self._up(shard)
 
     @property
-    def gateway_connected(self) -> bool:
-        shards = (self.shard_count or 1) if isinstance(self, discord.AutoShardedClient) else 1
-        return len(self._shards_up) >= shards and not self._shards_down and not self.is_closed()
+    def connected(self) -> bool:
+        bot = self.bot
+        shards = (bot.shard_count or 1) if isinstance(bot, discord.AutoShardedClient) else 1
+        return len(self._shards_up) >= shards and not self._shards_down and not bot.is_closed()
 
-    def gateway_problem(self) -> str | None:
+    def problem(self) -> str | None:
         """Why the bot is not connected to Discord now, in words; None when it is."""
-        if self.gateway_connected:
+        if self.connected:
             return None
-        if self.is_closed():
+        if self.bot.is_closed():
             return "the bot is stopping"
         if self._dropped_at is None or not self._shards_up:
             return "not connected to Discord yet"
         dropped = wording.seconds(time.monotonic() - self._dropped_at)
         return f"the connection to Discord dropped {dropped} ago; the bot is reconnecting"
 
-    def _gateway_up(self, shard: int | None) -> None:
+    def _up(self, shard: int | None) -> None:
         if self._shards_down:
             log.info("discord_reconnected", shard=shard,
                      after=round(time.monotonic() - (self._dropped_at or time.monotonic()), 1))
@@ -85,49 +84,51 @@ class Lifecycle:
         self._shards_up.add(shard)
         if not self._shards_down:
             self._dropped_at = None
-        self.metrics.discord(self.gateway_connected)
+        self.bot.metrics.discord(self.connected)
 
-    def _gateway_lost(self, shard: int | None, error: BaseException | None) -> None:
+    def _lost(self, shard: int | None, error: BaseException | None) -> None:
+        closed = self.bot.is_closed()
         if shard in self._shards_up:
-            if shard not in self._shards_down and not self.is_closed():
+            if shard not in self._shards_down and not closed:
                 self._dropped_at = self._dropped_at or time.monotonic()
                 self._shards_down.add(shard)
                 log.info("discord_disconnected", shard=shard, error=_short(error))
         elif (error is not None and not isinstance(error, (ReconnectWebSocket, asyncio.CancelledError))
-              and not isinstance(self, discord.AutoShardedClient) and not self.is_closed()):
-            self.gateway_failed = error  # never connected: retrying forever would hide a setup problem
+              and not isinstance(self.bot, discord.AutoShardedClient) and not closed):
+            self.failed = error  # never connected: retrying forever would hide a setup problem
             self.gave_up.set()
-        self.metrics.discord(self.gateway_connected)
+        self.bot.metrics.discord(self.connected)
 
-    # stopping -------------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Stop everything, each part within a bound and all within STOP_BOUND; the store is closed
-        whatever the other parts did."""
-        deadline = time.monotonic() + STOP_BOUND
-        try:
-            for task in (self._validation, self._lag, self._webhooks):
-                if task is not None:
-                    task.cancel()
-            await _bounded("webhooks", self.webhooks.close(), deadline)
-            if self.scheduler is not None:
-                await _bounded("scheduler", self.scheduler.close(), deadline)
-            await _bounded("results being posted", self.delivery.settle(), deadline, POSTING_BOUND)
-            self.delivery.close()
-            await _bounded("comfyui", self._close_clients(), deadline)
-            if self._fetch_session is not None:
-                await _bounded("downloads", self._fetch_session.close(), deadline)
-            if self.web is not None:
-                await _bounded("web", self.web.stop(), deadline)
-        finally:
-            await _bounded("store", self.store.close(), deadline)
-            await _bounded("discord", super().close(), deadline)
+# stopping -------------------------------------------------------------------------------------------
 
-    async def _close_clients(self) -> None:
-        results = await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
-        for client, result in zip(self.clients, results):
-            if isinstance(result, Exception):
-                log.error("comfyui_close_failed", server=client.name, error=repr(result))
+
+async def stop(bot: Any, close_discord: Callable[[], Awaitable[None]]) -> None:
+    """Stop everything, each part within a bound and all within STOP_BOUND; the store is closed
+    whatever the other parts did, and discord.py last."""
+    deadline = time.monotonic() + STOP_BOUND
+    try:
+        for task in bot.background:
+            task.cancel()
+        await _bounded("webhooks", bot.webhooks.close(), deadline)
+        if bot.scheduler is not None:
+            await _bounded("scheduler", bot.scheduler.close(), deadline)
+        await _bounded("results being posted", bot.delivery.settle(), deadline, POSTING_BOUND)
+        bot.delivery.close()
+        await _bounded("comfyui", _close_clients(bot.clients), deadline)
+        await _bounded("downloads", bot.inputs.close(), deadline)
+        if bot.web is not None:
+            await _bounded("web", bot.web.stop(), deadline)
+    finally:
+        await _bounded("store", bot.store.close(), deadline)
+        await _bounded("discord", close_discord(), deadline)
+
+
+async def _close_clients(clients: list[Any]) -> None:
+    results = await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+    for client, result in zip(clients, results):
+        if isinstance(result, Exception):
+            log.error("comfyui_close_failed", server=client.name, error=repr(result))
 
 
 async def _bounded(step: str, work: Awaitable[Any], deadline: float, bound: float = STEP_BOUND) -> None:
@@ -161,7 +162,7 @@ async def run(bot: Any, token: str) -> int:
     quiet = _QuietAfterGivingUp(bot)
     logging.getLogger("discord.client").addFilter(quiet)
     running = asyncio.create_task(bot.start(token))
-    waits = {asyncio.create_task(stop.wait()), asyncio.create_task(bot.gave_up.wait())}
+    waits = {asyncio.create_task(stop.wait()), asyncio.create_task(bot.gateway.gave_up.wait())}
     try:
         await asyncio.wait({running, *waits}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
@@ -174,11 +175,11 @@ async def run(bot: Any, token: str) -> int:
             running.cancel()
             await asyncio.wait({running}, timeout=STEP_BOUND)
         logging.getLogger("discord.client").removeFilter(quiet)
-    error = bot.gateway_failed
+    error = bot.gateway.failed
     if error is None and not stop.is_set() and running.done() and not running.cancelled():
         error = running.exception()
     if error is not None:
-        code, line = failure(error, gateway=error is bot.gateway_failed)
+        code, line = failure(error, gateway=error is bot.gateway.failed)
         log.info("bot_stopped", status=code)
         print(line, file=sys.stderr)
         return code
@@ -195,7 +196,7 @@ class _QuietAfterGivingUp(logging.Filter):
         self._bot = bot
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (self._bot.gave_up.is_set() and str(record.msg).startswith("Attempting a reconnect"))
+        return not (self._bot.gateway.gave_up.is_set() and str(record.msg).startswith("Attempting a reconnect"))
 
 
 def failure(error: BaseException, *, gateway: bool = False) -> tuple[int, str]:

@@ -9,7 +9,8 @@ import re
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+
+from cogs.common import AreaCog
 
 from jobs import wording
 from jobs.compose import ASPECTS
@@ -17,22 +18,21 @@ from safe_text import clip
 from store.people import SavedStyle
 from cogs.generate import matching
 from jobs.styles import StyleError, check_name, make
-from ui.views import _Guarded
+from ui.buttons import _Guarded
 
 STYLES_PER_PERSON, STYLES_PER_SERVER = 25, 50
 MODELS_SHOWN = 10  # Discord shows at most 10 embeds in one message
 
 
-class Preferences(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot  # bot.ComfyBot
+class Preferences(AreaCog):
+    """/models, /settings and /style: what a person (or a server) keeps as defaults."""
 
     # /models -------------------------------------------------------------------------
 
     @app_commands.command(name="models", description="The models you can choose, and which one you use by default")
     async def models(self, interaction: discord.Interaction) -> None:
         bot, settings = self.bot, self.bot.settings
-        offered = bot.offered_presets(interaction.channel)
+        offered = bot.choices.offered_presets(interaction.channel)
         prefs = await bot.store.preferences(interaction.user.id)
         if not offered:
             await interaction.response.send_message(
@@ -82,12 +82,12 @@ class Preferences(commands.Cog):
         bot, settings = self.bot, self.bot.settings
         if changes.get("steps", 0) > settings.max_steps:
             return f"Steps can be at most {settings.max_steps} here."
-        if "model" in changes and changes["model"] not in bot.offered_presets(interaction.channel):
+        if "model" in changes and changes["model"] not in bot.choices.offered_presets(interaction.channel):
             return f"There is no model called {wording.code(changes['model'])}; /models lists them."
-        if "style" in changes and changes["style"] not in await bot.offered_styles(interaction):
+        if "style" in changes and changes["style"] not in await bot.choices.offered_styles(interaction):
             return f"There is no style called {wording.code(changes['style'])}; /style list shows them."
         for key, name in (("sampler", "sampler_name"), ("scheduler", "scheduler")):
-            known = bot.choices("KSampler", name)
+            known = bot.choices.values("KSampler", name)
             if key in changes and known and changes[key] not in known:
                 return f"There is no {key} called {wording.code(changes[key])}; Discord suggests them as you type."
         return None
@@ -132,10 +132,10 @@ class Preferences(commands.Cog):
     async def style_list(self, interaction: discord.Interaction) -> None:
         bot = self.bot
         saved = await bot.store.styles(interaction.guild_id or 0, interaction.user.id)
-        offered = set(await bot.offered_styles(interaction))
+        offered = set(await bot.choices.offered_styles(interaction))
         mine = [s.name for s in saved if s.owner_id and s.name in offered]
         server = [s.name for s in saved if not s.owner_id and s.name in offered]
-        built_in = [name for name in bot.builtin_styles if name in offered]
+        built_in = [name for name in bot.choices.builtin_styles if name in offered]
         lines = [f"**Yours**: {names(mine)}", f"**This server's**: {names(server)}", f"**Built in**: {names(built_in)}",
                  "Use one with `style:` or `--style NAME`; save your own with /style save (a template with "
                  "{prompt} in it)."]
@@ -163,19 +163,19 @@ class Preferences(commands.Cog):
 
     @settings_command.autocomplete("style")
     async def style_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(await self.bot.offered_styles(interaction), current)
+        return matching(await self.bot.choices.offered_styles(interaction), current)
 
     @settings_command.autocomplete("model")
     async def model_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(self.bot.offered_presets(interaction.channel), current)
+        return matching(self.bot.choices.offered_presets(interaction.channel), current)
 
     @settings_command.autocomplete("sampler")
     async def sampler_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(self.bot.choices("KSampler", "sampler_name"), current)
+        return matching(self.bot.choices.values("KSampler", "sampler_name"), current)
 
     @settings_command.autocomplete("scheduler")
     async def scheduler_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(self.bot.choices("KSampler", "scheduler"), current)
+        return matching(self.bot.choices.values("KSampler", "scheduler"), current)
 
     def _may_manage(self, interaction: discord.Interaction) -> bool:
         return interaction.guild_id is not None and (interaction.permissions.manage_guild
@@ -199,7 +199,7 @@ class ModelPick(_Guarded, discord.ui.DynamicItem[discord.ui.Select], template=r"
     async def clicked(self, interaction: discord.Interaction) -> None:
         bot = interaction.client  # bot.ComfyBot
         picked = (self.item.values or [""])[0]
-        if picked not in bot.offered_presets(interaction.channel):
+        if picked not in bot.choices.offered_presets(interaction.channel):
             await interaction.response.send_message(f"{wording.code(picked)} is not offered any more; see /models.",
                                                     ephemeral=True)
             return
@@ -238,3 +238,6 @@ def defaults_text(prefs: dict, *, clear: bool, changed: bool) -> str:
     shown = "\n".join(f"• {key}: {wording.code(value)}" for key, value in prefs.items())
     said = "Forgotten; these are" if clear else "Saved; these are" if changed else "These are"
     return f"{said} your defaults:\n{shown}"
+
+
+Preferences.dynamic_items = (ModelPick,)

@@ -35,7 +35,8 @@ from config import Settings
 from results.media import fit_to_limit
 from ui.progress import Progression
 from store import Generation, Job
-from ui.views import LiveMessage, cancel_view, jump_url, result_embed, result_view
+from ui.buttons import cancel_view, result_view
+from ui.views import LiveMessage, jump_url, result_embed
 
 log = structlog.get_logger(__name__)
 

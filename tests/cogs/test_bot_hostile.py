@@ -112,7 +112,7 @@ async def test_a_button_that_crashes_is_answered_privately(comfy, discord_fake, 
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(bot, "on_image_button", broken)
+    monkeypatch.setattr(bot.get_cog("Images"), "on_image_button", broken)
     click = await discord_fake.click(first.id, "cf:up:1:0:2")
     await click.wait_acked(3)
     reply = discord_fake.messages[click.original_message_id]
@@ -309,24 +309,24 @@ async def cdn(tmp_path):
     ("/endless.png", "larger than 1.0 MiB"),
 ], ids=["direct", "redirect-on-cdn", "redirect-off-cdn", "redirect-loop", "html", "endless"])
 async def test_an_attachment_is_fetched_only_from_the_cdn_within_the_cap(cdn, tmp_path, path, outcome):
-    import aiohttp
+    from results.folder import OutputError, OutputFolder
+    from results.inputs import Inputs
 
-    from bot import ComfyBot
-    from results.folder import OutputError
-
-    bot = ComfyBot(bot_settings(tmp_path, "http://127.0.0.1:9", download_limit=1024 * 1024))
-    await bot.outputs.open()
-    bot._fetch_session = aiohttp.ClientSession()
+    settings = bot_settings(tmp_path, "http://127.0.0.1:9", download_limit=1024 * 1024)
+    outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
+    await outputs.open()
+    inputs = Inputs(settings, outputs)
+    await inputs.open()
     try:
         if outcome is None:
-            saved = await bot._fetch_attachment(cdn + path, "input.png")
+            saved = await inputs.fetch(cdn + path, "input.png")
             assert saved.read_bytes() == hostile.png_bytes((32, 32))
         else:
             with pytest.raises((ValueError, OutputError), match=outcome):
-                await bot._fetch_attachment(cdn + path, "input.png")
-            assert [p.name for p in bot.settings.outputs_dir.iterdir() if not p.name.startswith(".")] == []
+                await inputs.fetch(cdn + path, "input.png")
+            assert [p.name for p in settings.outputs_dir.iterdir() if not p.name.startswith(".")] == []
     finally:
-        await bot._fetch_session.close()
+        await inputs.close()
 
 
 async def test_shutdown_closes_the_store_whatever_the_comfyui_clients_did(comfy, discord_fake, running, tmp_path,

@@ -38,7 +38,7 @@ async def test_history_is_a_contact_sheet_with_pages_search_and_filters(comfy, d
     first = await reply(discord_fake, await discord_fake.slash("history"))
     assert first.ephemeral and first.content.startswith("Your results here: 1–9 of 10, newest first.")
     (sheet,) = first.attachments
-    assert sheet["filename"] == "cogs.history.webp" and Image.open(io.BytesIO(sheet["data"])).size == (800, 800)
+    assert sheet["filename"] == "history.webp" and Image.open(io.BytesIO(sheet["data"])).size == (800, 800)
     assert options_of(first)[0] == "1. Text to image: a red fox number 9" and len(options_of(first)) == 9
     await running.stop()
     await running.start(settings)  # the page buttons need nothing in memory
