@@ -17,14 +17,6 @@ from tests.fakes.runpod import FakeRunPod
 DEAD = "http://127.0.0.1:9"  # nothing listens here: the local ComfyUI is down
 
 
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod(execution_time=0.2)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def endpoint(fake: FakeRunPod, **overrides) -> str:
     return json.dumps([{"endpoint_id": fake.endpoint_id, "api_key": fake.api_key, "base_url": fake.base_url,
                         "models": ["v1-5-pruned-emaonly.safetensors"], "price_per_second": 0.001, **overrides}])

@@ -6,21 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from tests.fakes.runpod import FakeRunPod
 from tests.backends.test_runpod_bot import DEAD, runs, settings_for
 
 
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod(execution_time=1.0)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 async def test_a_runpod_job_whose_cancel_is_not_confirmed_is_never_posted(runpod, discord_fake, running, tmp_path):
+    runpod.execution_time = 1.0  # long enough to click Cancel while it runs
     runpod.unheeded_cancels = 1
     await running.start(settings_for(tmp_path, DEAD, runpod))
     interaction = await discord_fake.slash("generate", {"prompt": "never mind", "width": 64, "height": 64})

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.fakes.runpod import FakeRunPod
 from tests.jobs.test_check import run_bot
 
 MODEL = "v1-5-pruned-emaonly.safetensors"
-
-
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod()
-    await fake.start()
-    yield fake
-    await fake.stop()
-    assert fake.unhandled == []
 
 
 def endpoints(fake: FakeRunPod, **overrides) -> str:

@@ -3,22 +3,10 @@ reason in words where it is safe, bounded and without Discord markup or mentions
 
 from __future__ import annotations
 
-import pytest
-
 from tests.bot_harness import result_of
-from tests.fakes.runpod import FakeRunPod
 from tests.backends.test_runpod_bot import DEAD, settings_for
 
 FAILED = "❌ <@5001>, your image could not be made: "
-
-
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod()
-    await fake.start()
-    yield fake
-    await fake.stop()
-    assert fake.unhandled == []
 
 
 async def shown(discord_fake, prompt: str = "a lighthouse") -> str:

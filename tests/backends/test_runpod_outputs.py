@@ -3,24 +3,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.bot_harness import result_of
-from tests.fakes.runpod import FakeRunPod
 from tests.backends.test_runpod_bot import DEAD, runs, settings_for
 
 
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod(execution_time=0.2)
-    fake.workers = 2
-    await fake.start()
-    yield fake
-    await fake.stop()
-    assert fake.unhandled == []
-
-
 async def test_two_jobs_with_the_same_output_name_each_get_their_own_image(runpod, discord_fake, running, tmp_path):
+    runpod.workers = 2  # each worker numbers its files from _00001_
     await running.start(settings_for(tmp_path, DEAD, runpod, output_limit=2))
     bot = running.bot
     # the output folder is full of results waiting for delivery: both jobs finish before either is downloaded

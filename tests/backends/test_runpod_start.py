@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from structlog.testing import capture_logs
 
-from tests.fakes.runpod import FakeRunPod
 from tests.backends.test_runpod_bot import settings_for
-
-
-@pytest.fixture
-async def runpod():
-    fake = FakeRunPod()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def started_logs(running, settings) -> list[dict]:
