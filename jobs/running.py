@@ -8,6 +8,7 @@ and dispatching jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -121,12 +122,11 @@ class Running:
         return await kind.run(engine, job.request, source, options)
 
     async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:
-        """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere."""
-        current = await self._store.get_job(job.id)
-        if current is None or current.state not in ACTIVE_STATES:  # it ended meanwhile: nothing to move
-            jlog.info("job_not_moved", state=current.state if current else None, error=str(error))
-            if current is not None and current.state == "cancelled":
-                await self._notify_cancelled(job)
+        """The server died under the job: before it started, move it; mid-run, run it once more, elsewhere.
+        A moved job is queued again before anything is awaited, so jobs moved off one server keep their
+        order whatever order their failures are handled in."""
+        if job.id in self._cancelled:
+            await self._notify_cancelled(job)
             return
         attempts = job.attempts + (1 if started else 0)
         handovers = job.handovers + 1  # every hand-over counts, so a server that keeps losing it cannot loop
@@ -141,13 +141,16 @@ class Running:
             return
         jlog.warning("job_moved", error=str(error), started=started, attempts=attempts, handovers=handovers)
         self._avoid.setdefault(job.id, set()).add(backend.name)
-        job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="waiting", attempts=attempts,
-                                           handovers=handovers, prompt_id=None, server=None)
-        if job.state != "waiting":  # cancelled while it was being moved
-            await self._notify_cancelled(job)
-            return
-        self._enqueue(job, front=True)
+        moved = dataclasses.replace(job, state="waiting", attempts=attempts, handovers=handovers, prompt_id=None,
+                                    server=None)
+        self._enqueue(moved, front=True)
         self._wake_up()
+        stored = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="waiting", attempts=attempts,
+                                              handovers=handovers, prompt_id=None, server=None)
+        if stored.state not in ("waiting", "submitted"):  # it ended meanwhile (cancelled): nothing to move
+            jlog.info("job_not_moved", state=stored.state, error=str(error))
+            if self._dequeue(moved) and stored.state == "cancelled":  # not already told by cancel()
+                await self._notify_cancelled(job)
 
     async def _end_badly(self, flight: Flight, reason: str, jlog: Any) -> None:
         self._flights.pop(flight.job.id, None)
