@@ -1,6 +1,6 @@
 """What a person chooses once: /models (the presets, and one as their default), /style (their own
 styles and, for members who may manage the server, the server's) and /settings (the defaults every
-command starts from). One discord.py Cog; the values live in the store (store_people.py).
+command starts from). One discord.py Cog; the values live in the store (store/people.py).
 """
 
 # No `from __future__ import annotations` here: discord.py reads the parameters' annotations.

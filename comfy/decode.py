@@ -4,7 +4,7 @@ A server (or a proxy in front of it) can send anything: a `data` that is a
 string, a `progress` of 1e400, preview metadata that is a list, a frame of three
 bytes. Every function here either returns a well-typed value or raises
 `BadFrame` with a short reason; nothing else escapes, so the reader of the
-socket (comfyui.py) can drop one bad frame and go on.
+socket (comfy/listener.py) can drop one bad frame and go on.
 """
 
 from __future__ import annotations

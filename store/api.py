@@ -1,4 +1,4 @@
-"""What the store keeps for the HTTP API (web/api.py) and its webhooks (webhooks.py): API keys, which
+"""What the store keeps for the HTTP API (web/api.py) and its webhooks (web/webhooks.py): API keys, which
 jobs each key started, and webhook deliveries that must survive a restart. Part of store.Store; the
 tables are its migration 8. Every call runs on the store's one worker thread.
 

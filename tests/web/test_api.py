@@ -1,4 +1,4 @@
-"""Tests for the HTTP API (web/api.py), its OpenAPI document (web/openapi.py) and its keys (store_api.py).
+"""Tests for the HTTP API (web/api.py), its OpenAPI document (web/openapi.py) and its keys (store/api.py).
 
 The app runs through aiohttp's test server on 127.0.0.1, on a real Store in tmp_path whose schema has
 store_api's migration added, with a fake ApiService that keeps jobs in memory and writes real files in
