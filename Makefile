@@ -8,7 +8,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-.PHONY: run check smoke test bench browser
+.PHONY: run check smoke test bench browser postgres
 run: $(VENV)/.installed
 	$(PY) bot.py
 
@@ -18,7 +18,7 @@ check: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) bot.py check --smoke
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser postgres
 	$(PY) -m pytest
 
 # The browser tests (tests/web/test_web_browser.py) drive Debian's Chromium: installed once, when missing.
@@ -27,6 +27,14 @@ browser:
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	fi
+
+# The store's tests start a throwaway PostgreSQL server (tests/postgres.py) from Debian's package: installed once, when missing.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
 bench: $(VENV)/.installed
