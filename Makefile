@@ -46,3 +46,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/eta.py
 	$(PY) bench/metrics.py
 	$(PY) bench/runpod_overflow.py
+	$(PY) bench/logs.py

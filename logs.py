@@ -29,17 +29,19 @@ MASK = "***"
 QUIET = ("websockets", "websockets.client", "discord.http", "discord.gateway", "discord.webhook.async_",
          "aiohttp.client")
 MIN_SECRET = 4  # shorter configured values are not masked everywhere (they would mangle every line)
+# (what must be in the text, lowercased, for the pattern to have a chance; the pattern; its replacement):
+# a log line's fields are mostly short and plain, and a pattern that cannot match is not run
 PATTERNS = [
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^/\s'\"]+@", re.I), r"\1***@"),  # URL password
-    (re.compile(r"""((?:proxy-)?authorization['"]?\s*[:=]\s*['"]?)[^'"\r\n]+""", re.I), r"\1***"),
-    (re.compile(r"\b(bearer\s+)[\w.~+/-]+=*", re.I), r"\1***"),
-    (re.compile(r"(/(?:webhooks|interactions)/\d+/)[\w.-]+"), r"\1***"),  # Discord interaction tokens
-    (re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""", re.I), r"\1***"),  # "token": "..." in payloads
+    ("://", re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^/\s'\"]+@", re.I), r"\1***@"),  # URL password
+    ("authorization", re.compile(r"""((?:proxy-)?authorization['"]?\s*[:=]\s*['"]?)[^'"\r\n]+""", re.I), r"\1***"),
+    ("bearer", re.compile(r"\b(bearer\s+)[\w.~+/-]+=*", re.I), r"\1***"),
+    ("/", re.compile(r"(/(?:webhooks|interactions)/\d+/)[\w.-]+"), r"\1***"),  # Discord interaction tokens
+    ("token", re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""", re.I), r"\1***"),  # "token": "..." in payloads
     # the web app's signed links: a token in a gallery or dashboard path, and any run of a token's length
-    (re.compile(r"(/(?:g|admin)/)[\w-]{16,}"), r"\1***"),
-    (re.compile(rf"(?<![\w-])[\w-]{{{TOKEN_LENGTH}}}(?![\w-])"), MASK),
-    (re.compile(r"([?&;](?:[\w-]*token|[\w-]*key|secret|password|sig(?:nature)?)=)[^&#\s'\"]+", re.I), r"\1***"),
-    (re.compile(r"\b(cfb_|whsec_)[\w-]{8,}"), r"\1***"),  # API keys and webhook secrets, wherever they are
+    ("/", re.compile(r"(/(?:g|admin)/)[\w-]{16,}"), r"\1***"),
+    ("", re.compile(rf"(?<![\w-])[\w-]{{{TOKEN_LENGTH}}}(?![\w-])"), MASK),
+    ("=", re.compile(r"([?&;](?:[\w-]*token|[\w-]*key|secret|password|sig(?:nature)?)=)[^&#\s'\"]+", re.I), r"\1***"),
+    ("_", re.compile(r"\b(cfb_|whsec_)[\w-]{8,}"), r"\1***"),  # API keys and webhook secrets, wherever they are
 ]
 SECRET_KEY = re.compile(r"(?i)^(.*[_-])?(token|password|secret|authorization)$")
 
@@ -56,8 +58,12 @@ class Redactor:
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, MASK)
-        for pattern, replacement in PATTERNS:
-            text = pattern.sub(replacement, text)
+        if len(text) < MIN_SECRET:
+            return text
+        lowered = text.lower()
+        for needle, pattern, replacement in PATTERNS:
+            if needle in lowered and (needle or len(text) >= TOKEN_LENGTH):
+                text = pattern.sub(replacement, text)
         return text
 
     def clean(self, value: Any) -> Any:
