@@ -172,7 +172,7 @@ class OutputFolder:
         try:
             source = aiter(chunks)
             block = bytearray()
-            while (chunk := await self._next_chunk(source)) is not None:
+            while (chunk := await next_chunk(source, self._stall_timeout)) is not None:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     log.warning("output_too_large", file=final.name, max_bytes=max_bytes)
@@ -291,19 +291,6 @@ class OutputFolder:
             log.info("output_pruned", file=victim)
         return True
 
-    async def _next_chunk(self, source: AsyncIterator[bytes]) -> bytes | None:
-        """The next chunk, or None at the end."""
-        deadline = asyncio.timeout(self._stall_timeout)
-        try:
-            async with deadline:
-                return await anext(source, None)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise OutputError(
-                f"The result stopped arriving for more than {self._stall_timeout:g} seconds."
-            ) from None
-
     async def _abandon(self, temp: _TempFile) -> None:
         """Delete a failed save's files, then free its slot, even if cancelled again meanwhile.
 
@@ -365,3 +352,16 @@ def _mib(size: int) -> str:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+async def next_chunk(source: AsyncIterator[bytes], stall_timeout: float) -> bytes | None:
+    """The next chunk of a download, or None at its end; OutputError in words when none comes within
+    `stall_timeout` seconds."""
+    deadline = asyncio.timeout(stall_timeout)
+    try:
+        async with deadline:
+            return await anext(source, None)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise OutputError(f"The result stopped arriving for more than {stall_timeout:g} seconds.") from None

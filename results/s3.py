@@ -28,7 +28,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from results.folder import MIB, OutputError, OutputTooLarge, _mib
+from results.folder import MIB, OutputError, OutputTooLarge, _mib, next_chunk
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +141,7 @@ class S3Store:
         finishing, size, buffer = False, 0, bytearray()
         try:
             source = aiter(chunks)
-            while (chunk := await self._next_chunk(source)) is not None:
+            while (chunk := await next_chunk(source, self._stall_timeout)) is not None:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise _too_large(name, max_bytes, "; it was not saved")
@@ -332,17 +332,6 @@ class S3Store:
                                f"access key, the secret and the bucket's permissions ({code}).")
         return OutputError(f"The object store at {self._where} failed to {what} ({code}, "
                            f"HTTP {status}).")
-
-    async def _next_chunk(self, source: AsyncIterator[bytes]) -> bytes | None:
-        deadline = asyncio.timeout(self._stall_timeout)
-        try:
-            async with deadline:
-                return await anext(source, None)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise OutputError(f"The result stopped arriving for more than "
-                              f"{self._stall_timeout:g} seconds.") from None
 
 
 def _valid_name(name: object) -> bool:
