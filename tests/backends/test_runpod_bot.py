@@ -109,8 +109,9 @@ async def test_jobs_overflow_to_runpod_when_the_local_wait_is_too_long(comfy, ru
     assert runs(runpod) and len(comfy.prompts) >= 2  # the local server kept working; RunPod took the overflow
 
 
-async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
-    runpod.queue_delay = 5.0
+async def cancel_at_runpod(discord_fake, running, runpod, tmp_path) -> tuple[str, object]:
+    """Start the bot, /generate a job that goes to RunPod, and click its Cancel once RunPod has it: the
+    job's progress message id, and the private answer to the click."""
     await running.start(settings_for(tmp_path, DEAD, runpod))
     interaction = await discord_fake.slash("generate", {"prompt": "never mind", "width": 64, "height": 64})
     await discord_fake.wait_for(lambda: runs(runpod), timeout=10)
@@ -119,6 +120,12 @@ async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
     await cancel.wait_acked(3)
     answer = await discord_fake.wait_for_message(lambda m: m.id == cancel.original_message_id and not m.loading,
                                                  timeout=10)
+    return progress, answer
+
+
+async def test_cancel_reaches_runpod(runpod, discord_fake, running, tmp_path):
+    runpod.queue_delay = 5.0
+    progress, answer = await cancel_at_runpod(discord_fake, running, runpod, tmp_path)
     assert answer.content in ("Stopping it: it was already running, and RunPod is stopping it now.",
                               "Cancelled: it was taken out of RunPod's queue before it started.")
     assert any(entry["method"] == "POST" and "/cancel/" in entry["path"] for entry in runpod.requests)

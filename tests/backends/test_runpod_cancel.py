@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.backends.test_runpod_bot import DEAD, runs, settings_for
+from tests.backends.test_runpod_bot import cancel_at_runpod
 
 
 async def test_a_runpod_job_whose_cancel_is_not_confirmed_is_never_posted(runpod, discord_fake, running, tmp_path):
     runpod.execution_time = 1.0  # long enough to click Cancel while it runs
     runpod.unheeded_cancels = 1
-    await running.start(settings_for(tmp_path, DEAD, runpod))
-    interaction = await discord_fake.slash("generate", {"prompt": "never mind", "width": 64, "height": 64})
-    await discord_fake.wait_for(lambda: runs(runpod), timeout=10)
-    progress = interaction.original_message_id
-    cancel = await discord_fake.click(progress, "cf:cancel:1")
-    await cancel.wait_acked(3)
-    answer = await discord_fake.wait_for_message(lambda m: m.id == cancel.original_message_id and not m.loading,
-                                                 timeout=10)
+    progress, answer = await cancel_at_runpod(discord_fake, running, runpod, tmp_path)
     store = running.bot.store
     for _ in range(100):  # bounded: the worker finishes the job a second later
         job = await store.get_job(1)
