@@ -37,7 +37,7 @@ from jobs.scheduler import Scheduler
 from metrics import Metrics, watch_loop
 from results.folder import OutputFolder
 from results.inputs import Inputs
-from store import Store
+from store import make_store
 from ui.delivery import TOKEN_LIFETIME, Delivery
 from web.api_views import file_urls
 from web.app import WebServer
@@ -58,7 +58,7 @@ class ComfyBot(commands.Bot):
                          # a message that notifies the job's owner says so itself (delivery.owner_only)
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.settings = settings
-        self.store = Store(settings.data_dir / "bot.sqlite3")
+        self.store = make_store(settings)
         self.outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
         self.inputs = Inputs(settings, self.outputs)  # images people bring, from the CDN or the API
         self.clients: list[ComfyClient] = []

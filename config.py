@@ -127,6 +127,21 @@ class Settings(BaseSettings):
     gallery_link_hours: float = Field(24.0, gt=0, le=24 * 30)
     webhook_private_ok: bool = False  # let API webhooks reach private addresses (receivers on the operator's network)
 
+    # Several processes and machines (README, "From one process to many")
+    database_url: SecretStr | None = None  # postgresql://user:password@host/db; unset: SQLite in DATA_DIR
+    database_pool_size: int = Field(10, ge=2, le=200)  # connections each process may hold
+    output_store: str | None = None  # s3://bucket/prefix keeps results in object storage; unset: OUTPUTS_DIR
+    s3_endpoint_url: str | None = None  # MinIO, R2, B2...; unset: AWS S3 itself
+    s3_public_url: str | None = None  # the endpoint as browsers reach it, for presigned links (default: the above)
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{2,32}$")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    output_keep_days: float | None = Field(None, gt=0, le=36500)  # object storage: remove results older than this
+    output_keep_gb: float | None = Field(None, gt=0)  # object storage: remove the oldest past this many GB
+    shard_count: int | None = Field(None, ge=1, le=10_000)  # Discord shards of the whole bot, over every process
+    shard_ids: list[int] = []  # the shards this process serves (with SHARD_COUNT); empty: all of them
+    process_name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")  # in logs and /status; default host-pid
+
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
@@ -136,7 +151,37 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str | None) -> str | None:
         return None if value is None else _checked_url(value)
 
-    @field_validator("discord_token", "comfyui_auth_token", "web_secret", mode="before")
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL, for example postgresql://bot:password@127.0.0.1/bot")
+        return value
+
+    @field_validator("output_store")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None and (urlsplit(value).scheme != "s3" or not urlsplit(value).hostname):
+            raise ValueError("must be an s3:// URL naming a bucket, for example s3://bot-results/outputs")
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)
+
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT, the number of shards over every process")
+        if self.shard_count is not None and any(not 0 <= shard < self.shard_count for shard in self.shard_ids):
+            raise ValueError(f"SHARD_IDS must be from 0 to SHARD_COUNT - 1 ({self.shard_count - 1})")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("SHARD_IDS lists a shard twice")
+        return self
+
+    @field_validator("discord_token", "comfyui_auth_token", "web_secret", "database_url", "s3_access_key_id",
+                     "s3_secret_access_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -202,8 +247,12 @@ class Settings(BaseSettings):
         (when percent-encoded), and the `user:password` of HTTP basic auth as it goes on the wire.
         """
         found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token, self.web_secret,
+                                                         self.s3_secret_access_key,
                                                          *(endpoint.api_key for endpoint in self.runpod_endpoints))
                  if token]
+        database = urlsplit(self.database_url.get_secret_value()) if self.database_url else None
+        if database is not None and database.password:
+            found += [database.password, unquote(database.password)]
         for url in dict.fromkeys([self.comfyui_url, *self.comfyui_urls]):
             parts = urlsplit(url)
             if parts.password:

@@ -7,11 +7,11 @@ favorites, admin switches and audits, API keys and webhook deliveries), behind o
 """
 
 from store.api import ApiKey
-from store.core import Store
+from store.core import PostgresStore, Store, make_store
 from store.gallery import Query
 from store.interface import StoreInterface
 from store.people import SavedStyle
 from store.records import ACTIVE_STATES, JOB_STATES, Generation, Job, LimitReached, StoreError
 
 __all__ = ["ACTIVE_STATES", "JOB_STATES", "ApiKey", "Generation", "Job", "LimitReached", "Query", "SavedStyle",
-           "Store", "StoreError", "StoreInterface"]
+           "PostgresStore", "Store", "StoreError", "make_store", "StoreInterface"]

@@ -22,6 +22,7 @@ KEY_PREFIX = "cfb_"
 PREFIX_CHARS = 8  # the part of a key kept in the clear, to tell keys apart
 KEY_MAX = 200  # characters: a longer "key" is not hashed, just refused
 ERROR_MAX = 500  # characters of a delivery's last error kept
+CLAIM_LEASE = 60.0  # seconds a delivery due_deliveries handed out is not handed out again, unless marked sooner
 
 MIGRATION = """
 CREATE TABLE api_keys (id INTEGER PRIMARY KEY, guild_id INTEGER, name TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE,
@@ -38,7 +39,9 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE next_a
 CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries (key_id, id);
 """
 # api_jobs: the jobs a key started (its "own" generations). webhook_deliveries: next_at is when the next
-# attempt is due, NULL once delivered (delivered_at set) or given up (last_error says why).
+# attempt is due, NULL once delivered (delivered_at set) or given up (last_error says why). due_deliveries
+# claims what it returns: their next_at moves CLAIM_LEASE seconds on, so no other sender (another bot process,
+# on PostgreSQL) takes them meanwhile; mark_delivery then sets it, and a sender that died leaves them due again.
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class ApiStore:
         return await self._run(_queue_delivery, key_id, event, payload, time.time() if now is None else now)
 
     async def due_deliveries(self, now: float, limit: int = 20) -> list[Delivery]:
-        """Deliveries due at `now`, the longest-waiting first."""
+        """Deliveries due at `now`, the longest-waiting first, claimed: not due again for CLAIM_LEASE seconds
+        unless mark_delivery says so sooner."""
         return await self._run(_due_deliveries, now, limit)
 
     async def mark_delivery(self, delivery_id: int, *, delivered: bool, now: float, next_at: float | None = None,
@@ -237,10 +241,19 @@ def _queue_delivery(db: sqlite3.Connection, key_id: int, event: str, payload: di
 
 
 def _due_deliveries(db: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
-    rows = db.execute(
-        "SELECT d.id, d.key_id, d.event, d.payload, d.attempts, d.next_at, k.webhook_url, k.webhook_secret, "
-        "k.revoked_at IS NOT NULL FROM webhook_deliveries AS d JOIN api_keys AS k ON k.id = d.key_id "
-        "WHERE d.next_at IS NOT NULL AND d.next_at <= ? ORDER BY d.next_at, d.id LIMIT ?", (now, limit)).fetchall()
+    db.execute("BEGIN IMMEDIATE")  # read and claimed in one step
+    try:
+        rows = db.execute(
+            "SELECT d.id, d.key_id, d.event, d.payload, d.attempts, d.next_at, k.webhook_url, k.webhook_secret, "
+            "k.revoked_at IS NOT NULL FROM webhook_deliveries AS d JOIN api_keys AS k ON k.id = d.key_id "
+            "WHERE d.next_at IS NOT NULL AND d.next_at <= ? ORDER BY d.next_at, d.id LIMIT ?", (now, limit)).fetchall()
+        db.executemany("UPDATE webhook_deliveries SET next_at = ? WHERE id = ?",
+                       [(now + CLAIM_LEASE, row[0]) for row in rows])
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
     return [Delivery(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], bool(row[8]))
             for row in rows]
 

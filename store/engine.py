@@ -5,7 +5,7 @@ the connection, and is awaited from the event loop. One thread also serialises t
 no two of them ever interleave. The connection is in autocommit mode: each write is a single
 statement and therefore atomic; only migrations need an explicit transaction.
 
-Each area of the store (jobs, people, gallery, admin, api) is a class of async methods that hand
+Each area of the store (jobs, people, gallery, admin, api, processes) is a class of async methods that hand
 a function of the connection to `_run`; store.Store joins them to this engine.
 """
 
@@ -22,6 +22,7 @@ from store import admin as store_admin
 from store import api as store_api
 from store import gallery as store_gallery
 from store import people as store_people
+from store import processes as store_processes
 from store.records import StoreError
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,8 @@ _MIGRATIONS = (
     """
     ALTER TABLE jobs ADD COLUMN handovers INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: the bot processes sharing the database, and recent commands for a shared rate limit (store/processes.py).
+    store_processes.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.

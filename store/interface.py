@@ -10,6 +10,7 @@ from store.admin import Usage
 from store.api import ApiKey, Delivery
 from store.gallery import Query
 from store.people import SavedStyle
+from store.processes import ProcessRecord
 from store.records import Generation, Job
 
 
@@ -205,7 +206,8 @@ class ApiInterface(Protocol):
         ...
 
     async def due_deliveries(self, now: float, limit: int = 20) -> list[Delivery]:
-        """Deliveries due at `now`, the longest-waiting first."""
+        """Deliveries due at `now`, the longest-waiting first, claimed: not due again for CLAIM_LEASE
+        seconds (store/api.py) unless mark_delivery says so sooner, so two senders never take one."""
         ...
 
     async def mark_delivery(self, delivery_id: int, *, delivered: bool, now: float, next_at: float | None = None,
@@ -222,7 +224,28 @@ class ApiInterface(Protocol):
         ...
 
 
-class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface, Protocol):
+class ProcessesInterface(Protocol):
+    """The bot processes sharing the database, and the rate limit they share."""
+
+    async def heartbeat(self, name: str, info: dict[str, Any], now: float, *, started_at: float | None = None) -> None:
+        """Record that process `name` is alive at `now`; a new one starts at `started_at` (default `now`)."""
+        ...
+
+    async def processes(self, seen_since: float) -> list[ProcessRecord]:
+        """The processes seen at or after `seen_since`, the most recently started first."""
+        ...
+
+    async def forget_process(self, name: str) -> None:
+        """Remove a process (one that stopped)."""
+        ...
+
+    async def hit_rate(self, user_id: int, count: int, per: float, now: float) -> float:
+        """0.0 when the user's hit is allowed (and counted), else the seconds until the next one is."""
+        ...
+
+
+class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface,
+                     ProcessesInterface, Protocol):
     """The whole store: the areas' methods, and opening, closing and the installation's id."""
 
     async def open(self) -> None:

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 
 # the tier of each area: a module may import its own package, and anything of a lower tier (logging
 # set-up masks signed links, so it sits just above the other shared utilities)
-TIERS = {"bot": 7, "cogs": 6, "web": 6, "ui": 5, "jobs": 4, "image_gen": 4, "video_gen": 4, "backends": 3,
+TIERS = {"bot": 7, "cogs": 6, "web": 6, "ui": 5, "jobs": 4, "image_gen": 4, "video_gen": 4, "backends": 3, "cluster": 3,
          "comfy": 2, "store": 2, "results": 2, "logs": 1.5, "tasks": 1, "safe_text": 1, "metrics": 1, "links": 1,
          "config": 0}
 JOBS_TIER = {"jobs", "image_gen", "video_gen"}  # the card's image_gen and video_gen belong with jobs

@@ -17,8 +17,10 @@ compares it in constant time, and refuses timestamps more than 5 minutes from it
 answer means delivered (the body is ignored); anything else, a timeout (10 s) or a refused connection
 is retried after 5 s, 30 s, 2 min, 10 min and 1 h, and given up after the 6th attempt. Redirects are
 not followed (a 3xx is a failure). Deliveries wait in the store (webhook_deliveries), so retries
-survive a restart. Only http and https URLs are taken, and unless `allow_private` is set, only ones
-that lead to public internet addresses (no loopback, private, link-local or reserved ones, in any
+survive a restart; each due one is claimed by one sender for a minute (store/api.py CLAIM_LEASE), so
+bot processes sharing a PostgreSQL database do not both send it, and one cut short (its process died)
+is sent again after that minute. Only http and https URLs are taken, and unless `allow_private` is set,
+only ones that lead to public internet addresses (no loopback, private, link-local or reserved ones, in any
 spelling): checked when the URL is set (`check_destination` looks the host up as the HTTP client will),
 and again at every connection, so that a name cannot be pointed at the bot's own network later. An
 IPv4 address in a short or old form (127.1, 2130706433) is refused either way: the client cannot send there.

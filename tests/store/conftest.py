@@ -1,42 +1,31 @@
-"""Fixtures of the store's tests: a real PostgreSQL server (tests/postgres.py) for the PostgreSQL engine."""
+"""Fixtures of the store's tests: `any_store`, each test on both engines (the PostgreSQL server is
+tests/conftest.py's `postgres`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from tests.postgres import PostgresServer, PostgresUnavailable, create_database, drop_database
+from store.core import PostgresStore, Store
+from tests.postgres import create_database, drop_database
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[str]:
-    """The URL (DSN) of the `postgres` database of a throwaway server, started once for the session.
-
-    The server listens only on a Unix socket in its temporary folder; it is stopped (pg_ctl stop -m
-    fast) and the folder deleted when the session ends. Missing binaries fail the tests, as missing
-    Chromium does: `make test` installs them (`make postgres`).
-    """
-    try:
-        server = PostgresServer()
-        server.start()
-    except PostgresUnavailable as exc:
-        unavailable = str(exc)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store | PostgresStore]:
+    """An open, empty store on each engine in turn: the SQLite file, then a new PostgreSQL database.
+    Tests that take it run twice, and assert the same behaviour of both."""
+    dsn = None
+    if request.param == "sqlite":
+        opened: Store | PostgresStore = Store(tmp_path / "bot.sqlite3")
     else:
-        unavailable = None
-    if unavailable is not None:
-        pytest.fail(unavailable, pytrace=False)
+        dsn = await create_database(request.getfixturevalue("postgres"))
+        opened = PostgresStore(dsn)
     try:
-        yield server.dsn()
+        await opened.open()
+        yield opened
     finally:
-        server.stop()
-
-
-@pytest.fixture
-async def pg_dsn(postgres: str) -> AsyncIterator[str]:
-    """The URL of a new, empty database on that server, dropped after the test."""
-    dsn = await create_database(postgres)
-    try:
-        yield dsn
-    finally:
-        await drop_database(dsn)
+        await opened.close()
+        if dsn is not None:
+            await drop_database(dsn)

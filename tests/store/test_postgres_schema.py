@@ -1,4 +1,4 @@
-"""The PostgreSQL schema (store/pg_schema.py) against the SQLite one (store/engine.py's migrations), on a
+"""The PostgreSQL schema (store/postgres/schema.py) against the SQLite one (store/engine.py's migrations), on a
 real server (tests/store/conftest.py): after every version N, both engines have the same tables,
 columns (of compatible types, nullability and defaults), primary keys, unique constraints, foreign
 keys and named indexes; FTS5's index is a GIN index; migrate() is repeatable and safe to run twice
@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from store import engine, pg_schema
+from store import engine
+from store.postgres import schema as pg_schema
 from store.records import StoreError
 
 LATEST = len(engine._MIGRATIONS)

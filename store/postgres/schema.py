@@ -174,6 +174,15 @@ MIGRATIONS = (
     """
     ALTER TABLE jobs ADD COLUMN handovers BIGINT NOT NULL DEFAULT 0;
     """,
+    # 10: the bot processes sharing the database, and recent commands for a shared rate limit (store/processes.py).
+    """
+    CREATE TABLE processes (name TEXT PRIMARY KEY, info TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+                            seen_at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX processes_by_seen ON processes (seen_at);
+    CREATE TABLE command_hits (user_id BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX command_hits_by_user ON command_hits (user_id, at);
+    CREATE INDEX command_hits_by_time ON command_hits (at);
+    """,
 )
 
 
