@@ -31,7 +31,11 @@ class Running:
     async def start(self, settings: Settings, **options) -> ComfyBot:
         self.bot = bot_class(settings)(settings, guild_ready_timeout=0.05, **options)
         self._task = asyncio.create_task(self.bot.start("fake-token"))
-        await self.discord.wait_ready()
+        if settings.shard_count is None:
+            await self.discord.wait_ready()
+        else:  # each of its own shards; discord.py identifies them 5 s apart
+            for number, shard in enumerate(settings.shard_ids or range(settings.shard_count)):
+                await self.discord.wait_ready(5.0 + 6.0 * number, shard=(shard, settings.shard_count))
         return self.bot
 
     async def stop(self) -> None:

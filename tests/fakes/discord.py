@@ -40,6 +40,7 @@ Violation tags (each answered as shown; filter with ``v.startswith("[429")`` etc
     [429 edit-rate]         > edit_limit edits of one message per window  429 {"retry_after": s, "global": false}
     [10008 unknown-message] [10003 unknown-channel] [10015 unknown-webhook] [401 unauthorized]
     [50109 invalid-json]    [4002 ...]/[4005 ...] gateway misuse (connection closed with that code)
+    [4010 invalid-shard]    [4011 sharding-required]  IDENTIFY refused (connection closed with that code)
 
 Discord behaviour modelled beyond the rules: the first followup after a "thinking" defer (type 5)
 fills the deferred message (same id, ephemeral as deferred); a deferred update (type 6) makes
@@ -65,6 +66,24 @@ held until :meth:`FakeDiscord.release_channel_posts`, the client disconnects (e.
 cancelled or the bot closed), :attr:`FakeDiscord.max_hold` seconds pass, or :meth:`FakeDiscord.stop`;
 see :attr:`FakeDiscord.held_posts` (:class:`HeldPost`) for how each ended (also the request record's
 ``"held"``).
+
+Guilds and shards, as Discord serves them: the fake starts with one guild (``guild_id``, with its text
+channel ``channel_id``); :meth:`FakeDiscord.add_guild` adds more (``add_guild(shard=1, shard_count=2)`` gives
+a guild whose id falls on shard 1 of 2; :func:`guild_id_on_shard` makes such ids). ``GET /gateway/bot``
+answers ``shards`` (the constructor's ``shard_count``: the count Discord recommends) and a
+``session_start_limit`` whose ``remaining`` goes down with each IDENTIFY. An IDENTIFY may carry ``shard:
+[id, count]``; each connection gets READY with its ``shard`` and the GUILD_CREATEs of its guilds only (those
+with ``(guild_id >> 22) % count == id``), and every guild event and guild interaction goes only to the newest
+ready connection of that guild's shard (DMs, and events of no guild, to shard 0). Several bots (separate
+clients, as separate processes would be) may be connected at once, each with its own shards; their REST calls
+share the fake's state and rules. :attr:`FakeDiscord.gateway_sent` records every dispatch with its connection
+and shard, :attr:`Interaction.connection` the connection an interaction went to. Gateway refusals:
+``[4010 invalid-shard]`` (a ``shard`` that is not ``[id, count]`` with ``0 <= id < count``) and
+``[4011 sharding-required]`` (the connection would hold more than ``guilds_per_shard`` guilds, e.g. an
+unsharded IDENTIFY when the fake has more guilds than that), each closing the connection with that code, as
+Discord does. The acting-as-a-user methods take ``channel_id=`` (a channel of any guild, or a DM channel from
+:meth:`FakeDiscord.dm_channel`); left out, they act in ``channel_id``, and a click or a modal submit acts in
+the channel of the message or modal when that channel is in another guild.
 
 Close the bot(s) before :meth:`FakeDiscord.stop`: a bot left connected tries to reconnect and
 discord.py logs "Attempting a reconnect" at ERROR level.
@@ -95,8 +114,8 @@ from aiohttp import WSMsgType, web
 
 from . import discord_rules as rules
 
-__all__ = ["FakeDiscord", "HeldPost", "Interaction", "Message", "DISCORD_EPOCH", "snowflake_time",
-           "discord_log_errors"]
+__all__ = ["FakeDiscord", "Guild", "HeldPost", "Interaction", "Message", "DISCORD_EPOCH", "snowflake_time",
+           "discord_log_errors", "guild_id_on_shard", "shard_of"]
 
 DISCORD_EPOCH = 1420070400000
 API_PREFIX = "/api/v10"
@@ -118,6 +137,26 @@ def snowflake_time(snowflake: str | int) -> dt.datetime:
     """The UTC creation time encoded in a Discord snowflake."""
     ms = (int(snowflake) >> 22) + DISCORD_EPOCH
     return dt.datetime.fromtimestamp(ms / 1000, tz=_UTC)
+
+
+def shard_of(guild_id: str | int, shard_count: int) -> int:
+    """The shard that serves a guild, by Discord's formula (DMs: shard 0)."""
+    return (int(guild_id) >> 22) % shard_count
+
+
+_guild_ids_made = 0
+
+
+def guild_id_on_shard(shard_id: int, shard_count: int) -> str:
+    """A new snowflake (unique in this process) of a guild that falls on shard ``shard_id`` of ``shard_count``:
+    its timestamp part is moved forward to the next millisecond with the right remainder."""
+    global _guild_ids_made
+    if not 0 <= shard_id < shard_count:
+        raise ValueError(f"shard {shard_id} is not one of {shard_count} shards")
+    _guild_ids_made += 1
+    ms = int(time.time() * 1000) - DISCORD_EPOCH
+    ms += (shard_id - ms) % shard_count
+    return str((ms << 22) | (_guild_ids_made % (1 << 22)))
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -244,6 +283,8 @@ class Interaction:
     modal: dict | None = None
     #: for a modal submit (type 5): the id of the interaction the bot answered with that modal
     modal_from: str | None = None
+    #: the number of the gateway connection it was sent on (see :meth:`FakeDiscord.connections`)
+    connection: int | None = None
     _acked: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -258,6 +299,18 @@ class Interaction:
             tried = ", ".join(f"type {c['type']} -> {c['status']}" for c in self.callbacks) or "no callback"
             raise TimeoutError(f"interaction {self.id} ({self.name}) not acknowledged within {timeout}s ({tried})") from None
         return self
+
+
+@dataclass
+class Guild:
+    """A guild (Discord server) of the fake, with the text channel interactions happen in by default."""
+
+    id: str
+    channel_id: str
+    name: str
+
+    def shard(self, shard_count: int) -> int:
+        return shard_of(self.id, shard_count)
 
 
 @dataclass(eq=False)
@@ -311,9 +364,10 @@ def _form_error(errs: rules.FormErrors, what: str) -> _Reject:
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse, number: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, number: int, sent: list[dict]) -> None:
         self.ws = ws
         self.number = number
+        self.sent = sent
         self.seq = 0
         self.lock = asyncio.Lock()
         self.identify: dict | None = None
@@ -335,6 +389,7 @@ class _Connection:
         async with self.lock:
             self.seq += 1
             await self.ws.send_str(_dumps({"op": 0, "t": event, "s": self.seq, "d": data}))
+            self.sent.append({"connection": self.number, "shard": self.shard, "t": event, "d": data})
             return self.seq
 
 
@@ -347,7 +402,8 @@ class FakeDiscord:
     def __init__(self, *, app_id: str = "1001", guild_id: str = "2001", channel_id: str = "3001",
                  attachment_size_limit: int = 8 * 1024 * 1024, token_lifetime: float = 900.0,
                  ack_deadline: float = 3.0, edit_limit: tuple[int, float] = (5, 5.0),
-                 edit_ratelimit_headers: bool = False, shard_count: int = 1) -> None:
+                 edit_ratelimit_headers: bool = False, shard_count: int = 1, guilds_per_shard: int = 2500,
+                 max_concurrency: int = 1) -> None:
         self.app_id = str(app_id)
         self.guild_id = str(guild_id)
         self.channel_id = str(channel_id)
@@ -358,7 +414,13 @@ class FakeDiscord:
         #: also send X-RateLimit-* headers on successful edits (as Discord does); discord.py then
         #: waits pre-emptively instead of running into the 429
         self.edit_ratelimit_headers = edit_ratelimit_headers
+        #: the shard count ``GET /gateway/bot`` recommends
         self.shard_count = int(shard_count)
+        #: the most guilds one connection may hold; an IDENTIFY that would hold more is closed with 4011
+        self.guilds_per_shard = int(guilds_per_shard)
+        #: ``session_start_limit``: IDENTIFYs allowed per day (``remaining`` counts down) and per 5 s bucket
+        self.session_start_total, self.max_concurrency = 1000, int(max_concurrency)
+        self.identified = 0
         #: permissions of the bot in the channel (interaction ``app_permissions``)
         self.app_permissions = str((1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6) | (1 << 18))
 
@@ -372,12 +434,11 @@ class FakeDiscord:
         self.violations: list[str] = []
         #: every gateway payload the bot sent (heartbeats excluded), with the connection number
         self.gateway_received: list[dict] = []
+        #: every dispatch (op 0) the fake sent: {"connection", "shard": (id, count), "t", "d"}
+        self.gateway_sent: list[dict] = []
         self.users: dict[str, dict] = {}
-        self.channels: dict[str, dict] = {
-            self.channel_id: {"id": self.channel_id, "type": 0, "guild_id": self.guild_id, "name": "general",
-                              "position": 0, "permission_overwrites": [], "topic": None, "nsfw": False,
-                              "last_message_id": None, "rate_limit_per_user": 0, "parent_id": None, "flags": 0},
-        }
+        self.guilds: dict[str, Guild] = {self.guild_id: Guild(self.guild_id, self.channel_id, "Fake Guild")}
+        self.channels: dict[str, dict] = {self.channel_id: self._text_channel(self.channel_id, self.guild_id)}
         self.bot_user = {"id": self.app_id, "username": "fakebot", "discriminator": "0", "avatar": None,
                          "global_name": None, "bot": True, "public_flags": 0}
 
@@ -405,6 +466,7 @@ class FakeDiscord:
         self._stopping = False
         self._port: int | None = None
         self._joined_at = _iso(dt.datetime.now(_UTC))
+        self._started = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -492,6 +554,59 @@ class FakeDiscord:
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    # -- guilds -------------------------------------------------------------------------------------
+    @staticmethod
+    def _text_channel(channel_id: str, guild_id: str, name: str = "general") -> dict:
+        return {"id": channel_id, "type": 0, "guild_id": guild_id, "name": name, "position": 0,
+                "permission_overwrites": [], "topic": None, "nsfw": False, "last_message_id": None,
+                "rate_limit_per_user": 0, "parent_id": None, "flags": 0}
+
+    def add_guild(self, *, shard: int | None = None, shard_count: int | None = None, name: str | None = None,
+                  guild_id: str | None = None) -> Guild:
+        """Adds a guild with one text channel; its id falls on ``shard`` of ``shard_count`` (default: the
+        recommended :attr:`shard_count`), or is ``guild_id``. Bots see it from their next READY: add guilds
+        before they connect."""
+        if guild_id is None:
+            guild_id = guild_id_on_shard(shard or 0, shard_count or self.shard_count)
+        elif shard is not None:
+            raise ValueError("give shard or guild_id, not both")
+        guild_id = str(guild_id)
+        if guild_id in self.guilds:
+            raise ValueError(f"guild {guild_id} exists")
+        channel_id = self.snowflake()
+        guild = Guild(guild_id, channel_id, name or f"Guild {guild_id[-4:]}")
+        self.guilds[guild_id] = guild
+        self.channels[channel_id] = self._text_channel(channel_id, guild_id)
+        return guild
+
+    def dm_channel(self, user_id: str) -> str:
+        """The id of the bot's DM channel with ``user_id`` (created on first use), for ``channel_id=``."""
+        found = next((cid for cid, c in self.channels.items() if c.get("type") == 1
+                      and c["recipients"][0]["id"] == str(user_id)), None)
+        if found is None:
+            found = self.snowflake()
+            self.channels[found] = {"id": found, "type": 1, "recipients": [self._user(str(user_id))],
+                                    "last_message_id": None, "flags": 0}
+        return found
+
+    def _guild_of(self, channel_id: str | None) -> str | None:
+        """The guild of a channel (None for a DM); channels added without a guild are the first guild's."""
+        chan = self.channels.get(channel_id or "") or {}
+        if chan.get("type") == 1:
+            return None
+        return str(chan.get("guild_id") or self.guild_id)
+
+    def _acting_channel(self, channel_id: str | None, near: str | None = None) -> str:
+        """Where a user acts: ``channel_id``; else the channel ``near`` (of a clicked message or a modal) when
+        it is in another guild than :attr:`channel_id`; else :attr:`channel_id`."""
+        if channel_id is not None:
+            if str(channel_id) not in self.channels:
+                raise LookupError(f"channel {channel_id} does not exist")
+            return str(channel_id)
+        if near is not None and near in self.channels and self._guild_of(near) != self._guild_of(self.channel_id):
+            return near
+        return self.channel_id
+
     # -- waiting ------------------------------------------------------------------------------------
     def _notify(self) -> None:
         event, self._changed = self._changed, asyncio.Event()
@@ -513,20 +628,32 @@ class FakeDiscord:
             except asyncio.TimeoutError:
                 pass
 
-    def _ready_connection(self, guild_id: str | None = None) -> _Connection | None:
+    def _ready_connection(self, guild_id: str | None) -> _Connection | None:
+        """The newest open, ready connection of the shard that serves ``guild_id`` (None: a DM, shard 0)."""
         for conn in reversed(self._connections):
             if not (conn.live and conn.ready):
                 continue
-            if guild_id is None or (int(guild_id) >> 22) % conn.shard[1] == conn.shard[0]:
+            if conn.shard[0] == (0 if guild_id is None else shard_of(guild_id, conn.shard[1])):
                 return conn
         return None
 
-    async def wait_ready(self, timeout: float = 5.0) -> None:
-        """Waits until a bot identified and received GUILD_CREATE on a connection that is still open."""
-        await self._wait_until(lambda: self._ready_connection(self.guild_id), timeout,
+    def connections(self) -> list[tuple[int, tuple[int, int]]]:
+        """(number, (shard id, shard count)) of every open, ready gateway connection, oldest first."""
+        return [(c.number, c.shard) for c in self._connections if c.live and c.ready]
+
+    async def wait_ready(self, timeout: float = 5.0, *, guild_id: str | None = None,
+                         shard: tuple[int, int] | None = None) -> None:
+        """Waits until a bot identified and received GUILD_CREATE on a connection that is still open: one
+        that serves ``guild_id`` (default: the first guild), or, with ``shard=(id, count)``, that shard."""
+        def check() -> _Connection | None:
+            if shard is None:
+                return self._ready_connection(guild_id or self.guild_id)
+            return next((c for c in self._connections if c.live and c.ready and c.shard == tuple(shard)), None)
+
+        await self._wait_until(check, timeout,
                                lambda: f"no bot became ready within {timeout}s (connections: "
-                                       f"{[(c.number, c.live, c.ready) for c in self._connections]}, "
-                                       f"unhandled: {self.unhandled})")
+                                       f"{[(c.number, c.shard, c.live, c.ready) for c in self._connections]}, "
+                                       f"violations: {self.violations}, unhandled: {self.unhandled})")
 
     async def wait_for_message(self, predicate: Callable[[Message], Any], timeout: float = 5.0) -> Message:
         """The first stored message (in creation order) for which ``predicate`` is true, waiting for
@@ -573,10 +700,10 @@ class FakeDiscord:
                 "mute": False, "flags": 0, "pending": False, "nick": None, "avatar": None,
                 "premium_since": None, "communication_disabled_until": None, "permissions": str(permissions)}
 
-    def _everyone_role(self) -> dict:
-        return {"id": self.guild_id, "name": "@everyone", "permissions": self.app_permissions, "position": 0,
-                "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0, "icon": None,
-                "unicode_emoji": None}
+    def _everyone_role(self, guild_id: str | None = None) -> dict:
+        return {"id": guild_id or self.guild_id, "name": "@everyone", "permissions": self.app_permissions,
+                "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0,
+                "icon": None, "unicode_emoji": None}
 
     # -- gateway --------------------------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
@@ -586,7 +713,7 @@ class FakeDiscord:
             await ws.close(code=1001, message=b"fake discord stopping")
             return ws
         self._n_connections += 1
-        conn = _Connection(ws, self._n_connections)
+        conn = _Connection(ws, self._n_connections, self.gateway_sent)
         self._connections.append(conn)
         try:
             await conn.send({"op": 10, "d": {"heartbeat_interval": 45000, "_trace": ["fake-discord"]}})
@@ -630,10 +757,22 @@ class FakeDiscord:
                 self.violations.append(f"[4002 bad-identify] IDENTIFY lacks token or intents: {data!r}"[:300])
                 await conn.ws.close(code=4002, message=b"Error while decoding payload.")
                 return
+            shard = data.get("shard", [0, 1])
+            if not (isinstance(shard, list) and len(shard) == 2 and all(type(n) is int for n in shard)
+                    and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+                self.violations.append(f"[4010 invalid-shard] IDENTIFY with shard {shard!r}")
+                await conn.ws.close(code=4010, message=b"Invalid shard.")
+                return
+            held = len(self._guilds_on(shard[0], shard[1]))
+            if held > self.guilds_per_shard:
+                self.violations.append(f"[4011 sharding-required] IDENTIFY with shard {shard} would hold {held} "
+                                       f"guilds (at most {self.guilds_per_shard} per shard)")
+                await conn.ws.close(code=4011, message=b"Sharding required.")
+                return
             conn.identify = data
-            shard = data.get("shard") or [0, 1]
-            conn.shard = (int(shard[0]), int(shard[1]))
+            conn.shard = (shard[0], shard[1])
             conn.session_id = secrets.token_hex(16)
+            self.identified += 1
             await self._send_ready(conn)
         elif op == 6:  # resume
             session = (data or {}).get("session_id")
@@ -658,34 +797,40 @@ class FakeDiscord:
         return {"user": dict(self.bot_user), "roles": [], "joined_at": self._joined_at, "deaf": False, "mute": False,
                 "flags": 0, "pending": False, "nick": None, "avatar": None, "premium_since": None}
 
-    def _guild_payload(self) -> dict:
+    def _guilds_on(self, shard_id: int, shard_count: int) -> list[Guild]:
+        return [g for g in self.guilds.values() if g.shard(shard_count) == shard_id]
+
+    def _guild_payload(self, guild_id: str | None = None) -> dict:
+        guild = self.guilds[guild_id or self.guild_id]
+        channels = [copy.deepcopy(c) for c in self.channels.values()
+                    if c.get("type") != 1 and self._guild_of(c["id"]) == guild.id]
         return {
-            "id": self.guild_id, "name": "Fake Guild", "icon": None, "splash": None, "discovery_splash": None,
+            "id": guild.id, "name": guild.name, "icon": None, "splash": None, "discovery_splash": None,
             "owner_id": "1002", "afk_channel_id": None, "afk_timeout": 300, "verification_level": 0,
-            "default_message_notifications": 0, "explicit_content_filter": 0, "roles": [self._everyone_role()],
+            "default_message_notifications": 0, "explicit_content_filter": 0, "roles": [self._everyone_role(guild.id)],
             "emojis": [], "stickers": [], "features": [], "mfa_level": 0, "application_id": None,
             "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None,
             "vanity_url_code": None, "description": None, "banner": None, "premium_tier": 0,
             "premium_subscription_count": 0, "preferred_locale": "en-US", "public_updates_channel_id": None,
             "nsfw_level": 0, "premium_progress_bar_enabled": False, "joined_at": self._joined_at, "large": False,
             "unavailable": False, "member_count": 1, "voice_states": [], "members": [self._bot_member()],
-            "channels": [copy.deepcopy(c) for c in self.channels.values()], "threads": [], "presences": [],
+            "channels": channels, "threads": [], "presences": [],
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
         }
 
     async def _send_ready(self, conn: _Connection) -> None:
         shard_id, shard_count = conn.shard
-        has_guild = (int(self.guild_id) >> 22) % shard_count == shard_id
+        guilds = self._guilds_on(shard_id, shard_count)
         await conn.dispatch("READY", {
             "v": 10, "user": dict(self.bot_user, verified=True, mfa_enabled=False, flags=0),
-            "guilds": [{"id": self.guild_id, "unavailable": True}] if has_guild else [],
+            "guilds": [{"id": g.id, "unavailable": True} for g in guilds],
             "session_id": conn.session_id, "session_type": "normal",
             "resume_gateway_url": self.gateway_url, "shard": [shard_id, shard_count],
             "application": {"id": self.app_id, "flags": 0}, "private_channels": [], "relationships": [],
             "presences": [], "guild_join_requests": [], "user_settings": {}, "_trace": ["fake-discord"],
         })
-        if has_guild:
-            await conn.dispatch("GUILD_CREATE", self._guild_payload())
+        for guild in guilds:
+            await conn.dispatch("GUILD_CREATE", self._guild_payload(guild.id))
         conn.ready = True
         conn.ready_at = time.monotonic()
         self._sessions[conn.session_id] = conn.seq
@@ -699,54 +844,78 @@ class FakeDiscord:
             await conn.send({"op": 7, "d": None})
 
         def done() -> bool:
-            new = self._ready_connection(self.guild_id)
-            return all(not c.live for c in old) and new is not None and new not in old
+            new = [c for c in self._connections if c.live and c.ready and c not in old]
+            return all(not c.live for c in old) and all(any(n.shard == c.shard for n in new) for c in old)
 
         await self._wait_until(done, timeout, lambda: f"the bot did not reconnect within {timeout}s")
 
-    async def dispatch(self, event: str, data: dict, *, timeout: float = 5.0) -> None:
-        """Sends an arbitrary gateway dispatch (op 0) to the newest ready bot connection."""
-        conn = await self._wait_until(lambda: self._ready_connection(self.guild_id), timeout,
-                                      lambda: f"no bot connected to dispatch {event} to")
+    async def dispatch(self, event: str, data: dict, *, timeout: float = 5.0) -> int:
+        """Sends an arbitrary gateway dispatch (op 0) to the newest ready connection of the shard of its guild
+        (``data["guild_id"]``, the guild of ``data["channel_id"]``, or ``data["id"]`` for ``GUILD_*`` events;
+        none: shard 0). Returns the number of the connection it went to."""
+        guild_id = data.get("guild_id")
+        if guild_id is None and data.get("channel_id") is not None:
+            guild_id = self._guild_of(str(data["channel_id"]))
+        if guild_id is None and event.startswith("GUILD_") and data.get("id") is not None:
+            guild_id = data["id"]
+        conn = await self._wait_until(lambda: self._ready_connection(guild_id), timeout,
+                                      lambda: f"no bot connection serves the shard of guild {guild_id} to dispatch "
+                                              f"{event} to (connections: {self.connections()})")
         await conn.dispatch(event, data)
+        return conn.number
 
     # -- acting as users ----------------------------------------------------------------------------
     def _base_interaction(self, itype: int, *, user_id: str, username: str, permissions: str,
-                          attachment_size_limit: int | None, locale: str = "en-US") -> dict:
+                          attachment_size_limit: int | None, locale: str = "en-US",
+                          channel_id: str | None = None) -> dict:
+        """An interaction in ``channel_id`` (default :attr:`channel_id`): a guild one, or a DM's (``user``
+        instead of ``member``, no guild, context 1) in a DM channel."""
         iid = self.snowflake()
         token = "fake-itok-" + secrets.token_urlsafe(48)
-        channel = dict(self.channels[self.channel_id], permissions=str(permissions))
+        channel_id = channel_id or self.channel_id
+        channel = dict(self.channels[channel_id], permissions=str(permissions))
         limit = self.attachment_size_limit if attachment_size_limit is None else int(attachment_size_limit)
+        guild_id = self._guild_of(channel_id)
         payload = {
             "id": iid, "application_id": self.app_id, "type": itype, "token": token, "version": 1,
-            "guild_id": self.guild_id, "guild": {"id": self.guild_id, "locale": "en-US", "features": []},
-            "channel_id": self.channel_id, "channel": channel,
-            "member": self._member(user_id, username, permissions),
-            "app_permissions": self.app_permissions, "locale": locale, "guild_locale": "en-US",
-            "entitlements": [], "authorizing_integration_owners": {"0": self.guild_id}, "context": 0,
-            "attachment_size_limit": limit,
+            "channel_id": channel_id, "channel": channel, "app_permissions": self.app_permissions,
+            "locale": locale, "entitlements": [], "attachment_size_limit": limit,
         }
+        if guild_id is None:
+            payload.update(user=self._user(user_id, username), authorizing_integration_owners={"0": "0"}, context=1)
+        else:
+            payload.update(guild_id=guild_id, guild={"id": guild_id, "locale": "en-US", "features": []},
+                           member=self._member(user_id, username, permissions), guild_locale="en-US",
+                           authorizing_integration_owners={"0": guild_id}, context=0)
         return payload
 
     async def _send_interaction(self, payload: dict, *, name: str, user_id: str, username: str,
                                 message_id: str | None = None, modal_from: str | None = None) -> Interaction:
-        conn = await self._wait_until(lambda: self._ready_connection(self.guild_id), 5.0,
-                                      lambda: "no ready bot connection to send the interaction to "
-                                              "(did the bot start, and did you await fake.wait_ready()?)")
+        guild_id = payload.get("guild_id")
+        conn = await self._wait_until(lambda: self._ready_connection(guild_id), 5.0,
+                                      lambda: f"no ready bot connection serves the shard of guild {guild_id} to send "
+                                              f"the interaction to (did the bot start, and did you await "
+                                              f"fake.wait_ready()?) connections: {self.connections()}")
         ia = Interaction(id=payload["id"], token=payload["token"], type=payload["type"], user_id=str(user_id),
-                         username=username, channel_id=self.channel_id, guild_id=self.guild_id, name=name,
+                         username=username, channel_id=payload["channel_id"], guild_id=guild_id, name=name,
                          attachment_size_limit=payload["attachment_size_limit"],
                          created_at=snowflake_time(payload["id"]), created_monotonic=time.monotonic(),
                          payload=payload, message_id=message_id, modal_from=modal_from)
         self.interactions[ia.id] = ia
         await conn.dispatch("INTERACTION_CREATE", payload)
+        ia.connection = conn.number
         return ia
 
-    def _find_command(self, name: str) -> tuple[str | None, dict, list[str]]:
+    def _scopes(self, guild_id: str | None) -> list[tuple[str | None, list[dict]]]:
+        """The commands a user sees in a guild (its own, then the global ones) or in a DM (global ones)."""
+        own = [(guild_id, self.guild_commands.get(guild_id, []))] if guild_id is not None else []
+        return own + [(None, self.global_commands)]
+
+    def _find_command(self, name: str, guild_id: str | None) -> tuple[str | None, dict, list[str]]:
         parts = name.strip().lstrip("/").split()
         if not parts:
             raise ValueError("empty command name")
-        scopes = [(self.guild_id, self.guild_commands.get(self.guild_id, [])), (None, self.global_commands)]
+        scopes = self._scopes(guild_id)
         for guild_id, cmds in scopes:
             for cmd in cmds:
                 if cmd.get("name") == parts[0] and cmd.get("type", 1) == 1:
@@ -755,7 +924,7 @@ class FakeDiscord:
         raise LookupError(f"/{parts[0]} is not among the commands the bot synced: {synced}")
 
     def _typed_options(self, cmd: dict, subpath: list[str], options: dict, *, focused: str | None,
-                       resolved: dict, autocomplete: bool) -> list[dict]:
+                       resolved: dict, autocomplete: bool, guild_id: str | None = None) -> list[dict]:
         defs = cmd.get("options") or []
         chain: list[dict] = []
         for sub in subpath:
@@ -781,12 +950,12 @@ class FakeDiscord:
         for odef in defs:  # Discord sends options in the order the user filled them; definition order is fine
             if odef["name"] in options:
                 typed.append(self._typed_option(odef, options[odef["name"]], focused=odef["name"] == focused,
-                                                resolved=resolved))
+                                                resolved=resolved, guild_id=guild_id or self.guild_id))
         for d in reversed(chain):
             typed = [{"name": d["name"], "type": d["type"], "options": typed}]
         return typed
 
-    def _typed_option(self, odef: dict, value: Any, *, focused: bool, resolved: dict) -> dict:
+    def _typed_option(self, odef: dict, value: Any, *, focused: bool, resolved: dict, guild_id: str) -> dict:
         otype, name = odef.get("type"), odef["name"]
         out: dict = {"name": name, "type": otype}
         if focused:
@@ -808,7 +977,7 @@ class FakeDiscord:
         elif otype == 5:
             if not isinstance(value, bool):
                 raise TypeError(f"option {name!r} is a boolean option, got {value!r}")
-        elif otype == 6 or (otype == 9 and not _is_role_value(value, self.guild_id)):
+        elif otype == 6 or (otype == 9 and not _is_role_value(value, guild_id)):
             user = value if isinstance(value, dict) else {"id": str(value)}
             uid = str(user["id"])
             udata = self._user(uid, user.get("username"))
@@ -819,17 +988,17 @@ class FakeDiscord:
             value = uid
         elif otype in (8, 9):
             rid = str(value["id"] if isinstance(value, dict) else value)
-            role = self._everyone_role() if rid == self.guild_id else dict(
-                self._everyone_role(), id=rid, name=f"role{rid[-4:]}", position=1)
+            role = self._everyone_role(guild_id) if rid == guild_id else dict(
+                self._everyone_role(guild_id), id=rid, name=f"role{rid[-4:]}", position=1)
             resolved.setdefault("roles", {})[rid] = role
             value = rid
         elif otype == 7:
             cid = str(value["id"] if isinstance(value, dict) else value)
-            chan = self.channels.get(cid) or {"id": cid, "type": 0, "name": f"channel{cid[-4:]}", "guild_id": self.guild_id}
+            chan = self.channels.get(cid) or {"id": cid, "type": 0, "name": f"channel{cid[-4:]}", "guild_id": guild_id}
             if odef.get("channel_types") and chan["type"] not in odef["channel_types"]:
                 raise ValueError(f"option {name!r}: channel type {chan['type']} not in {odef['channel_types']}")
             resolved.setdefault("channels", {})[cid] = {"id": cid, "type": chan["type"], "name": chan["name"],
-                                                        "permissions": self.app_permissions, "guild_id": self.guild_id,
+                                                        "permissions": self.app_permissions, "guild_id": guild_id,
                                                         "parent_id": None, "flags": 0}
             value = cid
         elif otype == 11:
@@ -857,22 +1026,24 @@ class FakeDiscord:
 
     async def slash(self, name: str, options: dict | None = None, *, user_id: str = "5001", username: str = "alice",
                     attachment_size_limit: int | None = None, permissions: str = "0",
-                    locale: str = "en-US") -> Interaction:
+                    locale: str = "en-US", channel_id: str | None = None) -> Interaction:
         """A user runs ``/name`` (``"group sub"`` for subcommands) with ``options`` ({name: value}).
 
         Values are typed per the synced command's options: str/int/float/bool as is; users, roles and
         channels by id (or a dict with ``id``/``username``); attachments as bytes, ``(filename, bytes)``
         or ``(filename, bytes, content_type)``. Raises LookupError/ValueError/TypeError for input the
         Discord client would not let a user send (unsynced command, missing required option, not a
-        choice, out of range). Returns as soon as INTERACTION_CREATE is sent."""
-        guild_cmd, cmd, subpath = self._find_command(name)
+        choice, out of range). ``channel_id``: where (see the module docstring). Returns as soon as
+        INTERACTION_CREATE is sent."""
+        channel_id = self._acting_channel(channel_id)
+        guild_cmd, cmd, subpath = self._find_command(name, self._guild_of(channel_id))
         payload = self._base_interaction(IT_COMMAND, user_id=str(user_id), username=username,
                                             permissions=permissions, attachment_size_limit=attachment_size_limit,
-                                            locale=locale)
+                                            locale=locale, channel_id=channel_id)
         resolved: dict = {}
         data = {"id": cmd["id"], "name": cmd["name"], "type": 1,
                 "options": self._typed_options(cmd, subpath, dict(options or {}), focused=None, resolved=resolved,
-                                               autocomplete=False)}
+                                               autocomplete=False, guild_id=payload.get("guild_id"))}
         if resolved:
             data["resolved"] = resolved
         if guild_cmd is not None:
@@ -881,10 +1052,12 @@ class FakeDiscord:
         return await self._send_interaction(payload, name=" ".join([cmd["name"], *subpath]), user_id=str(user_id),
                                             username=username)
 
-    def user_post(self, author_id: str, content: str = "", files: list[tuple[str, bytes]] = ()) -> Message:
+    def user_post(self, author_id: str, content: str = "", files: list[tuple[str, bytes]] = (),
+                  channel_id: str | None = None) -> Message:
         """A message someone else (a user, another bot) posted in the channel, with attachments on the CDN."""
-        atts = [self._store_attachment(self.channel_id, name, data, None, None) for name, data in files]
-        m = Message(id=self.snowflake(), channel_id=self.channel_id, author_id=str(author_id), content=content,
+        channel_id = self._acting_channel(channel_id)
+        atts = [self._store_attachment(channel_id, name, data, None, None) for name, data in files]
+        m = Message(id=self.snowflake(), channel_id=channel_id, author_id=str(author_id), content=content,
                     attachments=atts)
         m.created_at = snowflake_time(m.id)
         m.history.append({"kind": "user", "time": time.monotonic(), "payload": {"content": content}, "files": []})
@@ -892,20 +1065,22 @@ class FakeDiscord:
         return m
 
     async def message_command(self, name: str, message_id: str, *, user_id: str = "5001", username: str = "alice",
-                              permissions: str = "0") -> Interaction:
+                              permissions: str = "0", channel_id: str | None = None) -> Interaction:
         """A user picks Apps -> ``name`` on a message (a message context menu): data.type 3, target_id,
         and the message in resolved.messages, as Discord sends it."""
-        scopes = [(self.guild_id, self.guild_commands.get(self.guild_id, [])), (None, self.global_commands)]
+        target = self.messages.get(str(message_id))
+        channel_id = self._acting_channel(channel_id, target.channel_id if target is not None else None)
+        scopes = self._scopes(self._guild_of(channel_id))
         found = next(((guild, cmd) for guild, cmds in scopes for cmd in cmds
                       if cmd.get("name") == name and cmd.get("type") == 3), None)
         if found is None:
             raise LookupError(f"the bot synced no message command {name!r}")
-        target = self.messages.get(str(message_id))
         if target is None or target.deleted:
             raise LookupError(f"message {message_id} does not exist")
         guild_cmd, cmd = found
         payload = self._base_interaction(IT_COMMAND, user_id=str(user_id), username=username,
-                                            permissions=permissions, attachment_size_limit=None)
+                                            permissions=permissions, attachment_size_limit=None,
+                                            channel_id=channel_id)
         data = {"id": cmd["id"], "name": cmd["name"], "type": 3, "target_id": target.id,
                 "resolved": {"messages": {target.id: self._message_json(target)}}}
         if guild_cmd is not None:
@@ -914,15 +1089,18 @@ class FakeDiscord:
         return await self._send_interaction(payload, name=name, user_id=str(user_id), username=username)
 
     async def autocomplete(self, name: str, options: dict, focused: str, *, user_id: str = "5001",
-                           username: str = "alice", permissions: str = "0", timeout: float | None = None) -> list:
+                           username: str = "alice", permissions: str = "0", timeout: float | None = None,
+                           channel_id: str | None = None) -> list:
         """A user types into option ``focused`` of ``/name``; returns the choices the bot answered (type 8)."""
-        guild_cmd, cmd, subpath = self._find_command(name)
+        channel_id = self._acting_channel(channel_id)
+        guild_cmd, cmd, subpath = self._find_command(name, self._guild_of(channel_id))
         payload = self._base_interaction(IT_AUTOCOMPLETE, user_id=str(user_id), username=username,
-                                            permissions=permissions, attachment_size_limit=None)
+                                            permissions=permissions, attachment_size_limit=None,
+                                            channel_id=channel_id)
         resolved: dict = {}
         data = {"id": cmd["id"], "name": cmd["name"], "type": 1,
                 "options": self._typed_options(cmd, subpath, dict(options), focused=focused, resolved=resolved,
-                                               autocomplete=True)}
+                                               autocomplete=True, guild_id=payload.get("guild_id"))}
         if resolved:
             data["resolved"] = resolved
         if guild_cmd is not None:
@@ -934,7 +1112,8 @@ class FakeDiscord:
         return list(ia.choices or [])
 
     async def click(self, message_id: str, custom_id: str, *, user_id: str = "5001", username: str = "alice",
-                    permissions: str = "0", values: list[str] | None = None) -> Interaction:
+                    permissions: str = "0", values: list[str] | None = None,
+                    channel_id: str | None = None) -> Interaction:
         """A user clicks the button (or picks ``values`` in the select) ``custom_id`` on a stored message.
 
         The INTERACTION_CREATE carries the stored message with its components, as Discord does (a
@@ -953,7 +1132,8 @@ class FakeDiscord:
             if owner != str(user_id):
                 raise ValueError(f"message {message_id} is ephemeral and only visible to user {owner}")
         payload = self._base_interaction(IT_COMPONENT, user_id=str(user_id), username=username,
-                                            permissions=permissions, attachment_size_limit=None)
+                                            permissions=permissions, attachment_size_limit=None,
+                                            channel_id=self._acting_channel(channel_id, msg.channel_id))
         ctype = comp.get("type")
         data: dict = {"custom_id": custom_id, "component_type": ctype}
         if "id" in comp:
@@ -970,7 +1150,7 @@ class FakeDiscord:
                     raise ValueError(f"select {custom_id!r} has no option(s) {bad}; options: {allowed}")
             else:
                 resolved: dict = {}
-                self._resolve_select_values(ctype, picked, resolved)
+                self._resolve_select_values(ctype, picked, resolved, payload.get("guild_id"))
                 if resolved:
                     data["resolved"] = resolved
             data["values"] = picked
@@ -981,13 +1161,14 @@ class FakeDiscord:
         return await self._send_interaction(payload, name=custom_id, user_id=str(user_id), username=username,
                                             message_id=msg.id)
 
-    def _resolve_select_values(self, ctype: int, picked: list[str], resolved: dict) -> None:
+    def _resolve_select_values(self, ctype: int, picked: list[str], resolved: dict,
+                               guild_id: str | None = None) -> None:
         """Adds what a user/role/mentionable/channel select's picked ids refer to to ``resolved``."""
         for v in picked:
             if ctype in (5, 7):
                 resolved.setdefault("users", {})[v] = self._user(v)
             elif ctype == 6:
-                resolved.setdefault("roles", {})[v] = dict(self._everyone_role(), id=v, name=f"role{v[-4:]}")
+                resolved.setdefault("roles", {})[v] = dict(self._everyone_role(guild_id), id=v, name=f"role{v[-4:]}")
             elif ctype == 8:
                 chan = self.channels.get(v) or {"id": v, "type": 0, "name": f"channel{v[-4:]}"}
                 resolved.setdefault("channels", {})[v] = {"id": v, "type": chan["type"], "name": chan["name"],
@@ -1027,7 +1208,8 @@ class FakeDiscord:
         uid = shown.user_id if user_id is None else str(user_id)
         uname = username or (shown.username if uid == shown.user_id else self._user(uid)["username"])
         payload = self._base_interaction(IT_MODAL, user_id=uid, username=uname, permissions=permissions,
-                                         attachment_size_limit=None, locale=shown.payload.get("locale", "en-US"))
+                                         attachment_size_limit=None, locale=shown.payload.get("locale", "en-US"),
+                                         channel_id=self._acting_channel(None, shown.channel_id))
         data: dict = {"custom_id": modal["custom_id"], "components": components}
         if resolved:
             data["resolved"] = resolved
@@ -1197,7 +1379,7 @@ class FakeDiscord:
     def _interaction_metadata(self, ia: Interaction, message_id: str | None) -> dict:
         """``interaction_metadata`` of a message created by ``ia``'s response (Discord's shapes per type)."""
         meta = {"id": ia.id, "type": ia.type, "user": self._user(ia.user_id),
-                "authorizing_integration_owners": {"0": self.guild_id}}
+                "authorizing_integration_owners": {"0": ia.guild_id or "0"}}
         if ia.type == IT_COMMAND:
             meta["name"] = ia.name
             data = ia.payload.get("data") or {}
@@ -1477,9 +1659,13 @@ class FakeDiscord:
         return self._json(200, {"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request) -> web.StreamResponse:
-        return self._json(200, {"url": self.gateway_url, "shards": self.shard_count,
-                                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0,
-                                                        "max_concurrency": 1}})
+        """The gateway URL, the recommended shard count, and how many more IDENTIFYs today (Discord's
+        ``session_start_limit``: the day starts when the fake does)."""
+        day_ms = 24 * 3600 * 1000
+        reset_after = max(0, day_ms - int((time.monotonic() - self._started) * 1000))
+        return self._json(200, {"url": self.gateway_url, "shards": self.shard_count, "session_start_limit": {
+            "total": self.session_start_total, "remaining": max(0, self.session_start_total - self.identified),
+            "reset_after": reset_after, "max_concurrency": self.max_concurrency}})
 
     async def _get_me(self, request: web.Request) -> web.StreamResponse:
         return self._json(200, dict(self.bot_user, verified=True, mfa_enabled=False, flags=0, email=None))
@@ -1504,7 +1690,7 @@ class FakeDiscord:
         gid = request.match_info.get("gid")
         if app != self.app_id:
             raise _Reject(404, 10002, "Unknown Application", violation=f"[10002 unknown-application] {app}")
-        if gid is not None and gid != self.guild_id:
+        if gid is not None and gid not in self.guilds:
             raise _Reject(403, 50001, "Missing Access", violation=f"[50001 missing-access] guild {gid}")
         current = self.guild_commands.get(gid, []) if gid else self.global_commands
         if request.method == "GET":
@@ -1739,18 +1925,18 @@ class FakeDiscord:
         return self._json(200, self._channel(request.match_info["cid"]))
 
     async def _get_guild(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["gid"] != self.guild_id:
+        if request.match_info["gid"] not in self.guilds:
             raise _Reject(404, 10004, "Unknown Guild")
-        g = self._guild_payload()
+        g = self._guild_payload(request.match_info["gid"])
         for key in ("members", "channels", "threads", "presences", "voice_states", "joined_at", "large",
                     "member_count", "stage_instances", "guild_scheduled_events", "soundboard_sounds"):
             g.pop(key, None)
         return self._json(200, g)
 
     async def _get_guild_channels(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["gid"] != self.guild_id:
+        if request.match_info["gid"] not in self.guilds:
             raise _Reject(404, 10004, "Unknown Guild")
-        return self._json(200, list(self.channels.values()))
+        return self._json(200, self._guild_payload(request.match_info["gid"])["channels"])
 
     async def _channel_messages(self, request: web.Request) -> web.StreamResponse:
         cid = request.match_info["cid"]
