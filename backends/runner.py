@@ -1,7 +1,8 @@
 """Run one bound workflow on one ComfyUI server and bring its files home.
 
 Shared by image_gen and video_gen: submit, follow the events, bound the wait,
-stream the output files into the capped output folder. Knows nothing of Discord.
+stream the output files into the capped output folder and keep them (results/keeper.py). Knows
+nothing of Discord.
 """
 
 from __future__ import annotations
@@ -145,11 +146,14 @@ async def _abandon(engine: Engine, prompt_id: str, jlog: Any) -> None:
 
 
 async def _fetch(engine: Engine, ref: FileRef) -> Path:
-    """One result file: streamed under the byte cap, then checked to be the image or video it claims."""
+    """One result file: streamed under the byte cap, checked to be the image or video it claims, then
+    kept (with OUTPUT_STORE: in the bucket, before its job is recorded as delivering, so any process
+    can post it)."""
     path = await engine.outputs.save_stream(ref.filename, engine.client.iter_file(ref),
                                             max_bytes=engine.settings.download_limit)
     try:
         await verify(path)
+        await engine.outputs.keep(path)
     except BaseException:
         await engine.outputs.discard(path)
         raise

@@ -27,6 +27,7 @@ from store.gallery import Query
 from ui.buttons import ID, DeleteButton, FavoriteButton, _Guarded, answering, result_view
 from ui.views import jump_url, result_embed
 from links import gallery_url, link_secret
+from results.folder import OutputError
 
 log = structlog.get_logger("bot")
 
@@ -130,7 +131,10 @@ class History(AreaCog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.bot.store.mark_deleted(generation_id)
         for name in generation.files:
-            await self.bot.outputs.forget(self.bot.settings.outputs_dir / name)
+            try:  # from the bucket too with OUTPUT_STORE; if the store fails, retention takes it later
+                await self.bot.outputs.remove(name)
+            except OutputError as error:
+                log.warning("result_file_not_removed", file=name, error=str(error))
         if generation.message_id is not None:
             try:
                 await self.bot.get_partial_messageable(generation.channel_id).get_partial_message(

@@ -20,7 +20,8 @@ from comfy.client import ComfyClient
 from config import RunPodEndpoint, Settings, redact_url
 from jobs import kinds
 from image_gen import RequestError
-from results.folder import OutputError, OutputFolder
+from results.folder import OutputError
+from results.keeper import make_results
 from backends.runner import Engine
 from backends.runpod_client import KeyRefused, NoEndpoint, RunPodClient
 from backends.runpod import TRUST, unlisted
@@ -123,9 +124,15 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
             ok &= not problems
         ok &= _check_presets(settings, workflows, object_info, out)
         if smoke and ok:
-            outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
-            await outputs.open()
-            ok = await _smoke(Engine(client, workflows, outputs, settings), out)
+            outputs = make_results(settings)  # with OUTPUT_STORE the smoke results go up to the bucket too
+            try:
+                await outputs.open()
+                ok = await _smoke(Engine(client, workflows, outputs, settings), out)
+            except OutputError as error:
+                out(f"results: {error}")
+                ok = False
+            finally:
+                await outputs.close()
     return ok
 
 

@@ -1,4 +1,5 @@
-"""The bot's output folder, capped at a number of files.
+"""The bot's output folder, capped at a number of files; also where results are kept when no
+object store is set (the keeper methods at the end; results/keeper.py has the other home).
 
 ComfyUI results are streamed into a folder that must not grow without bound, yet a result may
 only be deleted once it has been delivered to Discord. A file waiting for delivery is *pinned*;
@@ -27,6 +28,7 @@ _PARTIAL_DIR = ".partial"
 _SAFE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm"})
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_STEM = 80
+_KEPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")  # a name this folder made, as stored
 # Network chunks are often a few KiB; gathering them saves a thread hop per chunk.
 _WRITE_BLOCK = MIB
 
@@ -144,18 +146,17 @@ class OutputFolder:
                 f"The output folder {self._root} cannot be used ({_reason(exc)})."
             ) from exc
         self._files = dict.fromkeys(names, 0)
-        log.info(
-            "output_folder_opened",
-            root=str(self._root),
-            files=len(names),
-            limit=self._limit,
-            stale_partials_removed=stale,
-        )
+        log.info("output_folder_opened", root=str(self._root), files=len(names), limit=self._limit,
+                 stale_partials_removed=stale)
 
     async def save_stream(
-        self, name_hint: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+        self, name_hint: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None,
+        exact: bool = False,
     ) -> Path:
         """Write `chunks` to a new pinned file and return its path.
+
+        With `exact`, `name_hint` is the file's final name, as made by an earlier save (a result
+        fetched back from the object store); otherwise a new name is made from it.
 
         The slot is reserved before the first byte arrives, so the cap also counts saves in
         progress. The bytes go to a temp file that gets its final name only once complete and
@@ -165,8 +166,10 @@ class OutputFolder:
         `OutputTooLarge` before asking for another chunk: a body with no Content-Length, or one
         that never ends, is not read further.
         """
+        if exact and (not _KEPT_NAME.fullmatch(name_hint) or name_hint in self._files):
+            raise OutputError(f"The result {name_hint[:80]!r} cannot be saved under that name.")
         await self._reserve()
-        final = self._root / self._unique_name(name_hint)
+        final = self._root / (name_hint if exact else self._unique_name(name_hint))
         temp = _TempFile(self._partial / f"{final.name}.part", final)
         size = 0
         try:
@@ -234,6 +237,32 @@ class OutputFolder:
     def files(self) -> list[Path]:
         """The final files, oldest first."""
         return [self._root / name for name in self._files]
+
+    # Where results are kept (results/keeper.py): here, the folder itself; S3Results overrides these.
+    async def keep(self, path: Path) -> None:
+        """A result saved and checked is kept where it is: nothing to do."""
+
+    async def local(self, name: str, *, hold: bool = False) -> Path:
+        """The result's path here (whether it is still there is the caller's check, as before)."""
+        return self._root / name
+
+    async def link(self, name: str, seconds: int = 600) -> str | None:
+        """None: the web app streams the file from the folder."""
+        return None
+
+    async def exists(self, name: str) -> bool:
+        return await asyncio.to_thread((self._root / name).is_file)
+
+    async def remove(self, name: str) -> None:
+        """A deleted result, as `forget` does it."""
+        await self.forget(self._root / name)
+
+    async def prune(self, pending: object) -> int:
+        """The count cap prunes on every save: nothing else to do."""
+        return 0
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
     def _scan(self) -> tuple[list[str], int]:
         """Runs in a thread: prepare the folder; return result names by age and the stale count."""

@@ -6,7 +6,7 @@ fits in one part goes up in a single PUT, a larger one as a multipart upload, on
 at a time, aborted on any failure or cancellation so no part is left behind. Downloads and
 uploads are capped in bytes like the output folder's, and every call to the store is bounded by
 `timeout`. Every failure is an `OutputError` whose str() is a sentence that names neither key
-nor secret. Not wired into the bot yet: `OutputFolder` is still the only home of results.
+nor secret. results/keeper.py puts it behind the bot's results (`S3Results`).
 """
 
 from __future__ import annotations  # the method `list` would shadow the builtin in annotations
@@ -94,8 +94,9 @@ class S3Store:
     def __repr__(self) -> str:  # no keys, ever
         return f"S3Store({self._where}, bucket={self._bucket!r}, prefix={self._prefix!r})"
 
-    async def open(self) -> None:
-        """Create the client and check that the bucket is there and the keys are accepted."""
+    async def open(self, *, check: bool = True) -> None:
+        """Create the client and check that the bucket is there and the keys are accepted; without
+        `check` nothing is sent (a client that only signs links for an endpoint browsers reach)."""
         if self._client is not None:
             return
         self._stack = contextlib.AsyncExitStack()
@@ -103,6 +104,8 @@ class S3Store:
             self._client = await self._stack.enter_async_context(
                 get_session().create_client("s3", **self._client_args))
             self._client.meta.events.register("needs-retry.s3", _note_try)
+            if not check:
+                return
             try:
                 await self._call("open the bucket", self._client.head_bucket, Bucket=self._bucket)
             except StoreMissing:  # HEAD has no body, so no NoSuchBucket code: just 404
@@ -198,6 +201,15 @@ class S3Store:
                 yield chunk
         finally:
             body.close()
+
+    async def exists(self, name: str) -> bool:
+        """Whether `name` is in the store (a HEAD request)."""
+        try:
+            await self._call("look for the result", self._require().head_object,
+                             Bucket=self._bucket, Key=self._key(name), name=name)
+        except StoreMissing:
+            return False
+        return True
 
     async def delete(self, name: str) -> None:
         """Delete `name`; deleting what is not there is not an error."""

@@ -79,9 +79,10 @@ class ApiService(Protocol):
         """The key's generations, newest first (ids below `before` when given), at most `limit`."""
         ...
 
-    async def file(self, key: ApiKey, job_id: int, index: int) -> Path | None:
+    async def file(self, key: ApiKey, job_id: int, index: int) -> Path | str | None:
         """The path of result file `index` of the key's generation `job_id` (inside OUTPUTS_DIR; it may no
-        longer exist), or None when there is no such generation or file."""
+        longer exist), a presigned URL of it in the bucket (OUTPUT_STORE), or None when there is no such
+        generation or file."""
         ...
 
 
@@ -197,6 +198,8 @@ class Api:
         path = await self._service.file(key, job_id, index)
         if path is None:
             raise _not_found()
+        if isinstance(path, str):  # a presigned URL into the bucket (OUTPUT_STORE): the bytes come from there
+            return web.Response(status=302, headers={"Location": path, "Cache-Control": "no-store"})
         resolved = await asyncio.to_thread(lambda: Path(path).resolve())
         if not resolved.is_relative_to(self._outputs) or not await asyncio.to_thread(resolved.is_file):
             raise ApiError(410, "file_gone", "The bot no longer keeps this file")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from web.health import Ready
 
 log = structlog.get_logger(__name__)
+HEADERS = web.AppKey("security_headers", dict)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' https://cdn.discordapp.com "
@@ -39,7 +41,7 @@ SECURITY_HEADERS = {
 
 def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = time.time,
              metrics: Metrics | None = None, ready: Ready | None = None,
-             admin: AdminPanel | None = None, api: ApiService | None = None) -> web.Application:
+             admin: AdminPanel | None = None, api: ApiService | None = None, results: Any = None) -> web.Application:
     """The gallery application on `store`; `clock` gives the time links are checked against.
 
     Also the public /metrics (404 without `metrics`), /healthz and /readyz (`ready()` gives (ready,
@@ -47,7 +49,8 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     (web/dashboard.py); without, /admin/* is 404. With `api`, the HTTP API under /api/v1 (web/api.py).
     """
     app = web.Application(middlewares=[gallery_routes.error_pages], client_max_size=64 * 1024)
-    gallery = gallery_routes.add_routes(app, store, settings, clock)
+    gallery = gallery_routes.add_routes(app, store, settings, clock, results)
+    app[HEADERS] = security_headers(settings)
     health.add_routes(app, metrics, ready)
     if admin is not None:
         dashboard.add_routes(app, admin, store, settings, clock, gallery.templates, gallery.error_page)
@@ -62,8 +65,10 @@ class WebServer:
 
     def __init__(self, store: Store, settings: Settings, *, port: int | None = None,
                  clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
-                 ready: Ready | None = None, admin: AdminPanel | None = None, api: ApiService | None = None) -> None:
-        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready, admin=admin, api=api)
+                 ready: Ready | None = None, admin: AdminPanel | None = None, api: ApiService | None = None,
+                 results: Any = None) -> None:
+        self._app = make_app(store, settings, clock=clock, metrics=metrics, ready=ready, admin=admin, api=api,
+                             results=results)
         self._host = settings.web_host
         self._port = settings.web_port if port is None else port
         self._runner: web.AppRunner | None = None
@@ -100,4 +105,15 @@ class WebServer:
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     """Security headers on every response."""
-    response.headers.update(SECURITY_HEADERS)
+    response.headers.update(request.app[HEADERS])
+
+
+def security_headers(settings: Settings) -> dict[str, str]:
+    """SECURITY_HEADERS; with OUTPUT_STORE, images and videos may also come from the bucket, where the
+    gallery's file links redirect (presigned URLs)."""
+    if not settings.output_store:
+        return SECURITY_HEADERS
+    where = urlsplit(settings.s3_public_url or settings.s3_endpoint_url or "https://*.amazonaws.com")
+    origin = f"{where.scheme}://{where.netloc.rpartition('@')[2]}"
+    policy = SECURITY_HEADERS["Content-Security-Policy"].replace("media-src 'self'", f"media-src 'self' {origin}")
+    return {**SECURITY_HEADERS, "Content-Security-Policy": policy.replace("img-src 'self'", f"img-src 'self' {origin}")}

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from config import Settings
 from links import LinkError, link_secret, verify
+from results.folder import OutputError
 from store import Generation, Store
 from store.gallery import Query
 from web.thumbs import VIDEO_SUFFIXES, Thumbnails
@@ -52,10 +53,11 @@ class NotFound(Exception):
     """No such result for this link; becomes the 404 page."""
 
 
-def add_routes(app: web.Application, store: Store, settings: Settings, clock: Callable[[], float]) -> Gallery:
+def add_routes(app: web.Application, store: Store, settings: Settings, clock: Callable[[], float],
+               results: Any = None) -> Gallery:
     """Mount the gallery's pages on `app` (whose middlewares start with `error_pages`); `clock` gives
-    the time links are checked against."""
-    gallery = Gallery(store, settings, clock)
+    the time links are checked against; `results` is where results are kept (results/keeper.py)."""
+    gallery = Gallery(store, settings, clock, results)
     app[GALLERY] = gallery
     app.router.add_get("/static/style.css", gallery.style)
     app.router.add_get("/g/{token}", gallery.grid)
@@ -70,13 +72,15 @@ def add_routes(app: web.Application, store: Store, settings: Settings, clock: Ca
 class Gallery:
     """The route handlers and what they share."""
 
-    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float], results: Any = None) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
         self._secret: str | None = None
         self._outputs = settings.outputs_dir.resolve()
-        self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs")
+        self._results = results  # with OUTPUT_STORE: files are links into the bucket, thumbnails fetched from it
+        self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs",
+                                 results=results if settings.output_store else None)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                      auto_reload=False)
@@ -123,7 +127,7 @@ class Gallery:
         result = await self._generation(request, owner)
         token, root = request.match_info["token"], _root(request)
         base = f"{root}g/{token}/r/{result.id}"
-        kept = await asyncio.to_thread(lambda: [self._kept(name) for name in result.files])
+        kept = await self._all_kept(result.files)
         files = []
         for index, name in enumerate(result.files):
             suffix = Path(name).suffix.lower()
@@ -153,7 +157,12 @@ class Gallery:
         return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
+        """The file from the folder; with OUTPUT_STORE a redirect to a short-lived presigned URL, so the
+        bytes go from the bucket to the browser (the link's owner was checked here first)."""
         result, index, path = await self._file(request)
+        url = await self._link(path.name)
+        if url is not None:
+            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
         if not await asyncio.to_thread(path.is_file):
             return _gone(result, index)
         content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
@@ -166,11 +175,11 @@ class Gallery:
         result, index, path = await self._file(request)
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return _placeholder("video")
-        if not await asyncio.to_thread(path.is_file):
+        if not self._settings.output_store and not await asyncio.to_thread(path.is_file):
             return _gone(result, index)
-        made = await self.thumbs.get(path.name)
+        made = await self.thumbs.get(path.name)  # with OUTPUT_STORE, from a copy fetched back if need be
         if made is None:
-            return _placeholder("no preview")
+            return _gone(result, index) if not await asyncio.to_thread(path.is_file) else _placeholder("no preview")
         return web.FileResponse(made, headers={"Content-Type": "image/webp", "Cache-Control": "private"})
 
     # --- access ---------------------------------------------------------------------------
@@ -213,6 +222,29 @@ class Gallery:
             return None
         path = (self._outputs / name).resolve()
         return path if path.parent == self._outputs else None
+
+    async def _link(self, name: str) -> str | None:
+        """A presigned URL of the kept file, or None (no object store; or the file is not in it, or the
+        store failed: then the local copy, or the copy on Discord, as without one)."""
+        if self._results is None:
+            return None
+        try:
+            return await self._results.link(name)
+        except OutputError as exc:
+            log.info("web_no_link", file=name, error=str(exc))
+            return None
+
+    async def _all_kept(self, names: list[str]) -> list[bool]:
+        local = await asyncio.to_thread(lambda: [self._kept(name) for name in names])
+        if self._results is None or not self._settings.output_store:
+            return local
+        found = []
+        for name, here in zip(names, local):
+            try:
+                found.append(here or await self._results.exists(name))
+            except OutputError:
+                found.append(here)
+        return found
 
     def _kept(self, name: str) -> bool:
         path = self._inside(name)

@@ -13,9 +13,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import structlog
 from PIL import Image, ImageOps
+
+from results.folder import OutputError
 
 log = structlog.get_logger(__name__)
 
@@ -27,8 +30,11 @@ _IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 class Thumbnails:
     """Thumbnails of the files in `outputs_dir`, cached in `cache_dir` under the file's name."""
 
-    def __init__(self, outputs_dir: Path, cache_dir: Path, *, renders: int = 2) -> None:
+    def __init__(self, outputs_dir: Path, cache_dir: Path, *, renders: int = 2, results: Any = None) -> None:
+        """With `results` (S3Results), a file this machine has no copy of is fetched from the bucket
+        to be rendered, and a thumbnail is kept though its file is not here."""
         self._outputs = outputs_dir
+        self._results = results
         self._cache = cache_dir
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._renders = asyncio.Semaphore(renders)
@@ -54,6 +60,14 @@ class Thumbnails:
 
     async def _get(self, name: str) -> Path | None:
         source, target = self._outputs / name, self.cached(name)
+        if self._results is not None and not await asyncio.to_thread(source.is_file):
+            if await asyncio.to_thread(target.is_file):
+                return target
+            try:
+                await self._results.local(name)
+            except OutputError as exc:
+                log.info("thumbnail_source_gone", file=name, error=str(exc))
+                return None
         state = await asyncio.to_thread(_state, source, target)
         if state != "render":
             return target if state == "cached" else None

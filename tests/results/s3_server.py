@@ -151,9 +151,11 @@ class FaultyProxy:
     `stop()` closes the listener and every connection: to the client, the store went away.
     """
 
-    def __init__(self, upstream: str, fail_part: int | None = None) -> None:
+    def __init__(self, upstream: str, fail_part: int | None = None, fail_times: int | None = None) -> None:
+        """`fail_times`: only the first so many attempts at the part fail (None: every one)."""
         self._upstream = upstream
         self._fail_part = str(fail_part)
+        self._fail_times = fail_times
         self.failed = 0  # how many attempts at the part were refused
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -183,7 +185,8 @@ class FaultyProxy:
         body = await request.read()
         query = request.rel_url.query
         if (request.method == "PUT" and "uploadId" in query
-                and query.get("partNumber") == self._fail_part):
+                and query.get("partNumber") == self._fail_part
+                and (self._fail_times is None or self.failed < self._fail_times)):
             self.failed += 1
             return web.Response(
                 status=500, content_type="application/xml",
