@@ -45,6 +45,10 @@ class JobsInterface(Protocol):
         """Store a new generation, with id and created_at set."""
         ...
 
+    async def add_result(self, job_id: int, generation: Generation, *, only_from: Iterable[str]) -> tuple[Job, Generation]:
+        """Store a job's generation and move the job to delivering with it (only from `only_from`), at once."""
+        ...
+
     async def get_generation(self, generation_id: int) -> Generation | None:
         """The generation with that id, if any."""
         ...

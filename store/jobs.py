@@ -72,6 +72,18 @@ class JobStore:
             raise StoreError(f"Generation {generation.id} is already stored")
         return await self._run(_insert_generation, generation)
 
+    async def add_result(self, job_id: int, generation: Generation, *, only_from: Iterable[str]) -> tuple[Job, Generation]:
+        """Store a job's generation and, while the job is in a state of `only_from`, move it to delivering
+        with that generation, in one transaction: a process that dies between the two steps cannot leave a
+        result recorded without its job knowing it (the next process would record it again). Returns the job
+        as it now is (not delivering: it was cancelled meanwhile, and the result is kept unposted) and the
+        stored generation."""
+        if generation.id is not None:
+            raise StoreError(f"Generation {generation.id} is already stored")
+        states = tuple(only_from)
+        check_states(states)
+        return await self._run(_insert_result, job_id, generation, states)
+
     async def get_generation(self, generation_id: int) -> Generation | None:
         return await self._run(_select_generation, generation_id)
 
@@ -145,6 +157,19 @@ def _count_by_state(db: sqlite3.Connection) -> dict[str, int]:
 def _insert_generation(db: sqlite3.Connection, generation: Generation) -> Generation:
     generation = replace(generation, created_at=time.time())
     return replace(generation, id=_insert(db, "generations", generation))
+
+
+def _insert_result(db: sqlite3.Connection, job_id: int, generation: Generation,
+                   states: tuple[str, ...]) -> tuple[Job, Generation]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        generation = _insert_generation(db, generation)
+        job = _update_job(db, job_id, {"state": "delivering", "generation_id": generation.id}, states)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return job, generation
 
 
 def _select_generation(db: sqlite3.Connection, generation_id: int) -> Generation | None:

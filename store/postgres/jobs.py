@@ -109,6 +109,15 @@ async def _insert_generation(conn: asyncpg.Connection, generation: Generation) -
     return await insert(conn, "generations", replace(generation, created_at=time.time()))
 
 
+@twin_of(sqlite_jobs._insert_result)
+async def _insert_result(conn: asyncpg.Connection, job_id: int, generation: Generation,
+                         states: tuple[str, ...]) -> tuple[Job, Generation]:
+    async with conn.transaction():
+        generation = await _insert_generation(conn, generation)
+        job = await _update_job(conn, job_id, {"state": "delivering", "generation_id": generation.id}, states)
+    return job, generation
+
+
 @twin_of(sqlite_jobs._select_generation)
 async def _select_generation(conn: asyncpg.Connection, generation_id: int) -> Generation | None:
     row = await conn.fetchrow(f"SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1", generation_id)

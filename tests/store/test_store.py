@@ -629,3 +629,25 @@ async def test_a_postgresql_server_that_cannot_be_reached_fails_open_with_a_sent
     assert "hunter2" not in str(caught.value)
     with pytest.raises(StoreError, match="^PostgreSQL database botdb on a local socket is not open$"):
         await unreachable.get_job(1)
+
+
+async def test_add_result_stores_the_generation_and_moves_the_job_to_delivering_at_once(any_store) -> None:
+    job = await any_store.add_job(make_job(state="running"))
+    moved, generation = await any_store.add_result(job.id, make_generation(job_id=job.id),
+                                                   only_from=("submitted", "running"))
+    assert (moved.state, moved.generation_id) == ("delivering", generation.id)
+    assert await any_store.get_generation(generation.id) == generation
+    assert await any_store.pending_files() == ["a.png", "b.png"]
+
+
+async def test_add_result_of_a_cancelled_job_keeps_the_result_and_the_cancel(any_store) -> None:
+    job = await any_store.add_job(make_job(state="cancelled"))
+    kept, generation = await any_store.add_result(job.id, make_generation(job_id=job.id), only_from=("running",))
+    assert (kept.state, kept.generation_id) == ("cancelled", None)
+    assert (await any_store.get_generation(generation.id)).job_id == job.id
+
+
+async def test_add_result_for_no_job_stores_nothing(any_store) -> None:
+    with pytest.raises(StoreError, match="There is no job 999"):
+        await any_store.add_result(999, make_generation(), only_from=("running",))
+    assert await rows(any_store, "SELECT count(*) FROM generations") == [(0,)]
