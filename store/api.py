@@ -269,16 +269,21 @@ def _mark_delivery(db: sqlite3.Connection, delivery_id: int, delivered: bool, no
 
 
 def _deliveries(db: sqlite3.Connection, key_id: int, limit: int) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT id, event, payload, attempts, next_at, delivered_at, last_error, created_at "
-                      "FROM webhook_deliveries WHERE key_id = ? ORDER BY id DESC LIMIT ?", (key_id, limit)).fetchall()
-    found = []
-    for row in rows:
-        state = "delivered" if row[5] is not None else "pending" if row[4] is not None else "failed"
-        job_id = json.loads(row[2]).get("id")
-        found.append({"id": row[0], "event": row[1], "job_id": job_id if isinstance(job_id, int) else None,
-                      "attempts": row[3], "state": state, "next_at": row[4], "delivered_at": row[5],
-                      "last_error": row[6], "created_at": row[7]})
-    return found
+    rows = db.execute(f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE key_id = ? ORDER BY id DESC LIMIT ?",
+                      (key_id, limit)).fetchall()
+    return [delivery_row(row) for row in rows]
+
+
+DELIVERY_COLUMNS = "id, event, payload, attempts, next_at, delivered_at, last_error, created_at"
+
+
+def delivery_row(row: Any) -> dict[str, Any]:
+    """A row of DELIVERY_COLUMNS as `deliveries` shows it (both engines)."""
+    state = "delivered" if row[5] is not None else "pending" if row[4] is not None else "failed"
+    job_id = json.loads(row[2]).get("id")
+    return {"id": row[0], "event": row[1], "job_id": job_id if isinstance(job_id, int) else None,
+            "attempts": row[3], "state": state, "next_at": row[4], "delivered_at": row[5],
+            "last_error": row[6], "created_at": row[7]}
 
 
 def _prune_deliveries(db: sqlite3.Connection, before: float) -> int:

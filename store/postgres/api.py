@@ -138,16 +138,9 @@ async def _mark_delivery(conn: asyncpg.Connection, delivery_id: int, delivered: 
 
 @twin_of(sqlite_api._deliveries)
 async def _deliveries(conn: asyncpg.Connection, key_id: int, limit: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT id, event, payload, attempts, next_at, delivered_at, last_error, created_at "
-                            "FROM webhook_deliveries WHERE key_id = $1 ORDER BY id DESC LIMIT $2", key_id, limit)
-    found = []
-    for row in rows:
-        state = "delivered" if row[5] is not None else "pending" if row[4] is not None else "failed"
-        job_id = json.loads(row[2]).get("id")
-        found.append({"id": row[0], "event": row[1], "job_id": job_id if isinstance(job_id, int) else None,
-                      "attempts": row[3], "state": state, "next_at": row[4], "delivered_at": row[5],
-                      "last_error": row[6], "created_at": row[7]})
-    return found
+    rows = await conn.fetch(f"SELECT {sqlite_api.DELIVERY_COLUMNS} FROM webhook_deliveries WHERE key_id = $1 "
+                            "ORDER BY id DESC LIMIT $2", key_id, limit)
+    return [sqlite_api.delivery_row(row) for row in rows]
 
 
 @twin_of(sqlite_api._prune_deliveries)
