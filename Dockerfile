@@ -48,6 +48,7 @@ WORKDIR /app
 # to /data and /outputs.
 COPY *.py styles.toml ./
 COPY backends/ ./backends/
+COPY cluster/ ./cluster/
 COPY cogs/ ./cogs/
 COPY comfy/ ./comfy/
 COPY jobs/ ./jobs/

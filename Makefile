@@ -47,3 +47,5 @@ bench: $(VENV)/.installed
 	$(PY) bench/metrics.py
 	$(PY) bench/runpod_overflow.py
 	$(PY) bench/logs.py
+	$(PY) bench/cluster.py
+	$(PY) bench/s3.py

@@ -8,7 +8,9 @@ web/ (see the README's layout section).
 
 import argparse
 import asyncio
+import itertools
 import sys
+from typing import Any
 
 import discord
 import structlog
@@ -17,7 +19,8 @@ from discord.ext import commands
 
 import logs
 import tasks
-from backends.pool import open_backends
+from backends.pool import Backend, open_backends
+from cluster import Cluster, Heartbeat, SharedRateLimiter, make_cluster, process_name
 from cogs import lifecycle
 from cogs.admin import Admin
 from cogs.choices import Choices
@@ -27,17 +30,16 @@ from cogs.help import Help
 from cogs.history import History
 from cogs.images import Images
 from cogs.preferences import Preferences
-from comfy.client import ComfyClient
 from comfy.types import ComfyError
 from comfy.workflows import WorkflowError, load_set, validate
 from config import Settings, load_settings
-from jobs import wording
+from jobs import cluster_view, kinds, wording
 from jobs.limits import Limits
 from jobs.scheduler import Scheduler
 from metrics import Metrics, watch_loop
-from results.folder import OutputFolder
+from results.keeper import make_results, retention_loop
 from results.inputs import Inputs
-from store import make_store
+from store import ACTIVE_STATES, StoreError, make_store
 from ui.delivery import TOKEN_LIFETIME, Delivery
 from web.api_views import file_urls
 from web.app import WebServer
@@ -59,9 +61,10 @@ class ComfyBot(commands.Bot):
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.settings = settings
         self.store = make_store(settings)
-        self.outputs = OutputFolder(settings.outputs_dir, settings.output_limit)
+        self.outputs = make_results(settings)  # the capped folder, or with OUTPUT_STORE the bucket and the folder
         self.inputs = Inputs(settings, self.outputs)  # images people bring, from the CDN or the API
-        self.clients: list[ComfyClient] = []
+        self.cluster: Cluster | None = None  # the other bot processes on this database, if any
+        self.heartbeat: Heartbeat | None = None
         self.limiter = RateLimiter(settings.commands_per_minute, 60.0)
         self.delivery = Delivery(self, settings, token_lifetime=token_lifetime)
         self.choices = Choices(self)  # what people may choose here, and the requests they make
@@ -71,7 +74,8 @@ class ComfyBot(commands.Bot):
         self.web: WebServer | None = None
         self.metrics = Metrics()
         self.webhooks = WebhookSender(self.store, allow_private=settings.webhook_private_ok)
-        self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs")  # /history's and the gallery's
+        self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs",  # /history's and the gallery's
+                                 results=self.outputs if settings.output_store else None)
         self.background: list[asyncio.Task[None]] = []  # cancelled first when the bot stops
 
     async def setup_hook(self) -> None:
@@ -83,16 +87,26 @@ class ComfyBot(commands.Bot):
         self.background.append(asyncio.create_task(tasks.supervise("watch", self._watch)))
         if settings.web_port is not None:  # the gallery, metrics and health: same process, same loop
             self.web = WebServer(self.store, settings, metrics=self.metrics, ready=self.ready, admin=BotPanel(self),
-                                 api=BotApi(self))
+                                 api=BotApi(self), results=self.outputs)
             await self.web.start()
             self.background.append(asyncio.create_task(tasks.supervise("webhooks", self.webhooks.run)))
+        self.cluster = make_cluster(settings, self.store)
+        await self.cluster.start()
         instance = await self.store.instance_id()
-        backends = await open_backends(settings, workflows, self.outputs, instance=instance, store=self.store)
-        self.clients = [backend.client for backend in backends]
+
+        async def connect(leader: bool) -> list[Backend]:  # a follower watches under ids of its own
+            return await open_backends(settings, workflows, self.outputs, instance=instance, store=self.store,
+                                       watcher=None if leader else self.cluster.name)
+
+        backends = await connect(not self.cluster.shared)
         self.scheduler = Scheduler(self.store, backends, self.outputs, settings, self.delivery, instance=instance,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, cluster=self.cluster,
+                                   connect=connect if self.cluster.shared else None)
         self.limits = Limits(self.store, settings, self.scheduler)
-        await self.limits.load_switches()
+        if self.cluster.shared:  # one limit on commands for the whole cluster
+            self.limiter = SharedRateLimiter(self.store, settings.commands_per_minute, 60.0)
+        self.heartbeat = Heartbeat(self.store, self.cluster.name, self._report)
+        self.heartbeat.start()
         self.choices.load_builtin_styles()
         for cog in COGS:
             await self.add_cog(cog(self))
@@ -101,6 +115,9 @@ class ComfyBot(commands.Bot):
         self._validation = asyncio.create_task(self._validate_workflows(workflows))
         self.background.append(self._validation)
         resumed = await self.scheduler.start()
+        if settings.output_store:  # retention of the bucket, once the scheduler pinned what is pending
+            self.background.append(asyncio.create_task(tasks.supervise(
+                "retention", lambda: retention_loop(self.outputs, self._pending_files))))
         log.info("bot_ready", resumed_jobs=resumed, workflow_set=settings.workflow_set, servers=len(backends))
 
     async def _sync(self) -> None:
@@ -133,6 +150,15 @@ class ComfyBot(commands.Bot):
                                                          if k in workflow.params}) if values is not None else ():
                     log.error("workflow_problem", server=client.name, problem=str(problem))
 
+    def _report(self) -> dict[str, Any]:
+        """What this process's heartbeat says of it: its shards, and the queue when it dispatches."""
+        return cluster_view.report(self.scheduler, getattr(self, "shard_ids", None))
+
+    @property
+    def clients(self) -> list[Any]:
+        """The clients of the servers this process is connected to now."""
+        return [backend.client for backend in self.scheduler.pool.backends] if self.scheduler is not None else []
+
     def dispatch(self, event_name: str, /, *args, **kwargs) -> None:
         self.gateway.saw(event_name, args)  # synchronously, while discord.py's error (if any) is at hand
         super().dispatch(event_name, *args, **kwargs)
@@ -140,6 +166,12 @@ class ComfyBot(commands.Bot):
     async def close(self) -> None:
         """Stop within seconds in every state (lifecycle.stop); jobs resume at the next start."""
         await lifecycle.stop(self, super().close)
+        await self.outputs.close()
+
+    async def _pending_files(self) -> list[str]:
+        """What retention never removes: results still to be delivered and the inputs of active jobs."""
+        jobs = await self.store.jobs_in(ACTIVE_STATES)
+        return [*await self.store.pending_files(), *(name for job in jobs for name in kinds.files(job.request))]
 
     async def api_job_ended(self, job, generation, reason: str | None) -> None:
         """A job that came through the HTTP API ended: its key's webhook is told (when it has one)."""
@@ -159,6 +191,8 @@ class ComfyBot(commands.Bot):
             return False, "starting"
         if (problem := self.gateway.problem()) is not None:
             return False, problem
+        if self.cluster is not None and self.cluster.shared and not self.cluster.bus.connected:
+            return False, "the database cannot be reached"
         if not self.scheduler.pool.any_healthy():
             return False, "no ComfyUI server is usable"
         return True, ""
@@ -167,11 +201,24 @@ class ComfyBot(commands.Bot):
         """The event loop's lag, and whether the gateway is connected, for the metrics (runs until cancelled)."""
         lag = asyncio.create_task(watch_loop(self.metrics))
         try:
-            while True:
+            for tick in itertools.count():
                 self.metrics.discord(self.gateway.connected)
+                if tick % 5 == 0 and self.scheduler is not None:
+                    await self._count_processes()
                 await asyncio.sleep(1.0)
         finally:
             lag.cancel()
+
+    async def _count_processes(self) -> None:
+        """For the metrics: whether this process dispatches, and the processes heard from lately."""
+        count = 1
+        if self.scheduler.shared:
+            try:
+                async with asyncio.timeout(5.0):
+                    count = len(await cluster_view.members(self.store))
+            except (StoreError, TimeoutError) as error:
+                log.warning("processes_not_counted", error=str(error))
+        self.metrics.cluster(leading=self.scheduler.leading, processes=count)
 
     # every interaction ends in words -------------------------------------------
 
@@ -203,11 +250,19 @@ class ComfyBot(commands.Bot):
 
 
 class ShardedComfyBot(commands.AutoShardedBot, ComfyBot):
-    """The same bot as several gateway shards, for very large deployments (DISCORD_SHARDED=true)."""
+    """The same bot as several gateway shards, for very large deployments: DISCORD_SHARDED=true runs the
+    count Discord recommends; SHARD_COUNT (with SHARD_IDS, the shards of this process) splits them over
+    processes, each a separate client."""
+
+    def __init__(self, settings: Settings, **options) -> None:
+        if settings.shard_count is not None:
+            options.setdefault("shard_count", settings.shard_count)
+            options.setdefault("shard_ids", settings.shard_ids or None)  # None: every shard
+        super().__init__(settings, **options)
 
 
 def bot_class(settings: Settings) -> type[ComfyBot]:
-    return ShardedComfyBot if settings.discord_sharded else ComfyBot
+    return ShardedComfyBot if settings.discord_sharded or settings.shard_count is not None else ComfyBot
 
 
 async def run(settings: Settings) -> int:
@@ -220,13 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     subcommands = parser.add_subparsers(dest="command")
     check = subcommands.add_parser("check", help="check the settings, the ComfyUI server and the workflows")
     check.add_argument("--smoke", action="store_true", help="also run every kind of job once")
+    migrate = subcommands.add_parser("migrate", help="copy the SQLite database into PostgreSQL and verify the copy")
+    migrate.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH", help="the bot's SQLite file")
+    migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://…", help="an empty database")
     args = parser.parse_args(argv)
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_json, secrets=settings.secrets())
+    if settings.database_url is not None:  # several processes may log side by side: each line names its own
+        structlog.contextvars.bind_contextvars(process=process_name(settings))
     if args.command == "check":
         from jobs.check import run_check
 
         return asyncio.run(run_check(settings, smoke=args.smoke))
+    if args.command == "migrate":
+        from store.copy import run_migrate
+
+        return asyncio.run(run_migrate(args.source, args.target))
     if settings.discord_token is None:
         print("config error: DISCORD_TOKEN: required to run the bot (see .env.example)", file=sys.stderr)
         return 2

@@ -126,6 +126,10 @@ class Metrics:
                                           "How late the event loop woke from a sleep.", buckets=LAG_BUCKETS, registry=r)
         self.discord_connected = Gauge("comfybot_discord_connected", "1 while connected to Discord, else 0.",
                                        registry=r)
+        self.leading = Gauge("comfybot_dispatching", "1 while this process holds the dispatcher's lease (it hands "
+                             "jobs to the servers), else 0. Summed over the processes, exactly 1.", registry=r)
+        self.processes = Gauge("comfybot_processes", "Bot processes sharing the database, heard from lately "
+                               "(1 for a bot alone).", registry=r)
 
     # --- recording ----------------------------------------------------------------------
 
@@ -197,6 +201,12 @@ class Metrics:
     def discord(self, connected: bool) -> None:
         """Connected to Discord's gateway (ready or resumed) or not (disconnected)."""
         self.discord_connected.set(1 if connected else 0)
+
+    @_never_raises
+    def cluster(self, *, leading: bool, processes: int) -> None:
+        """Whether this process dispatches, and how many processes share the database."""
+        self.leading.set(1 if leading else 0)
+        self.processes.set(max(1, processes))
 
     # --- reading ------------------------------------------------------------------------
 

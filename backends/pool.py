@@ -37,11 +37,13 @@ PROBLEM_RETRY = 5.0  # seconds between reads of an unusable server's node list
 
 
 async def open_backends(settings: Settings, workflows: Mapping[str, Any], outputs: Any, *, instance: str,
-                        store: Any = None, **client_options: Any) -> list[Backend]:
+                        store: Any = None, watcher: str | None = None, **client_options: Any) -> list[Backend]:
     """One started client and Backend per configured server, then one per RunPod endpoint.
 
     Client ids are `<instance>-<index>`: the same after a restart, so ComfyUI still sends the
-    events of prompts submitted before it. A lone server is called "ComfyUI" in messages.
+    events of prompts submitted before it. A process that only watches the servers while another
+    dispatches (`watcher`: its name) uses `<instance>-<index>-<watcher>`, so it never takes the
+    dispatcher's events. A lone server is called "ComfyUI" in messages.
     """
     urls = settings.servers()
     backends = []
@@ -49,7 +51,7 @@ async def open_backends(settings: Settings, workflows: Mapping[str, Any], output
         options = {"headers": settings.comfyui_headers(), "timeout": settings.comfyui_timeout,
                    "name": "ComfyUI" if len(urls) == 1 else f"ComfyUI server {index + 1}",
                    "report_positions": False, **client_options}  # the scheduler shows its own positions
-        client = ComfyClient(url, client_id=f"{instance}-{index}", **options)
+        client = ComfyClient(url, client_id=f"{instance}-{index}" + (f"-{watcher}" if watcher else ""), **options)
         await client.start()
         backends.append(Backend(Engine(client, workflows, outputs, settings), settings.server_capacity))
     for index, endpoint in enumerate(settings.runpod_endpoints):

@@ -45,8 +45,9 @@ class RateLimiter:
         self._count, self._per = count, per
         self._hits: dict[int, deque[float]] = {}
 
-    def hit(self, key: int) -> float:
-        """0 when allowed (and counted); otherwise the seconds until the next hit is allowed."""
+    async def hit(self, key: int) -> float:
+        """0 when allowed (and counted); otherwise the seconds until the next hit is allowed. A coroutine,
+        as is the cluster's (cluster.limiter.SharedRateLimiter), which asks the database."""
         now = time.monotonic()
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - self._per:
@@ -75,7 +76,15 @@ async def tell(interaction: discord.Interaction, text: str) -> None:
 
 async def refuse_if_limited(bot: Any, interaction: discord.Interaction) -> bool:
     """Answer with an ephemeral message and return True when the person must wait."""
-    wait = bot.limiter.hit(interaction.user.id)
+    cluster = getattr(bot, "cluster", None)
+    if cluster is not None and cluster.shared and not cluster.bus.connected:  # it would be lost: say so now
+        log.warning("job_refused_database_away", user_id=interaction.user.id)
+        await interaction.response.send_message(wording.not_queued(wording.DATABASE_AWAY), ephemeral=True)
+        return True
+    try:
+        wait = await asyncio.wait_for(bot.limiter.hit(interaction.user.id), 1.0)
+    except TimeoutError:  # never risk the 3 s acknowledgement on a slow database
+        wait = 0.0
     if wait:
         await interaction.response.send_message(
             wording.limit(f"You are going a bit fast. Try again in {wording.seconds(max(1.0, wait))}."), ephemeral=True)
@@ -115,7 +124,8 @@ async def start_job(bot: Any, interaction: discord.Interaction, kind: str, reque
         log.info("job_refused", kind=kind, user_id=interaction.user.id, reason=str(error))
         await interaction.edit_original_response(content=wording.failed(kind, str(error)))
         return
-    log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id)
+    log.info("job_started", job_id=job.id, kind=kind, interaction_id=interaction.id,
+             shard=interaction.guild.shard_id if interaction.guild else 0)  # Discord sends DMs to shard 0
     await bot.scheduler.show_positions()  # its message and everyone's, from one view of the queue
 
 

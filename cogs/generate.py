@@ -18,7 +18,7 @@ from discord.ext import commands
 from cogs.common import AreaCog, may_use_priority, refuse_if_limited, start_job
 from config import Settings
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH
-from jobs import wording
+from jobs import cluster_view, wording
 from jobs.compose import ASPECTS
 from jobs.flags import FlagError, parse
 from results.folder import OutputError
@@ -200,7 +200,9 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @app_commands.command(name="status", description="The ComfyUI servers, the queue, and your jobs")
     async def status_command(interaction: discord.Interaction) -> None:
         bot = interaction.client  # bot.ComfyBot
-        embed = status_embed(bot.scheduler.status(interaction.user.id))
+        status = await cluster_view.status(bot.scheduler, bot.store, interaction.user.id)
+        members = await cluster_view.members(bot.store) if bot.scheduler.shared else None
+        embed = status_embed(status, members)
         embed.add_field(name="Today", inline=False, value=await bot.limits.usage_today(interaction.guild_id, interaction.user.id))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 

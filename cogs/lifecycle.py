@@ -26,7 +26,9 @@ import discord
 import structlog
 from discord.gateway import ReconnectWebSocket
 
+from cluster import ClusterError
 from jobs import wording
+from store import StoreError
 
 log = structlog.get_logger("bot")
 
@@ -113,6 +115,10 @@ async def stop(bot: Any, close_discord: Callable[[], Awaitable[None]]) -> None:
         await _bounded("webhooks", bot.webhooks.close(), deadline)
         if bot.scheduler is not None:
             await _bounded("scheduler", bot.scheduler.close(), deadline)
+        if bot.heartbeat is not None:
+            await _bounded("heartbeat", bot.heartbeat.stop(), deadline)
+        if bot.cluster is not None:  # the lease goes: another process takes up the jobs at once
+            await _bounded("cluster", bot.cluster.close(), deadline)
         await _bounded("results being posted", bot.delivery.settle(), deadline, POSTING_BOUND)
         bot.delivery.close()
         await _bounded("comfyui", _close_clients(bot.clients), deadline)
@@ -175,9 +181,10 @@ async def run(bot: Any, token: str) -> int:
             running.cancel()
             await asyncio.wait({running}, timeout=STEP_BOUND)
         logging.getLogger("discord.client").removeFilter(quiet)
+    crashed = running.exception() if running.done() and not running.cancelled() else None  # always retrieved
     error = bot.gateway.failed
-    if error is None and not stop.is_set() and running.done() and not running.cancelled():
-        error = running.exception()
+    if error is None and not stop.is_set():
+        error = crashed
     if error is not None:
         code, line = failure(error, gateway=error is bot.gateway.failed)
         log.info("bot_stopped", status=code)
@@ -217,6 +224,10 @@ def failure(error: BaseException, *, gateway: bool = False) -> tuple[int, str]:
         reason = f": {error.reason}" if error.reason else ""
         return 1, (f"error: Discord's gateway closed the connection (code {error.code}{reason}); "
                    "see https://discordstatus.com and start the bot again")
+    if isinstance(error, StoreError):  # a sentence naming the database, never its password
+        return 1, f"error: the bot cannot use its database: {error}; it stops until it can (start it again)"
+    if isinstance(error, ClusterError):
+        return 1, f"error: the bot cannot reach the other processes through its database: {error}"
     detail = f"{type(error).__name__}: {error}"[:300]
     if gateway:
         return 1, (f"error: logged in to Discord, but cannot connect to its gateway ({detail}); check that "

@@ -45,12 +45,11 @@ class Endings:
             self.metrics.gpu(result.server, gpu, cost)
             if backend is not None:
                 self.estimates.learn(backend.name, job.kind, job.request, gpu)
-            generation = await self._store.add_generation(Generation(
+            job, generation = await self._store.add_result(job.id, Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
                 channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
-                files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]))
-            job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="delivering",
-                                               generation_id=generation.id)
+                files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]),
+                only_from=ACTIVE_STATES)
             if job.state != "delivering":  # cancelled, and it finished anyway: kept in history, never posted
                 await self._keep_cancelled(job, generation, jlog)
                 return
@@ -105,13 +104,13 @@ class Endings:
             await self._fail(job, POST_FAILED)
 
     async def _deliver(self, job: Job, generation: Generation, jlog: Any) -> None:
-        files = [self._settings.outputs_dir / name for name in generation.files]
         began = time.monotonic()
-        try:
+        try:  # with OUTPUT_STORE, a result this process has no copy of (made by another) is fetched
+            files = [await self._outputs.local(name, hold=True) for name in generation.files]
             message_id, urls = await self._notifier.deliver(job, generation, files)
         finally:
-            for path in files:
-                self._outputs.release(path)
+            for name in generation.files:
+                self._outputs.release(self._settings.outputs_dir / name)
             self._release_input(job)
         await self._store.set_generation_message(generation.id, message_id, urls)
         await self._store.update_job(job.id, state="done")

@@ -50,19 +50,13 @@ class Limits:
         self.settings = settings
         self.scheduler = scheduler
 
-    async def load_switches(self) -> None:
-        """At start: the paused queues and drained servers as the store has them."""
-        self.scheduler.set_paused(set(await self.store.controls("pause")))
-        drained = await self.store.controls("drain")
-        for backend in self.scheduler.pool.backends:
-            backend.drained = backend.name in drained
-
     # the actions /admin, the mod-log and the dashboard share; each is written to the audit log -----
 
     async def pause(self, guild: int, actor_id: int, everywhere: bool, on: bool) -> str:
         scope = "all" if everywhere else str(guild)
         await self.store.set_control("pause", scope, {"by": actor_id} if on else None)
         self.scheduler.set_paused(set(await self.store.controls("pause")))
+        await self.scheduler.tell_leader("switches", "pause")
         await self.audited(guild, actor_id, "pause" if on else "resume", scope=scope)
         where = "every server" if everywhere else "this server"
         return (f"⏸️ Paused: no new jobs start on {where}; they wait, and running ones finish. /admin resume "
@@ -86,6 +80,7 @@ class Limits:
         await self.store.set_control("drain", backend.name, {"by": actor_id} if on else None)
         backend.drained = on
         self.scheduler.set_paused(self.scheduler.paused)  # wakes the dispatcher
+        await self.scheduler.tell_leader("switches", "drain")
         await self.audited(guild, actor_id, "drain" if on else "undrain", server=number)
         return (f"Server {number} gets no new jobs; {wording.plural(len(backend.jobs), 'job')} on it will finish."
                 if on else f"Server {number} takes jobs again.")

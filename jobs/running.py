@@ -64,7 +64,10 @@ class Running:
         try:
             if not attach:
                 job = flight.job = await self._store.update_job(
-                    job.id, state="submitted", server=backend.name, prompt_id=f"{self._prefix}{job.id}-{uuid.uuid4().hex[:8]}")
+                    job.id, only_from=("waiting",), state="submitted", server=backend.name,
+                    prompt_id=f"{self._prefix}{job.id}-{uuid.uuid4().hex[:8]}")
+                if job.state == "cancelled":  # by another process, a moment ago
+                    self._cancelled.setdefault(job.id, job.user_id)
             if job.id in self._cancelled:
                 raise Interrupted("Cancelled before it started.")
             if not started:
@@ -81,7 +84,11 @@ class Running:
                 if isinstance(event, Started) and not started:
                     started = True
                     if job.id not in self._cancelled:
-                        flight.job = await self._store.update_job(job.id, state="running")
+                        flight.job = await self._store.update_job(job.id, only_from=("submitted",), state="running")
+                    if flight.job.state == "cancelled" and not flight.cancel_sent:  # by another process
+                        self._cancelled.setdefault(job.id, job.user_id)
+                        flight.cancel_sent = True
+                        await backend.client.cancel(job.prompt_id)
                 if isinstance(event, Finished):
                     flight.finished = True
                     self._free(flight)
@@ -117,7 +124,11 @@ class Running:
 
     async def _execute(self, job: Job, engine: Engine, on_event: Any, attach: bool) -> JobResult:
         kind = kinds.get(job.kind)
-        source = self._settings.outputs_dir / job.request["input"] if kind.image_input else None
+        source = None
+        if kind.image_input:  # another process may have made the inputs: with OUTPUT_STORE, fetched from the bucket
+            for name in kinds.files(job.request):
+                await self._outputs.local(name)
+            source = self._settings.outputs_dir / job.request["input"]
         options = {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
         return await kind.run(engine, job.request, source, options)
 

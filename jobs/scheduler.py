@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 import structlog
 
-import tasks
 from backends.pool import Backend, Pool
 from comfy.types import ComfyError, Event
 from config import Settings
@@ -34,11 +33,12 @@ from jobs import kinds, wording
 from jobs.endings import Endings
 from jobs.eta import Estimates
 from jobs.fairqueue import FairQueue
+from jobs.leader import Connect, Leadership
 from jobs.queue_view import QueueView
 from jobs.running import Flight, Running
 from metrics import Metrics
 from results.folder import OutputError, OutputFolder
-from store import ACTIVE_STATES, Generation, Job, LimitReached, Store
+from store import Generation, Job, LimitReached, Store
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +71,12 @@ class Notifier(Protocol):
     async def job_cancelled(self, job: Job, by_user_id: int) -> None: ...
 
 
-class Scheduler(Running, Endings, QueueView):
+class Scheduler(Leadership, Running, Endings, QueueView):
+    """`cluster` (cluster.Cluster) and `connect` (leader.Connect) for several processes on one database."""
+
     def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
-                 notifier: Notifier, *, instance: str = "", metrics: Metrics | None = None) -> None:
+                 notifier: Notifier, *, instance: str = "", metrics: Metrics | None = None, cluster: Any = None,
+                 connect: Connect | None = None) -> None:
         self._store = store
         self.metrics = metrics if metrics is not None else Metrics()
         self.estimates = Estimates(settings.default_steps)  # how long jobs take, learned from finished ones
@@ -94,36 +97,8 @@ class Scheduler(Running, Endings, QueueView):
         self.paused: set[str] = set()  # guild ids (as text) and "all" whose queues admins paused (the store has them)
         self._waker: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
-
-    # lifecycle -------------------------------------------------------------------
-
-    async def start(self) -> int:
-        """Take up what a previous process left, then start dispatching. Returns the jobs resumed."""
-        self.estimates.learn_all(await self._store.gpu_history())
-        jobs = await self._store.jobs_in(ACTIVE_STATES)
-        self._pin([*await self._store.pending_files(), *(name for job in jobs for name in kinds.files(job.request))])
-        for job in jobs:
-            backend = self.pool.get(job.server)
-            if job.state == "waiting":
-                self._enqueue(job)
-            elif job.state == "delivering":
-                self._spawn(self._deliver_stored(job))
-            elif backend is not None and job.prompt_id:
-                self._launch(job, backend, attach=True)
-            else:
-                self._enqueue(await self._store.update_job(job.id, state="waiting", prompt_id=None, server=None))
-            log.info("job_resumed", job_id=job.id, state=job.state, server=job.server)
-        self._loops = [tasks.start("dispatch", self._dispatch_loop), tasks.start("pool-watch", self.pool.watch),
-                       tasks.start("positions", self._position_loop)]
-        self._wake_up()
-        return len(jobs)
-
-    async def close(self) -> None:
-        """Stop; active jobs stay in the store and are taken up by the next start."""
-        tasks = [*self._loops, *self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._cluster, self._connect = cluster, connect
+        self._taking = asyncio.Lock()  # the queue is filled from the store by one step at a time
 
     def _pin(self, names: list[str]) -> None:
         """After a restart, keep files still to be used or delivered out of the cap's reach."""
@@ -146,7 +121,7 @@ class Scheduler(Running, Endings, QueueView):
 
     async def submit(self, job: Job) -> Job:
         """Check, persist and queue a new job. Raises QueueFull or RequestError with a sentence."""
-        self._check_limits(job)
+        await self._check_limits(job)
         kind = kinds.get(job.kind)
         request = kind.prepare(self._settings, dict(job.request))
         models = kind.models(self._settings, request)
@@ -154,21 +129,30 @@ class Scheduler(Running, Endings, QueueView):
         if reasons:
             log.warning("job_unservable", kind=job.kind, user_id=job.user_id, reasons=reasons)
             raise RequestError(wording.unservable(models, reasons))
+        if self.shared:  # another process may run it: its input images go where every process finds them
+            try:
+                for name in kinds.files(request):
+                    await self._outputs.keep(self._settings.outputs_dir / name)
+            except OutputError as error:
+                raise RequestError(f"the image could not be stored for the servers ({error})") from None
         limit = self._settings.jobs_per_user
         try:  # counted and inserted in one step: a burst of clicks cannot slip past the limit
             job = await self._store.add_job(dataclasses.replace(job, request=request), active_limit=limit)
         except LimitReached as error:
             raise QueueFull(wording.too_many_jobs(error.count, limit)) from None
         log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
+        if not self.leading:  # the leader queues it
+            await self.tell_leader("job", str(job.id))
+            return job
         self._enqueue(job)
         if not self.pool.any_healthy():
             self.pool.poke()
         self._wake_up()
         return job
 
-    def _check_limits(self, job: Job) -> None:
+    async def _check_limits(self, job: Job) -> None:
         if job.guild_id is not None:
-            in_guild = sum(1 for queued in self.waiting_jobs() if queued.guild_id == job.guild_id)
+            in_guild = await self.guild_waiting(job.guild_id)
             if in_guild >= self._settings.waiting_per_guild:
                 raise QueueFull(f"This server already has {wording.plural(in_guild, 'job')} waiting. Try again in a while.")
 
@@ -290,10 +274,23 @@ class Scheduler(Running, Endings, QueueView):
             return "This job was already cancelled."
         if job is None or job.state not in ("waiting", "submitted", "running") or (flight and flight.finished):
             return "This job has already finished."
+        before = job
         job = await self._store.update_job(job_id, only_from=("waiting", "submitted", "running"), state="cancelled",
                                            error=f"cancelled by {by or f'<@{by_user_id}>'}")
         if job.state != "cancelled":  # it finished while this was asked
             return "This job has already finished."
+        if not self.leading:  # the leader stops it, and tells its owner
+            await self.tell_leader("cancel", f"{job_id}:{by_user_id}")
+            backend = self.pool.get(before.server)
+            where = "RunPod" if backend is not None and backend.remote else "ComfyUI"
+            return {"waiting": "Cancelled: it left the queue before it started.",
+                    "running": f"Stopping it: it was already running, and {where} is stopping it now."}.get(
+                before.state, f"Cancelled: it was taken out of {where}'s queue before it started.")
+        return await self._stop(job_id, by_user_id)
+
+    async def _stop(self, job_id: int, by_user_id: int) -> str:
+        """Take a job cancelled in the store out of the queue, or stop it on its server; what happened, in words."""
+        flight = self._flights.get(job_id)
         self._cancelled[job_id] = by_user_id
         waiting = next((queued for queued in self.waiting_jobs() if queued.id == job_id), None)
         if waiting is not None:
@@ -316,7 +313,10 @@ class Scheduler(Running, Endings, QueueView):
             outcome, f"Cancelled: it was taken out of {where}'s queue before it started.")
 
     async def _clean_server(self, backend: Backend) -> None:
-        """A server (re)joined the pool: remove prompts of ours it holds that no job follows any more."""
+        """A server (re)joined the pool: remove prompts of ours it holds that no job follows any more
+        (only the leader follows jobs: a follower removes nothing)."""
+        if not self.leading:
+            return
         try:
             running, pending = await backend.client.queue()
         except ComfyError as error:

@@ -244,3 +244,6 @@ def _lower_first(text: str) -> str:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+DATABASE_AWAY = "the bot cannot reach its database right now, so it takes no new jobs. Try again in a minute."

@@ -659,6 +659,32 @@ def test_monitoring_profile(compose):
     assert published(services["grafana"]) == {3000}
 
 
+def test_scale_profile_runs_a_second_bot_on_shard_1_with_postgres_and_minio(compose):
+    from config import Settings, read_settings
+
+    services = compose["services"]
+    scale = {name for name, s in services.items() if "scale" in (s.get("profiles") or [])}
+    assert scale == {"bot-2", "postgres", "minio", "minio-bucket"}
+    first, second = services["bot"], services["bot-2"]
+    assert second["build"] == first["build"] and second["env_file"] == first["env_file"]
+    env = environment(second)
+    assert {key: env[key] for key in environment(first)} == environment(first), "the same overrides as bot"
+    assert env["PROCESS_NAME"] == "bot-2"
+    # .env's shard settings for `bot` (SHARD_COUNT=2, SHARD_IDS=[0]) with bot-2's override: shard 1 of 2
+    assert read_settings(shard_count=2, shard_ids=json.loads(env["SHARD_IDS"])).shard_ids == [1]
+    assert set(env) <= {name.upper() for name in Settings.model_fields}
+    assert published(second) == {WEB_PORT} and second["ports"] != first["ports"], "its own host port"
+    assert {target for _, target in mounts(second)} == {"/data", "/outputs"}
+    assert not set(mounts(second)) & set(mounts(first)), "each bot its own volumes"
+    depends = second["depends_on"]
+    assert depends["postgres"]["condition"] == "service_healthy"
+    assert depends["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert environment(services["postgres"])["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+    assert "bot-results" in services["minio-bucket"]["command"][0], "the bucket OUTPUT_STORE names in the README"
+    assert "scale" not in (first.get("profiles") or []), "one bot alone stays the default"
+
+
 # --- Prometheus and Grafana --------------------------------------------------------------
 
 def test_prometheus_scrapes_the_bot_every_15_seconds(compose):

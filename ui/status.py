@@ -6,6 +6,7 @@ from __future__ import annotations
 import discord
 
 from jobs import wording
+from jobs.cluster_view import Member
 from jobs.queue_view import Status
 from safe_text import clip
 from ui.views import COLOR_FAIL, COLOR_OK, fit_embed
@@ -13,9 +14,10 @@ from ui.views import COLOR_FAIL, COLOR_OK, fit_embed
 SERVERS_SHOWN = 15  # with the queue and the caller's jobs, the embed stays within Discord's 6000 characters
 
 
-def status_embed(status: Status) -> discord.Embed:
+def status_embed(status: Status, members: list[Member] | None = None) -> discord.Embed:
     """/status: whether the servers are up, the queue, and the caller's jobs (running ones first) in the
-    words their messages use: the same snapshot of the queue (queue_view.QueueView.snapshot)."""
+    words their messages use: the same snapshot of the queue (queue_view.QueueView.snapshot); with several
+    bot processes, which of them serves which shards and which dispatches (`members`)."""
     up = [server for server in status.servers if server.healthy]
     embed = discord.Embed(title="Status", color=COLOR_OK if up else COLOR_FAIL)
     unusable = f"it answers, but not the way ComfyUI does; {wording.LOG_HINT}."
@@ -43,7 +45,20 @@ def status_embed(status: Status) -> discord.Embed:
             state = "running" if job.state == "running" else "starting, next on the GPU"
         mine.append(f"• {what}: {state}.")
     embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
+    if members:
+        embed.add_field(name="Bot processes", inline=False, value="\n".join(member_lines(members)))
     return fit_embed(embed)
+
+
+def member_lines(members: list[Member]) -> list[str]:
+    """One line per process of the cluster: its name, its shards, and whether it dispatches the jobs."""
+    lines = []
+    for member in members[:SERVERS_SHOWN]:
+        shards = "every shard" if member.shards is None else \
+            f"shard{'s' if len(member.shards) != 1 else ''} {', '.join(map(str, member.shards))}"
+        role = f"dispatching to {wording.plural(member.servers, 'server')}" if member.leading else "standing by"
+        lines.append(f"• {clip(member.name, 40)}: {shards}, {role}.")
+    return lines
 
 
 def queue_line(status: Status) -> str:

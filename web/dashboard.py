@@ -197,6 +197,10 @@ class Dashboard:
                     "link": _https(item.get("link"))} for item in data.get("reports") or []]
         blocked = [{"user_id": item.get("user_id"), "reason": text(item.get("reason"))}
                    for item in data.get("blocked") or []]
+        processes = [{"name": text(item.get("name"), 64), "leading": bool(item.get("leading")),
+                      "shards": "every shard" if item.get("shards") is None
+                      else ", ".join(str(int(shard)) for shard in item.get("shards") or []) or "none",
+                      "seen": _amount(item.get("seen"))} for item in data.get("processes") or []]
         used = [day for day in reversed(days) if day["images"] or day["gpu_seconds"] or day["cost"]]
         return {
             "paused": bool(data.get("paused")), "paused_everywhere": bool(data.get("paused_everywhere")),
@@ -207,7 +211,7 @@ class Dashboard:
                        "cost": sum(day["cost"] for day in days)},
             "charts": [bar_chart(days, "images", "Images per day", "images", 0),
                        bar_chart(days, "gpu_seconds", "GPU seconds per day", "GPU seconds", 1)],
-            "failures": failures, "reports": reports, "blocked": blocked,
+            "failures": failures, "reports": reports, "blocked": blocked, "processes": processes,
         }
 
 

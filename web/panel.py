@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from safe_text import clip
+from jobs import cluster_view
 from jobs.limits import period_start
 
 DAYS = 30
@@ -18,16 +19,19 @@ class BotPanel:
 
     async def overview(self, guild_id: int | None) -> dict[str, Any]:
         bot, scheduler = self.bot, self.bot.scheduler
-        waiting = list(scheduler.waiting_jobs())
+        whole = await cluster_view.queue(scheduler, bot.store)  # the leader's queue, from any process
+        waiting, running = whole.waiting, whole.running
         queue = [{"kind": job.kind, "user_id": job.user_id, "state": "waiting", "position": position,
                   "prompt": clip(str(job.request.get("prompt") or ""), 80)}
                  for position, job in enumerate(waiting) if job.guild_id == guild_id]
         queue += [{"kind": job.kind, "user_id": job.user_id, "state": job.state, "position": None,
                    "prompt": clip(str(job.request.get("prompt") or ""), 80)}
-                  for job in scheduler.running_jobs() if job.guild_id == guild_id]
-        servers = [{"number": number, "label": backend.label, "up": backend.healthy, "problem": backend.problem,
-                    "load": len(backend.jobs), "capacity": backend.capacity, "drained": backend.drained}
-                   for number, backend in enumerate(scheduler.pool.backends, start=1)]
+                  for job in running if job.guild_id == guild_id]
+        servers = [{"number": number, "label": server["name"], "up": server["healthy"], "problem": server["problem"],
+                    "load": server["load"], "capacity": server["capacity"], "drained": server["drained"]}
+                   for number, server in enumerate(whole.servers, start=1)]
+        processes = [{"name": m.name, "leading": m.leading, "shards": m.shards, "seen": round(m.seen, 1)}
+                     for m in await cluster_view.members(bot.store)] if scheduler.shared else []
         since = period_start("day", dt.datetime.now(dt.timezone.utc)).timestamp() - (DAYS - 1) * 86400
         audit = await bot.store.audit_log(guild_id or 0, 200)
         reports = [{"at": entry["at"], "reporter_id": entry["actor_id"], "author_id": entry["details"].get("author_id"),
@@ -38,7 +42,7 @@ class BotPanel:
                    for scope, value in (await bot.store.controls("block")).items() if scope.startswith(prefix)]
         return {"paused": str(guild_id) in scheduler.paused, "paused_everywhere": "all" in scheduler.paused,
                 "waiting": sum(1 for job in waiting if job.guild_id == guild_id),
-                "running": sum(1 for job in scheduler.running_jobs() if job.guild_id == guild_id),
+                "running": sum(1 for job in running if job.guild_id == guild_id), "processes": processes,
                 "queue": queue, "servers": servers, "usage_by_day": await bot.store.usage_by_day(guild_id, since),
                 "currency": bot.settings.cost_currency, "failures": await bot.store.recent_failures(guild_id, 20),
                 "reports": reports, "blocked": blocked}

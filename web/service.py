@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from jobs import kinds
+from jobs import cluster_view, kinds
 from image_gen import area_size
 from results.folder import OutputError
 from jobs.scheduler import QueueFull
@@ -56,7 +56,7 @@ class BotApi:
             raise
         await bot.store.add_api_job(key.id, job.id)
         log.info("api_job_started", job_id=job.id, key_id=key.id, kind=kind)
-        return {"id": job.id, "state": job.state, "position": bot.scheduler.position(job.id)}
+        return {"id": job.id, "state": job.state, "position": await cluster_view.position(bot.scheduler, bot.store, job.id)}
 
     async def _inputs(self, request: dict[str, Any], images: dict[str, bytes], kind: str) -> list[str]:
         """The image (and mask) as /edit takes them: read by content, upright, fitted to the limits."""
@@ -99,7 +99,8 @@ class BotApi:
         if job is None:
             return None
         generation = await self.bot.store.get_generation(job.generation_id) if job.generation_id else None
-        return {"id": job.id, "kind": job.kind, "state": job.state, "position": self.bot.scheduler.position(job.id),
+        place = await cluster_view.position(self.bot.scheduler, self.bot.store, job.id)
+        return {"id": job.id, "kind": job.kind, "state": job.state, "position": place,
                 "error": job.error, "files": len(generation.files) if generation is not None else 0,
                 "settings": job.request, "created_at": job.created_at, "updated_at": job.updated_at}
 
@@ -114,12 +115,17 @@ class BotApi:
         found = [await self.get(key, job_id) for job_id in await self.bot.store.api_job_ids(key.id, limit, before)]
         return [item for item in found if item is not None]
 
-    async def file(self, key: Any, job_id: int, index: int) -> Path | None:
+    async def file(self, key: Any, job_id: int, index: int) -> Path | str | None:
         job = await self._own(key, job_id)
         generation = await self.bot.store.get_generation(job.generation_id) if job and job.generation_id else None
         if generation is None or not 0 <= index < len(generation.files):
             return None
-        return self.bot.settings.outputs_dir / generation.files[index]
+        name = generation.files[index]
+        try:  # with OUTPUT_STORE: a short-lived presigned URL the API redirects to
+            link = await self.bot.outputs.link(name)
+        except OutputError:
+            link = None  # not in the bucket, or the store failed: a copy here, else "gone"
+        return link or self.bot.settings.outputs_dir / name
 
     async def _own(self, key: Any, job_id: int) -> Job | None:
         if await self.bot.store.api_job_key(job_id) != key.id:

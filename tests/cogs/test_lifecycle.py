@@ -290,3 +290,13 @@ async def test_a_gateway_that_refuses_the_token_ends_in_one_line(flaky, tmp_path
     assert code == 2 and "Traceback" not in text, text
     assert text.splitlines()[-1] == ("config error: DISCORD_TOKEN: Discord's gateway refused this token (reset it "
                                      "in the Developer Portal)"), text
+
+
+async def test_a_database_that_cannot_be_reached_ends_in_one_line_without_its_password(discord_fake, tmp_path):
+    missing = tmp_path / "no-server-here"  # a socket folder with no PostgreSQL in it
+    env = bot_env(tmp_path, discord_fake.api_url, discord_fake.gateway_url,
+                  DATABASE_URL=f"postgresql://bot:s3cret-pw@/bot?host={missing}")
+    code, text = await run_to_end(tmp_path, env)
+    assert code == 1 and "Traceback" not in text and "s3cret-pw" not in text, text
+    assert text.splitlines()[-1].startswith(
+        "error: the bot cannot use its database: PostgreSQL database bot on a local socket cannot be reached ("), text

@@ -1595,6 +1595,10 @@ class FakeDiscord:
             if rej.errors:
                 body["errors"] = rej.errors
             response = self._json(rej.status, body, rej.headers)
+        except ConnectionResetError:  # the client went away mid-request (a killed bot process): nobody to answer
+            record["status"] = "client gone"
+            self._notify()
+            raise
         except Exception as exc:  # noqa: BLE001 - never 5xx: discord.py would retry for ~25 s
             self.unhandled.append(f"{request.method} {rel}: " + traceback.format_exc())
             response = self._json(400, {"message": f"fake discord: unhandled {type(exc).__name__}: {exc}", "code": 0})
