@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.webhook.async_ import async_context, interaction_response_params
 
-from tests.fakes.discord import FakeDiscord, discord_log_errors, snowflake_time
+from tests.fakes.discord import FakeDiscord, snowflake_time
 
 
 def make_png(width: int = 4, height: int = 3) -> bytes:

@@ -11,7 +11,7 @@ import aiohttp
 import discord
 import pytest
 
-from tests.fakes.discord import FakeDiscord, discord_log_errors, guild_id_on_shard, shard_of
+from tests.fakes.discord import FakeDiscord, guild_id_on_shard, shard_of
 from tests.fakes.test_fake_discord import PNG, FakeBot, FakeShardedBot
 
 
