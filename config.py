@@ -136,8 +136,9 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{2,32}$")
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
-    output_keep_days: float | None = Field(None, gt=0, le=36500)  # object storage: remove results older than this
-    output_keep_gb: float | None = Field(None, gt=0)  # object storage: remove the oldest past this many GB
+    # object storage: remove results older than this, or the oldest past this many GB; neither: keep OUTPUT_LIMIT
+    output_keep_days: float | None = Field(None, gt=0, le=36500)
+    output_keep_gb: float | None = Field(None, gt=0)
     shard_count: int | None = Field(None, ge=1, le=10_000)  # Discord shards of the whole bot, over every process
     shard_ids: list[int] = []  # the shards this process serves (with SHARD_COUNT); empty: all of them
     process_name: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")  # in logs and /status; default host-pid

@@ -118,6 +118,8 @@ async def run_workflow(engine: Engine, kind: str, values: Mapping[str, Any], *,
     ended = time.monotonic()
     if finished.outcome != "success":
         raise finished.error or ComfyError("ComfyUI ended the job without saying why.")
+    if attach and not any(node in finished.outputs for node in workflow.outputs):
+        finished = await _recorded(engine, run.prompt_id, finished, jlog)
     files = await _download(engine, workflow, finished, jlog)
     done = time.monotonic()
     texts = [text for output in finished.outputs.values() for text in output.text]
@@ -158,6 +160,20 @@ async def _fetch(engine: Engine, ref: FileRef) -> Path:
         await engine.outputs.discard(path)
         raise
     return path
+
+
+async def _recorded(engine: Engine, prompt_id: str, finished: Finished, jlog: Any) -> Finished:
+    """A prompt followed after a restart or a failover may have saved its files before this process was
+    listening, so their `executed` events went nowhere: its outputs as /history recorded them."""
+    history = getattr(engine.client, "history", None)
+    if history is None:  # RunPod: its result carries every output
+        return finished
+    try:
+        entry = await history(prompt_id)
+    except ComfyError as error:
+        jlog.warning("history_not_read", error=str(error))
+        return finished
+    return finished if entry is None else Finished.from_history(entry, finished.outputs)
 
 
 async def _download(engine: Engine, workflow: Workflow, finished: Finished, jlog: Any) -> list[Path]:

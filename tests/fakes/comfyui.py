@@ -335,6 +335,7 @@ class FakeComfyUI:
         self._wake = asyncio.Event()
         self._faults: list[_Fault] = []
         self.muted_prompts: set[str] = set()  # their websocket events are not sent (status still is)
+        self.dropped_events: set[str] = set()  # websocket events of these types go nowhere (nobody was listening)
         self.mute_all_prompts = False
         self._node_faults: list[dict] = []
         self._paused = False
@@ -573,7 +574,7 @@ class FakeComfyUI:
         return [s] if s is not None else []
 
     def _send(self, event: str, data: Any, sid: str | None = None) -> None:
-        if self.silent:
+        if self.silent or event in self.dropped_events:
             return
         if isinstance(data, dict) and data.get("prompt_id") is not None and (
                 self.mute_all_prompts or data["prompt_id"] in self.muted_prompts):

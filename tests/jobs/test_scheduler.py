@@ -441,6 +441,23 @@ async def test_a_restart_delivers_every_job_exactly_once_and_runs_none_twice(rig
         assert second.delivery(job_id).files and second.delivery(job_id).files[0].startswith(b"\x89PNG")
 
 
+async def test_a_job_followed_after_a_restart_gets_files_saved_before_it_listened(rig):
+    """The prompt's output node ran while no process listened (its `executed` event went nowhere); the
+    next process follows the prompt to its end and takes the files /history recorded."""
+    fake = await rig.add_fake()
+    p1 = await rig.start()
+    fake.node_delay = 0.3
+    job = await p1.submit(ALICE, "saved while nobody listened")
+    await wait_for_state(p1.store, job.id, "running")
+    await p1.close()
+    fake.dropped_events.add("executed")
+    second = RecordingNotifier()
+    await rig.start(second)
+    await wait_until(lambda: second.ended(job.id), 20, "the job's end")
+    assert second.failed == [] and second.delivered_ids() == [job.id]
+    assert second.delivery(job.id).files[0].startswith(b"\x89PNG") and posts_per_job(fake)[job.id] == 1
+
+
 # 11. queue positions ------------------------------------------------------------------------------------------
 
 
