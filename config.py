@@ -19,6 +19,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
 
+# Node classes a user's workflow may not use unless the operator says otherwise (WORKFLOW_DENY_NODES);
+# matched case-insensitively as shell patterns. Why each is here is in comfy/vetting.py.
+DEFAULT_DENY_NODES = (
+    "*python*", "*exec*", "*eval*", "*shell*", "*command*",  # run code the workflow carries
+    "Image Save", "Save Text File", "Write to Video", "Write to GIF", "Export API", "Cache Node", "SaveText|pysssss",
+    "CheckpointSave", "ImageOnlyCheckpointSave", "ModelSave", "CLIPSave", "VAESave", "LoraSave", "SaveLoRANode",
+    "Image Load", "Load Image Batch", "Load Text File", "Text Load Line From File", "Load Cache", "LoadText|pysssss",
+    "Create Video from Path", "VHS_Load*Path", "LoadImagesFromFolderKJ", "Load*From*Dir*//Inspire",
+    "LoadPromptsFromFile //Inspire",
+    "*url*", "*http*", "*request*", "*webhook*", "*download*", "module:comfy_api_nodes*",  # reach the network
+)
+
 
 class ModelPreset(BaseModel):
     """A named model for /generate: a checkpoint, the defaults that suit it, and how /models shows it."""
@@ -98,6 +110,9 @@ class Settings(BaseSettings):
     controlnet_models: dict[str, str] = {"canny": "control_v11p_sd15_canny.pth"}
     styles_file: Path = Path(__file__).resolve().parent / "styles.toml"  # the style presets the operator edits
     nsfw_loras: list[str] = []  # LoRA files (or shell patterns like "nsfw/*") used only in age-restricted channels
+    # JSON list: node classes (or shell patterns, "module:<python module pattern>") no user workflow may use;
+    # the default names nodes that run code, read or write files anywhere, or reach the network
+    workflow_deny_nodes: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_NODES))
 
     # Files
     outputs_dir: Path = Path("outputs")
