@@ -49,3 +49,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/logs.py
 	$(PY) bench/cluster.py
 	$(PY) bench/s3.py
+	$(PY) bench/workflow_binding.py
