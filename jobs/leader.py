@@ -27,7 +27,7 @@ from backends.pool import Backend, Pool
 from cluster import BusError
 from jobs import kinds
 from jobs.fairqueue import FairQueue
-from store import ACTIVE_STATES
+from store import ACTIVE_STATES, StoreError
 
 log = structlog.get_logger("jobs.scheduler")
 
@@ -150,7 +150,10 @@ class Leadership:
                 await asyncio.wait_for(backend.client.close(), 10.0)
             except Exception as error:  # closing must not stop the change of role
                 log.warning("client_not_closed", server=backend.label, error=repr(error))
-        await self._load_switches()
+        try:
+            await self._load_switches()
+        except StoreError as error:  # the database went away with the lease: the next leader reads them
+            log.warning("switches_not_loaded", error=str(error))
 
     async def _load_switches(self) -> None:
         """The paused queues and drained servers, as the store has them (admins of any process set them)."""
