@@ -50,3 +50,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/cluster.py
 	$(PY) bench/s3.py
 	$(PY) bench/workflow_binding.py
+	$(PY) bench/workflow_convert.py
