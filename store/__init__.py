@@ -12,6 +12,7 @@ from store.gallery import Query
 from store.interface import StoreInterface
 from store.people import SavedStyle
 from store.records import ACTIVE_STATES, JOB_STATES, Generation, Job, LimitReached, StoreError
+from store.user_workflows import UserWorkflow, WorkflowVersion
 
 __all__ = ["ACTIVE_STATES", "JOB_STATES", "ApiKey", "Generation", "Job", "LimitReached", "Query", "SavedStyle",
-           "PostgresStore", "Store", "StoreError", "make_store", "StoreInterface"]
+           "PostgresStore", "Store", "StoreError", "make_store", "StoreInterface", "UserWorkflow", "WorkflowVersion"]

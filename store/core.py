@@ -7,7 +7,7 @@ when the bot stopped must be resumable, so everything lives in the database and 
 in memory. Callers get dataclasses; no SQL leaves the store's modules: jobs.py for jobs and their
 generations, people.py for people's defaults and styles, gallery.py for favorites and search,
 admin.py for admin controls, audit and usage, api.py for API keys and webhooks, processes.py for the
-processes sharing the database and the shared rate limit.
+processes sharing the database and the shared rate limit, user_workflows.py for the workflows people bring.
 store/interface.py lists every method, which both engines implement.
 """
 
@@ -20,13 +20,16 @@ from store.jobs import JobStore
 from store.people import PeopleStore
 from store.postgres.engine import PostgresEngine
 from store.processes import ProcessesStore
+from store.user_workflows import UserWorkflowsStore
 
 
-class Store(SQLiteEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore):
+class Store(SQLiteEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
+            UserWorkflowsStore):
     """The database file at `path`; open() before use, close() when done."""
 
 
-class PostgresStore(PostgresEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore):
+class PostgresStore(PostgresEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
+                    UserWorkflowsStore):
     """The PostgreSQL database at `dsn`; open() before use, close() when done."""
 
 

@@ -5,8 +5,8 @@ the connection, and is awaited from the event loop. One thread also serialises t
 no two of them ever interleave. The connection is in autocommit mode: each write is a single
 statement and therefore atomic; only migrations need an explicit transaction.
 
-Each area of the store (jobs, people, gallery, admin, api, processes) is a class of async methods that hand
-a function of the connection to `_run`; store.Store joins them to this engine.
+Each area of the store (jobs, people, gallery, admin, api, processes, user_workflows) is a class of async
+methods that hand a function of the connection to `_run`; store.Store joins them to this engine.
 """
 
 import asyncio
@@ -23,6 +23,7 @@ from store import api as store_api
 from store import gallery as store_gallery
 from store import people as store_people
 from store import processes as store_processes
+from store import user_workflows as store_user_workflows
 from store.records import StoreError
 
 log = structlog.get_logger(__name__)
@@ -105,6 +106,8 @@ _MIGRATIONS = (
     """,
     # 10: the bot processes sharing the database, and recent commands for a shared rate limit (store/processes.py).
     store_processes.MIGRATION,
+    # 11: the workflows people bring, their versions and ratings (store/user_workflows.py).
+    store_user_workflows.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.

@@ -12,6 +12,7 @@ from store.gallery import Query
 from store.people import SavedStyle
 from store.processes import ProcessRecord
 from store.records import Generation, Job
+from store.user_workflows import UserWorkflow, WorkflowVersion
 
 
 class JobsInterface(Protocol):
@@ -248,8 +249,59 @@ class ProcessesInterface(Protocol):
         ...
 
 
+class UserWorkflowsInterface(Protocol):
+    """The workflows people bring: their own and the server's shared ones, versioned and rated."""
+
+    async def save_workflow(self, guild_id: int, owner_id: int, name: str, graph: dict[str, Any], *,
+                            bindings: dict[str, Any], source_format: str, limit: int,
+                            tags: Iterable[str] | None = None, by: int | None = None) -> UserWorkflow | None:
+        """Save a new workflow or a new version of the owner's one of that name; None past `limit` others."""
+        ...
+
+    async def workflow(self, workflow_id: int) -> UserWorkflow | None:
+        """The workflow with that id, a deleted one too, or None."""
+        ...
+
+    async def workflow_by_name(self, guild_id: int, owner_id: int, name: str) -> UserWorkflow | None:
+        """The owner's workflow of that name in that server, not a deleted one, or None."""
+        ...
+
+    async def workflows_for(self, guild_id: int, user_id: int, query: str | None = None, tag: str | None = None,
+                            limit: int = 25, offset: int = 0) -> list[UserWorkflow]:
+        """The person's own workflows and the server's shared ones matching `query` and `tag`, the person's first."""
+        ...
+
+    async def versions(self, workflow_id: int) -> list[WorkflowVersion]:
+        """Every version of a workflow, the newest first."""
+        ...
+
+    async def version(self, workflow_id: int, version: int) -> WorkflowVersion | None:
+        """One version of a workflow, or None."""
+        ...
+
+    async def restore_version(self, workflow_id: int, version: int, by: int) -> UserWorkflow | None:
+        """Make an older version the newest again, as a new version; None without the workflow or version."""
+        ...
+
+    async def share(self, workflow_id: int, shared: bool, by: int) -> UserWorkflow | None:
+        """Share a workflow with its server, or stop; None without it."""
+        ...
+
+    async def delete_workflow(self, workflow_id: int) -> bool:
+        """Hide a workflow (its versions stay for old jobs); False without it."""
+        ...
+
+    async def rate(self, workflow_id: int, user_id: int, stars: int) -> tuple[float, int] | None:
+        """Rate 1 to 5 stars, replacing the person's earlier rating; the average and count now, None without it."""
+        ...
+
+    async def rating(self, workflow_id: int) -> tuple[float | None, int]:
+        """The average stars (None before the first rating) and how many people rated."""
+        ...
+
+
 class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface,
-                     ProcessesInterface, Protocol):
+                     ProcessesInterface, UserWorkflowsInterface, Protocol):
     """The whole store: the areas' methods, and opening, closing and the installation's id."""
 
     async def open(self) -> None:

@@ -162,6 +162,13 @@ async def fill(path: Path, *, prompt: str = "a fox in snow", style_prompt: str =
         await store.mark_delivery(delivery, delivered=False, now=1000.0, next_at=1060.0, error="HTTP 500")
         await store.heartbeat("bot-1", {"host": "a"}, 1000.0)
         await store.hit_rate(11, 5, 60.0, 1000.0)
+        flow = await store.save_workflow(31, 11, "portrait", {"3": {"inputs": {"text": prompt}}}, tags=["sdxl"],
+                                         bindings={"prompt": ["3", "text"]}, source_format="ui", limit=10)
+        await store.save_workflow(31, 11, "portrait", {"3": {"inputs": {"text": "v2"}}}, bindings={},
+                                  source_format="png", limit=10)
+        await store.restore_version(flow.id, 1, 12)
+        await store.share(flow.id, True, 12)
+        await store.rate(flow.id, 12, 4)
     finally:
         await store.close()
 
@@ -186,7 +193,8 @@ async def test_a_database_with_rows_in_every_table_is_copied_row_for_row(tmp_pat
     job = await fetch(pg_dsn, "INSERT INTO jobs (kind, user_id, channel_id, request, state, created_at, updated_at) "
                               "VALUES ('txt2img', 1, 2, '{}', 'waiting', 0, 0) RETURNING id")
     assert job[0]["id"] == max(row["id"] for row in before["jobs"]) + 1
-    for table in ("generations", "styles", "saved_queries", "audit", "api_keys", "webhook_deliveries"):
+    for table in ("generations", "styles", "saved_queries", "audit", "api_keys", "webhook_deliveries",
+                  "user_workflows"):
         following = await fetch(pg_dsn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))")
         assert following[0][0] == max(row["id"] for row in before[table]) + 1, table
 
@@ -208,7 +216,8 @@ async def test_the_previous_releases_database_is_brought_up_to_date_on_a_copy_an
     after = await postgres_rows(pg_dsn)
     # the tables of the migrations since are empty; the rows there were are all there, handovers 0
     newer = {table for table in after if table not in before}
-    assert newer == {"processes", "command_hits"} and not any(after[table] for table in newer)
+    assert newer == {"processes", "command_hits", "user_workflows", "workflow_versions", "workflow_ratings"}
+    assert not any(after[table] for table in newer)
     assert_same_rows(before, {table: rows for table, rows in after.items() if table in before},
                      added={"jobs.handovers": 0})
     assert [row["value"] for row in after["meta"]] == [PREVIOUS_INSTANCE]  # the ComfyUI client ids stay
