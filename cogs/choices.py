@@ -8,6 +8,7 @@ One `Choices` per bot (`bot.choices`); the cogs ask it.
 
 # No `from __future__ import annotations` here: discord.py reads the cogs' annotations at runtime.
 
+from collections import Counter
 from typing import Any
 
 import discord
@@ -16,13 +17,16 @@ import structlog
 from cogs.help import HelpContext
 from image_gen import RequestError
 from jobs import wording
+from jobs.auto_model import AUTO, wants_auto
 from jobs.compose import ASPECTS, compose, nsfw_lora, nsfw_reasons
 from jobs.styles import Style, StyleError, load as load_styles
 from safe_text import clip
+from store import Query
 
 log = structlog.get_logger("bot")
 
 NO_CONTROLNET = "ControlNet is not available on this bot's servers right now."
+FAVORITES_READ = 500  # the newest favorites whose presets model:auto counts
 
 
 def is_nsfw(channel: object) -> bool:
@@ -89,6 +93,11 @@ class Choices:
                 if pool.offers("txt2img", {"checkpoint": preset.checkpoint})
                 and (not preset.nsfw or self.nsfw_allowed(channel))]
 
+    def model_names(self, channel: object = None) -> list[str]:
+        """What `model:` may name here: the presets offered, and "auto" (the bot chooses) when there are some."""
+        offered = self.offered_presets(channel)
+        return [*offered, AUTO] if offered and wants_auto(AUTO, self.settings.model_presets) else offered
+
     def offered_control_types(self) -> list[str]:
         """The ControlNet types people may choose: those the operator gave a model file whose workflow,
         preprocessor nodes and model file some server has (all of them while no node list is known)."""
@@ -97,7 +106,9 @@ class Choices:
                 if pool.offers(f"controlnet_{name}", {"checkpoint": self.settings.checkpoint, "control_net": model})]
 
     async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
-        """True when `model` is left out or offered; otherwise the person is told which ones are."""
+        """True when `model` is left out, "auto" or offered; otherwise the person is told which ones are."""
+        if wants_auto(model, self.settings.model_presets):
+            return True
         preset = self.settings.model_presets.get(model or "")
         if preset is not None and not self.bot.scheduler.pool.offers("txt2img", {"checkpoint": preset.checkpoint}):
             offered = self.offered_presets(interaction.channel)
@@ -131,7 +142,12 @@ class Choices:
         there. Raises RequestError with the sentence to show."""
         styles = await self.styles_for(interaction)
         prefs = await self.bot.store.preferences(interaction.user.id)
-        request = compose(self.settings, prompt, options, prefs, styles, sized=sized)
+        auto: dict[str, Any] = {}
+        if AUTO in f"{prompt} {options.get('model')} {prefs.get('model')}".casefold():  # may ask for model:auto
+            auto["offered"] = [name for name in self.offered_presets(interaction.channel)  # nsfw only where it is
+                               if is_nsfw(interaction.channel) or not self.settings.model_presets[name].nsfw]
+            auto["favorites"] = await self.favorite_presets(interaction)
+        request = compose(self.settings, prompt, options, prefs, styles, sized=sized, **auto)
         if not request["loras"]:
             del request["loras"]
         if is_nsfw(interaction.channel):
@@ -146,6 +162,13 @@ class Choices:
         elif self.settings.sfw_negative:
             request["sfw_negative"] = self.settings.sfw_negative
         return request
+
+    async def favorite_presets(self, interaction: discord.Interaction) -> Counter[str]:
+        """How many of the person's favorites here each preset made (a result's params name its preset)."""
+        found, _ = await self.bot.store.find_generations(
+            Query(interaction.user.id, interaction.guild_id, favorites=True), limit=FAVORITES_READ)
+        presets = self.settings.model_presets
+        return Counter(str(g.params["model"]) for g in found if str(g.params.get("model")) in presets)
 
     async def help_context(self, interaction: discord.Interaction) -> HelpContext:
         s = self.settings

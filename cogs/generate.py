@@ -178,7 +178,7 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @edit.autocomplete("model")
     @generate.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(interaction.client.choices.offered_presets(interaction.channel), current)
+        return matching(interaction.client.choices.model_names(interaction.channel), current)
 
     @edit.autocomplete("style")
     @generate.autocomplete("style")

@@ -328,6 +328,8 @@ class Images(AreaCog):
             return
         callback = await interaction.response.defer(thinking=True)
         request = {**kinds.derived(job.request, generation.params, again=True), **changes}
+        if request.get("prompt") != job.request.get("prompt"):
+            request.pop("model_reason", None)  # the model stays; why model:auto chose it was the old prompt
         await start_job(self.bot, interaction, job.kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id)
 

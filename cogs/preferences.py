@@ -43,8 +43,9 @@ class Preferences(AreaCog):
                   for name in offered[:MODELS_SHOWN]]
         view = discord.ui.View(timeout=None)
         view.add_item(ModelPick(offered[:25]))
+        default = prefs.get("model") if prefs.get("model") in bot.choices.model_names(interaction.channel) else None
         await interaction.response.send_message(
-            f"Your default: {wording.code(prefs['model']) if prefs.get('model') in offered else 'none'}. "
+            f"Your default: {wording.code(default) if default else 'none'}. "
             "Pick one below to make it your default; `model:` or `--model` still chooses for one image.",
             embeds=embeds, view=view, ephemeral=True)
         view.stop()
@@ -82,7 +83,7 @@ class Preferences(AreaCog):
         bot, settings = self.bot, self.bot.settings
         if changes.get("steps", 0) > settings.max_steps:
             return f"Steps can be at most {settings.max_steps} here."
-        if "model" in changes and changes["model"] not in bot.choices.offered_presets(interaction.channel):
+        if "model" in changes and changes["model"] not in bot.choices.model_names(interaction.channel):
             return f"There is no model called {wording.code(changes['model'])}; /models lists them."
         if "style" in changes and changes["style"] not in await bot.choices.offered_styles(interaction):
             return f"There is no style called {wording.code(changes['style'])}; /style list shows them."
@@ -167,7 +168,7 @@ class Preferences(AreaCog):
 
     @settings_command.autocomplete("model")
     async def model_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return matching(self.bot.choices.offered_presets(interaction.channel), current)
+        return matching(self.bot.choices.model_names(interaction.channel), current)
 
     @settings_command.autocomplete("sampler")
     async def sampler_names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from config import ModelPreset, Settings
+from jobs.auto_model import choose, wants_auto
 from jobs.flags import parse
 from image_gen import MIN_SIDE, RequestError, area_size
 from jobs.styles import Style
@@ -24,18 +26,25 @@ DEFAULTS = ("aspect", "steps", "cfg", "sampler", "scheduler", "style", "model") 
 
 
 def compose(settings: Settings, prompt: str, options: Mapping[str, Any], prefs: Mapping[str, Any],
-            styles: Mapping[str, Style], *, sized: bool | str = True) -> dict[str, Any]:
+            styles: Mapping[str, Style], *, sized: bool | str = True, offered: Collection[str] | None = None,
+            favorites: Counter[str] | None = None) -> dict[str, Any]:
     """The request for `prompt` with these options and saved defaults. `sized`: True, the request needs
     a size (text to image); False, it takes its image's (an edit); "asked", only a size the person
-    asked for here (--ar, width, height, aspect), else its control image's. Raises RequestError (or
-    FlagError) in words."""
+    asked for here (--ar, width, height, aspect), else its control image's. Model "auto" picks a
+    preset among `offered` (None: all) from the prompt and the person's `favorites` (jobs/auto_model.py),
+    and the request keeps why ("model_reason"), so the result, a Reroll and a restart show it. Raises
+    RequestError (or FlagError) in words."""
     flags = parse(prompt, presets=list(settings.model_presets), styles=list(styles))
     if not flags.prompt.strip():
         raise RequestError("the prompt is empty once its flags are taken out; say what to draw")
     given = {key: value for key, value in options.items() if value is not None}
     saved = {key: value for key, value in prefs.items() if key in DEFAULTS and value is not None}
     chosen = {**saved, **given, **{k: v for k, v in flags.values.items() if k not in ("no", "loras", "aspect")}}
-    model = chosen.get("model")
+    model, reason = chosen.get("model"), None
+    if wants_auto(model, settings.model_presets):
+        picked = choose(flags.prompt, settings.model_presets, settings.model_presets if offered is None else offered,
+                        favorites)
+        model, reason = picked.name, picked.reason
     preset = settings.model_presets.get(model) if model else None
     if model and preset is None:
         model = preset = None  # a saved default whose preset the operator removed
@@ -51,6 +60,7 @@ def compose(settings: Settings, prompt: str, options: Mapping[str, Any], prefs: 
         "checkpoint": preset.checkpoint if preset else None,
         "model": model or settings.checkpoint,
         "loras": _loras(given, flags.values.get("loras", [])),
+        **({"model_reason": reason} if reason else {}),
     }
     asked = flags.values.get("aspect") or given.get("width") or given.get("height") or given.get("aspect")
     if sized is True or (sized == "asked" and asked):

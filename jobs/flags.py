@@ -14,6 +14,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.auto_model import AUTO
+
 SEED_MAX = 2**53 - 1  # seeds stay exact in JSON and in Discord's embeds, as in image_gen
 BUILT_IN = ("ar", "seed", "steps", "cfg", "no", "style", "model", "lora")
 ALIASES = {"aspect": "ar"}
@@ -93,9 +95,10 @@ def parse(prompt: str, *, presets: Collection[str] = (), styles: Collection[str]
         if key == "style":
             values[key], i = _pick(words, i, style_names, key)
             continue
-        if key == "model":
-            chosen, i = _pick(words, i, models, key, available)
-            values[key] = _available(chosen, available)
+        if key == "model":  # --model auto: the bot chooses (jobs/auto_model.py), where there are presets
+            choosable = {**models, AUTO: models.get(AUTO, AUTO)} if models else models  # a preset "auto" wins
+            chosen, i = _pick(words, i, choosable, key, [*available, AUTO])
+            values[key] = chosen if chosen == AUTO and AUTO not in models else _available(chosen, available)
             continue
         if key == "lora":
             values.setdefault("loras", []).append(_lora(value, len(values.get("loras", ())), max_loras))

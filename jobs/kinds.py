@@ -85,8 +85,10 @@ class Kind:
         return self.workflow(request) if self.workflow is not None else self.name
 
 
-# what a sampling job's result shows as the person asked for it (the prompt without its style's template)
-SAMPLING_SHOWN = ("model", "prompt", "negative_prompt", "style", "loras", "sampler")
+# what a sampling job's result shows as the person asked for it (the prompt without its style's template), and
+# why model:auto chose its model (jobs/auto_model.py). Reroll and Remix keep the chosen model and do not
+# choose again (`derived` with again): the person sees the choice, and picks another with model:
+SAMPLING_SHOWN = ("model", "prompt", "negative_prompt", "style", "loras", "sampler", "model_reason")
 
 
 def _prepare_txt2img(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:

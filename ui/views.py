@@ -26,6 +26,8 @@ COLOR_OK = 0x2ECC71
 COLOR_FAIL = 0xE74C3C
 TITLE_LIMIT, DESCRIPTION_LIMIT, FOOTER_LIMIT, AUTHOR_LIMIT = 256, 4096, 2048, 256
 FIELD_NAME_LIMIT, FIELD_VALUE_LIMIT, FIELDS_MAX, EMBED_LIMIT = 256, 1024, 25, 6000
+WIDE_FIELDS = ("Negative prompt", "From", "Why this model")  # a line of their own in the result's embed
+TRY_ANOTHER = "to try another, `/generate model:<name>` (/models lists them)"  # under model:auto's choice
 
 
 # the job's message ---------------------------------------------------------------
@@ -108,6 +110,8 @@ def result_embed(generation: Generation) -> discord.Embed:
         ("From", f"[the original image]({jump_url(source)})" if source.get("message_id") else None),
         ("Negative prompt", params.get("negative_prompt")),
         ("Model", wording.model_name(str(params["model"])) if params.get("model") else None),
+        ("Why this model", f"{clip(str(params['model_reason']), 300)} · {TRY_ANOTHER}" if params.get("model_reason")
+         else None),
         ("Style", params.get("style")),
         ("LoRAs", ", ".join(f"{wording.model_name(str(name))} {strength:g}" for name, strength in params["loras"])
          if params.get("loras") else None),
@@ -124,7 +128,7 @@ def result_embed(generation: Generation) -> discord.Embed:
     ]
     for name, value in fields:
         if value not in (None, ""):
-            embed.add_field(name=name, value=str(value), inline=name not in ("Negative prompt", "From"))
+            embed.add_field(name=name, value=str(value), inline=name not in WIDE_FIELDS)
     return fit_embed(embed)
 
 

@@ -114,7 +114,7 @@ async def test_a_preset_no_server_has_is_not_offered(comfy, discord_fake, runnin
     await running.start(bot_settings(tmp_path, comfy.url, workflow_set="default", model_presets=PRESETS))
     await asyncio.sleep(0.5)  # setup: the pool reads the server's node list once it is up
     assert await discord_fake.autocomplete("generate", {"prompt": "x", "model": ""}, "model") == [
-        {"name": "sdxl", "value": "sdxl"}]
+        {"name": "sdxl", "value": "sdxl"}, {"name": "auto", "value": "auto"}]
     refused = await discord_fake.slash("generate", {"prompt": "x", "model": "ghost"})
     await refused.wait_acked(3)
     assert discord_fake.messages[refused.original_message_id].content == \

@@ -293,7 +293,7 @@ async def test_nsfw_items_are_refused_outside_age_restricted_channels_and_welcom
     nsfw = add_nsfw_channel(discord_fake)
     await ready(discord_fake, running, settings_for(tmp_path, comfy.url, sfw_negative="nsfw, nude"))
     assert await discord_fake.autocomplete("generate", {"prompt": "x", "model": ""}, "model") == [
-        {"name": "anime", "value": "anime"}]
+        {"name": "anime", "value": "anime"}, {"name": "auto", "value": "auto"}]  # auto: the bot picks
     for prompt in ("a statue --spicy", "a statue --lora nsfw/body.safetensors"):
         refused = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": prompt}), timeout=10)
         assert refused.content.endswith(f"can only be used in an age-restricted channel, such as <#{nsfw}>.")

@@ -124,12 +124,20 @@ def test_model_and_preset_flags():
     assert values("--model seed") == {"model": "seed"}  # a preset named like a flag: only by --model
     assert values("--seed 5") == {"seed": 5}
     assert error("--model dall-e") == (
-        "There is no model called dall-e. The models are: `anime`, `Photo Real`, `seed`, `sdxl-turbo`.")
-    assert error("--model") == "--model needs a model name: `anime`, `Photo Real`, `seed`, `sdxl-turbo`."
+        "There is no model called dall-e. The models are: `anime`, `Photo Real`, `seed`, `sdxl-turbo`, `auto`.")
+    assert error("--model") == "--model needs a model name: `anime`, `Photo Real`, `seed`, `sdxl-turbo`, `auto`."
     assert error("--model x", presets=()) == "No models are set up, so --model can't be used."
     assert error("--anime --model anime") == "--anime and --model both set the model; keep one."
     assert error("--anime --sdxl-turbo") == "--anime and --sdxl-turbo both set the model; keep one."
     assert error("--anime --anime") == "--anime is given twice; keep one."
+
+
+def test_model_auto_lets_the_bot_choose_unless_a_preset_is_called_so():
+    assert values("a cat --model auto") == {"model": "auto"} == values("--model AUTO", offered=())
+    assert error("--anime --model auto") == "--anime and --model both set the model; keep one."
+    assert error("--auto").startswith("`--auto` is not a flag I know.")  # only --model auto
+    assert error("--model auto", presets=()) == "No models are set up, so --model can't be used."
+    assert parse("--model auto", presets=("Auto",)).values == {"model": "Auto"}  # the operator's own preset
 
 
 def test_loras():
@@ -170,7 +178,7 @@ def test_a_preset_whose_model_no_server_has_is_not_available_and_not_offered():
     assert error("a cat --model sdxl-turbo", offered=offered) == (
         "The model `sdxl-turbo` is not available on this server right now. Models you can use: `anime`.")
     assert error("a cat --model dall-e", offered=offered) == \
-        "There is no model called dall-e. The models are: `anime`."
+        "There is no model called dall-e. The models are: `anime`, `auto`."
     assert error("a cat --dreamshaper", offered=offered) == (
         f"`--dreamshaper` is not a flag I know. Flags you can use: {BUILT_IN}, and a model's own flag: `--anime`.")
     assert error("a cat --anime", offered=()) == (
