@@ -103,10 +103,10 @@ class ComfyBot(commands.Bot):
                                    metrics=self.metrics, cluster=self.cluster,
                                    connect=connect if self.cluster.shared else None)
         self.limits = Limits(self.store, settings, self.scheduler)
-        if self.cluster.shared:  # one limit on commands for the whole cluster
+        if self.cluster.shared:  # one limit on commands for the whole cluster; the others see this process
             self.limiter = SharedRateLimiter(self.store, settings.commands_per_minute, 60.0)
-        self.heartbeat = Heartbeat(self.store, self.cluster.name, self._report)
-        self.heartbeat.start()
+            self.heartbeat = Heartbeat(self.store, self.cluster.name, self._report)
+            self.heartbeat.start()
         self.choices.load_builtin_styles()
         for cog in COGS:
             await self.add_cog(cog(self))

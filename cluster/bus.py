@@ -20,7 +20,8 @@ import asyncpg
 import structlog
 
 from cluster.connection import (CONNECT_TIMEOUT, LOST, QUERY_TIMEOUT, BusError, ClusterError, cancel_all, close,
-                                connect, guarded, spawn, where)
+                                connect, guarded, spawn)
+from store.postgres.engine import describe
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,7 @@ class PgBus:
                     await asyncio.sleep(0.05)
         except TimeoutError as exc:
             cause = failure or exc
-            raise BusError(f"could not publish on {topic} to {where(self._dsn)} within {self._publish_timeout:g} "
+            raise BusError(f"could not publish on {topic} to {describe(self._dsn)} within {self._publish_timeout:g} "
                            f"seconds ({cause.__class__.__name__}: {cause})") from cause
 
     async def start(self, timeout: float | None = None) -> None:
@@ -113,7 +114,7 @@ class PgBus:
                 await self._up.wait()
         except TimeoutError:
             await self.close()
-            raise ClusterError(f"the message bus could not connect to {where(self._dsn)} "
+            raise ClusterError(f"the message bus could not connect to {describe(self._dsn)} "
                                f"within {timeout:g} seconds") from None
         except BaseException:
             await self.close()
@@ -136,7 +137,7 @@ class PgBus:
             try:
                 conn = await self._connect()
             except LOST as exc:
-                log.warning("bus_connect_failed", database=where(self._dsn), retry_in=delay,
+                log.warning("bus_connect_failed", database=describe(self._dsn), retry_in=delay,
                             error=f"{exc.__class__.__name__}: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry[1])
@@ -144,11 +145,11 @@ class PgBus:
             delay = self._retry[0]
             missed, self._starting = not self._starting, False
             if missed:
-                log.info("bus_reconnected", database=where(self._dsn))
+                log.info("bus_reconnected", database=describe(self._dsn))
                 for callback in list(self._reconnected):
                     spawn(self._tasks, guarded(callback, event="bus_reconnect_callback_failed"), "bus-reconnected")
             reason = await self._watch(conn)
-            log.warning("bus_disconnected", database=where(self._dsn), reason=reason, retry_in=delay)
+            log.warning("bus_disconnected", database=describe(self._dsn), reason=reason, retry_in=delay)
             self._conn = None
             self._mark_down()
             conn.terminate()

@@ -8,13 +8,12 @@ the lease lives exactly as long as its session, and LISTEN belongs to its sessio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 import structlog
 
-from store.postgres.engine import describe
 
 log = structlog.get_logger(__name__)
 
@@ -68,11 +67,6 @@ async def close(conn: asyncpg.Connection | None) -> None:
         conn.terminate()
 
 
-def where(dsn: str) -> str:
-    """The database for logs: no user, no password."""
-    return describe(dsn)
-
-
 def spawn(tasks: set[asyncio.Task[Any]], coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
     """A task kept in `tasks` until it ends (so it is not garbage collected mid-way)."""
     task = asyncio.ensure_future(coroutine)
@@ -92,10 +86,14 @@ async def guarded(callback: Callable[..., Awaitable[None]], *args: Any, event: s
         log.exception(event, **fields)
 
 
-async def cancel_all(tasks: set[asyncio.Task[Any]], timeout: float = CLOSE_TIMEOUT) -> None:
-    """Cancel the tasks and wait for them to end, at most `timeout` seconds."""
-    pending = [task for task in tasks if not task.done()]
+async def cancel_all(tasks: Iterable[asyncio.Task[Any] | None], timeout: float | None = CLOSE_TIMEOUT) -> None:
+    """Cancel the tasks (None: never started) and wait for them to end, at most `timeout` seconds (None: until
+    they have); how each ended is read, so none is reported as an exception never retrieved."""
+    pending = [task for task in tasks if task is not None and not task.done()]
     for task in pending:
         task.cancel()
     if pending:
-        await asyncio.wait(pending, timeout=timeout)
+        done, _ = await asyncio.wait(pending, timeout=timeout)
+        for task in done:
+            if not task.cancelled():
+                task.exception()

@@ -21,7 +21,8 @@ import asyncio
 import asyncpg
 import structlog
 
-from cluster.connection import LOST, QUERY_TIMEOUT, ClusterError, close, connect, where
+from cluster.connection import LOST, QUERY_TIMEOUT, ClusterError, close, connect
+from store.postgres.engine import describe
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ class PgLease:
                     raise
                 except LOST as exc:
                     self._cut()
-                    log.warning("lease_wait_failed", database=where(self._dsn), retry_in=delay,
+                    log.warning("lease_wait_failed", database=describe(self._dsn), retry_in=delay,
                                 error=f"{exc.__class__.__name__}: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY[1])
@@ -86,7 +87,7 @@ class PgLease:
         await self._stop_watchdog()
         await close(conn)
         if was_held:
-            log.info("lease_released", process=self._process, database=where(self._dsn))
+            log.info("lease_released", process=self._process, database=describe(self._dsn))
 
     async def close(self) -> None:
         """Release, and make every acquire (a waiting one too) fail from now on."""
@@ -111,7 +112,7 @@ class PgLease:
         self._free.clear()
         conn.add_termination_listener(lambda _conn: self._lose(conn, "its connection closed"))
         self._watchdog = asyncio.create_task(self._watch(conn), name="lease-watchdog")
-        log.info("lease_acquired", process=self._process, database=where(self._dsn))
+        log.info("lease_acquired", process=self._process, database=describe(self._dsn))
         return True
 
     async def _connect(self) -> asyncpg.Connection:
@@ -146,7 +147,7 @@ class PgLease:
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._watchdog = None
-        log.warning("lease_lost", process=self._process, database=where(self._dsn), reason=reason)
+        log.warning("lease_lost", process=self._process, database=describe(self._dsn), reason=reason)
 
     def _set_free(self) -> None:
         self.held = False
@@ -159,7 +160,7 @@ class PgLease:
             conn.terminate()
         if self.held:
             self._set_free()
-            log.warning("lease_lost", process=self._process, database=where(self._dsn), reason="closed")
+            log.warning("lease_lost", process=self._process, database=describe(self._dsn), reason="closed")
 
     async def _stop_watchdog(self) -> None:
         task, self._watchdog = self._watchdog, None

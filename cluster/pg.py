@@ -6,8 +6,8 @@ from __future__ import annotations
 import structlog
 
 from cluster.bus import PgBus
-from cluster.connection import where
 from cluster.lease import PgLease
+from store.postgres.engine import describe
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ class PgCluster:
         """Start the bus: connected and listening within `timeout` seconds (default CONNECT_TIMEOUT), else
         ClusterError. The lease connects when acquired."""
         await self.bus.start(timeout)
-        log.info("cluster_started", process=self.name, database=where(self._dsn))
+        log.info("cluster_started", process=self.name, database=describe(self._dsn))
 
     async def close(self) -> None:
         """Release the lease and stop listening; idempotent, bounded."""
@@ -37,4 +37,4 @@ class PgCluster:
         self._closed = True
         await self.lease.close()
         await self.bus.close()
-        log.info("cluster_closed", process=self.name, database=where(self._dsn))
+        log.info("cluster_closed", process=self.name, database=describe(self._dsn))

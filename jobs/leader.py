@@ -25,6 +25,7 @@ import structlog
 import tasks
 from backends.pool import Backend, Pool
 from cluster import BusError
+from cluster.connection import cancel_all
 from jobs import kinds
 from jobs.fairqueue import FairQueue
 from store import ACTIVE_STATES, StoreError
@@ -42,6 +43,8 @@ class Leadership:
     leading: bool = False
     _cluster: Any = None  # cluster.Cluster, or None: one process alone
     _connect: Connect | None = None  # makes the backends anew, under the leader's or this process's client ids
+    _watching: asyncio.Task[None] | None = None  # the pool's watch of its servers, on leaders and followers
+    _leadership: asyncio.Task[None] | None = None  # with several processes: waiting for, and holding, the lease
 
     @property
     def shared(self) -> bool:
@@ -52,17 +55,16 @@ class Leadership:
         """Take up what a previous process left, then dispatch. Returns the jobs taken up now: with
         several processes, 0, and the lease is taken in the background (`leading` says when)."""
         self.estimates.learn_all(await self._store.gpu_history())
-        if self._cluster is not None:
-            bus = self._cluster.bus
-            bus.subscribe("job", self._heard_job)
-            bus.subscribe("cancel", self._heard_cancel)
-            bus.subscribe("switches", self._heard_switches)
-            bus.on_reconnect(self._catch_up)
         if not self.shared:
             if self._cluster is not None:
                 await self._cluster.lease.acquire()
             self.leading = True
             return await self._take_up()
+        bus = self._cluster.bus
+        bus.subscribe("job", self._heard_job)
+        bus.subscribe("cancel", self._heard_cancel)
+        bus.subscribe("switches", self._heard_switches)
+        bus.on_reconnect(self._catch_up)
         await self._load_switches()
         self._watching = tasks.start("pool-watch", self.pool.watch)
         self._leadership = tasks.start("leadership", self._lead)
@@ -70,11 +72,7 @@ class Leadership:
 
     async def close(self) -> None:
         """Stop; active jobs stay in the store and are taken up by the next leader."""
-        running = [task for task in (getattr(self, "_leadership", None), getattr(self, "_watching", None)) if task]
-        running += [*self._loops, *self._tasks]
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await cancel_all((self._leadership, self._watching, *self._loops, *self._tasks), timeout=None)
 
     async def _lead(self) -> None:
         """Forever: wait for the lease, lead while it is held, stand down when it is lost."""
@@ -116,21 +114,15 @@ class Leadership:
         self._loops = [tasks.start("dispatch", self._dispatch_loop), tasks.start("positions", self._position_loop)]
         if self.shared:
             self._loops.append(tasks.start("catch-up", self._catch_up_loop))
-        if not self.shared:
-            self._loops.append(tasks.start("pool-watch", self.pool.watch))
-        else:  # after the jobs are followed: a server joining cleans up prompts no job follows
-            self._watching = tasks.start("pool-watch", self.pool.watch)
+        # after the jobs are followed: a server joining cleans up the prompts no job follows
+        self._watching = tasks.start("pool-watch", self.pool.watch)
         self._wake_up()
         return len(jobs)
 
     async def _stand_down(self) -> None:
         """Stop every loop and flight of a leader; forget the queue (the store keeps every job)."""
         self.leading = False
-        running = [*self._loops, *self._tasks, getattr(self, "_watching", None)]
-        for task in running:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*[task for task in running if task is not None], return_exceptions=True)
+        await cancel_all((self._watching, *self._loops, *self._tasks), timeout=None)
         self._loops, self._tasks = [], set()
         self._queue, self._flights = FairQueue(), {}
         for bookkeeping in (self._cancelled, self._shown, self._stalled, self._avoid):
@@ -229,3 +221,4 @@ class Leadership:
         if self.leading:
             return sum(1 for job in self.waiting_jobs() if job.guild_id == guild_id)
         return sum(1 for job in await self._store.jobs_in(("waiting",)) if job.guild_id == guild_id)
+
