@@ -11,8 +11,9 @@ from store.core import PostgresStore, Store, make_store
 from store.gallery import Query
 from store.interface import StoreInterface
 from store.people import SavedStyle
+from store.pipelines import SavedPipeline
 from store.records import ACTIVE_STATES, JOB_STATES, Generation, Job, LimitReached, StoreError
 from store.user_workflows import UserWorkflow, WorkflowVersion
 
-__all__ = ["ACTIVE_STATES", "JOB_STATES", "ApiKey", "Generation", "Job", "LimitReached", "Query", "SavedStyle",
+__all__ = ["ACTIVE_STATES", "JOB_STATES", "ApiKey", "Generation", "Job", "LimitReached", "Query", "SavedPipeline", "SavedStyle",
            "PostgresStore", "Store", "StoreError", "make_store", "StoreInterface", "UserWorkflow", "WorkflowVersion"]

@@ -7,7 +7,8 @@ when the bot stopped must be resumable, so everything lives in the database and 
 in memory. Callers get dataclasses; no SQL leaves the store's modules: jobs.py for jobs and their
 generations, people.py for people's defaults and styles, gallery.py for favorites and search,
 admin.py for admin controls, audit and usage, api.py for API keys and webhooks, processes.py for the
-processes sharing the database and the shared rate limit, user_workflows.py for the workflows people bring.
+processes sharing the database and the shared rate limit, user_workflows.py for the workflows people bring, pipelines.py for the pipelines
+people save.
 store/interface.py lists every method, which both engines implement.
 """
 
@@ -18,18 +19,19 @@ from store.engine import SQLiteEngine
 from store.gallery import GalleryStore
 from store.jobs import JobStore
 from store.people import PeopleStore
+from store.pipelines import PipelinesStore
 from store.postgres.engine import PostgresEngine
 from store.processes import ProcessesStore
 from store.user_workflows import UserWorkflowsStore
 
 
 class Store(SQLiteEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
-            UserWorkflowsStore):
+            UserWorkflowsStore, PipelinesStore):
     """The database file at `path`; open() before use, close() when done."""
 
 
 class PostgresStore(PostgresEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
-                    UserWorkflowsStore):
+                    UserWorkflowsStore, PipelinesStore):
     """The PostgreSQL database at `dsn`; open() before use, close() when done."""
 
 

@@ -23,6 +23,7 @@ from store import api as store_api
 from store import gallery as store_gallery
 from store import people as store_people
 from store import processes as store_processes
+from store import pipelines as store_pipelines
 from store import user_workflows as store_user_workflows
 from store.records import StoreError
 
@@ -108,6 +109,8 @@ _MIGRATIONS = (
     store_processes.MIGRATION,
     # 11: the workflows people bring, their versions and ratings (store/user_workflows.py).
     store_user_workflows.MIGRATION,
+    # 12: the pipelines people save (store/pipelines.py).
+    store_pipelines.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.

@@ -10,6 +10,7 @@ from store.admin import Usage
 from store.api import ApiKey, Delivery
 from store.gallery import Query
 from store.people import SavedStyle
+from store.pipelines import SavedPipeline
 from store.processes import ProcessRecord
 from store.records import Generation, Job
 from store.user_workflows import UserWorkflow, WorkflowVersion
@@ -48,6 +49,10 @@ class JobsInterface(Protocol):
 
     async def add_result(self, job_id: int, generation: Generation, *, only_from: Iterable[str]) -> tuple[Job, Generation]:
         """Store a job's generation and move the job to delivering with it (only from `only_from`), at once."""
+        ...
+
+    async def advance_job(self, job_id: int, next_job: Job) -> Job | None:
+        """A delivering pipeline step becomes done and its next step's job is stored, at once; None if not delivering."""
         ...
 
     async def get_generation(self, generation_id: int) -> Generation | None:
@@ -300,8 +305,24 @@ class UserWorkflowsInterface(Protocol):
         ...
 
 
+class PipelinesInterface(Protocol):
+    """The pipelines people save."""
+
+    async def save_pipeline(self, pipeline: SavedPipeline, *, limit: int) -> bool:
+        """Save or replace a pipeline; False when its owner already has `limit` others there."""
+        ...
+
+    async def pipelines(self, guild_id: int, owner_id: int) -> list[SavedPipeline]:
+        """The person's pipelines in that server, by name."""
+        ...
+
+    async def delete_pipeline(self, guild_id: int, owner_id: int, name: str) -> bool:
+        """Forget a pipeline; False when there was none."""
+        ...
+
+
 class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface,
-                     ProcessesInterface, UserWorkflowsInterface, Protocol):
+                     ProcessesInterface, UserWorkflowsInterface, PipelinesInterface, Protocol):
     """The whole store: the areas' methods, and opening, closing and the installation's id."""
 
     async def open(self) -> None:

@@ -84,6 +84,14 @@ class JobStore:
         check_states(states)
         return await self._run(_insert_result, job_id, generation, states)
 
+    async def advance_job(self, job_id: int, next_job: Job) -> Job | None:
+        """A pipeline's step is done and its next step starts: while the job is delivering, in one
+        transaction, mark it done, store `next_job`, and name the next job in the done job's request
+        (request["pipeline"]["next"]), so a Cancel on the old message finds the step that runs now.
+        Returns the stored next job; None when the job was not delivering (advanced already by a process
+        that stopped before it could queue the step, or cancelled): nothing is changed then."""
+        return await self._run(_advance_job, job_id, next_job)
+
     async def get_generation(self, generation_id: int) -> Generation | None:
         return await self._run(_select_generation, generation_id)
 
@@ -170,6 +178,27 @@ def _insert_result(db: sqlite3.Connection, job_id: int, generation: Generation,
         raise
     db.execute("COMMIT")
     return job, generation
+
+
+def _advance_job(db: sqlite3.Connection, job_id: int, next_job: Job) -> Job | None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        job = _select_job(db, job_id)
+        if job is None or job.state != "delivering":
+            db.execute("ROLLBACK")
+            return None
+        stored = _insert_job(db, next_job)
+        _update_job(db, job_id, {"state": "done", "request": followed(job.request, stored.id)}, ("delivering",))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return stored
+
+
+def followed(request: dict[str, Any], next_id: int | None) -> dict[str, Any]:
+    """A pipeline step's request that names the job of the step after it."""
+    return {**request, "pipeline": {**request.get("pipeline", {}), "next": next_id}}
 
 
 def _select_generation(db: sqlite3.Connection, generation_id: int) -> Generation | None:

@@ -118,6 +118,18 @@ async def _insert_result(conn: asyncpg.Connection, job_id: int, generation: Gene
     return job, generation
 
 
+@twin_of(sqlite_jobs._advance_job)
+async def _advance_job(conn: asyncpg.Connection, job_id: int, next_job: Job) -> Job | None:
+    async with conn.transaction():
+        job = await _select_job(conn, job_id, for_update=True)  # locked: one process advances it
+        if job is None or job.state != "delivering":
+            return None
+        stored = await _insert_job(conn, next_job)
+        await _update_job(conn, job_id, {"state": "done", "request": sqlite_jobs.followed(job.request, stored.id)},
+                          ("delivering",))
+    return stored
+
+
 @twin_of(sqlite_jobs._select_generation)
 async def _select_generation(conn: asyncpg.Connection, generation_id: int) -> Generation | None:
     row = await conn.fetchrow(f"SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1", generation_id)
