@@ -22,7 +22,7 @@ MAX_ID = 2**63 - 1  # the largest generation id
 MAX_FILE_INDEX = 9999  # the largest result file index
 SETTINGS_SHOWN = ("prompt", "negative_prompt", "width", "height", "steps", "cfg", "seed", "batch", "model", "style",
                   "sampler", "scheduler", "loras", "strength", "factor", "zoom", "control_type", "control_strength",
-                  "control_start", "control_end")
+                  "control_start", "control_end", "model_reason")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ from typing import Any
 import structlog
 
 from jobs import cluster_view, kinds
+from jobs.auto_model import wants_auto
+from jobs.compose import compose, nsfw_reasons
+from jobs.styles import Style
+from jobs.wording import and_list
+from image_gen import RequestError
 from image_gen import area_size
 from results.folder import OutputError
 from jobs.scheduler import QueueFull
@@ -21,6 +26,7 @@ from web.api_errors import ApiError, LimitReached
 log = structlog.get_logger("bot")
 
 IMAGE_KINDS = {name for name, kind in kinds.KINDS.items() if kind.image_input}
+OPTIONS = ("negative_prompt", "width", "height", "steps", "cfg", "seed", "model", "style", "sampler", "scheduler")
 
 
 def person(key: Any) -> int:
@@ -34,8 +40,7 @@ class BotApi:
 
     async def submit(self, key: Any, kind: str, request: dict[str, Any], images: dict[str, bytes]) -> dict:
         bot, settings = self.bot, self.bot.settings
-        request = dict(request)
-        request.setdefault("model", settings.checkpoint)
+        request = await self._composed(key, kind, dict(request)) if "prompt" in request else dict(request)
         names: list[str] = []
         try:
             if kind in IMAGE_KINDS:
@@ -57,6 +62,37 @@ class BotApi:
         await bot.store.add_api_job(key.id, job.id)
         log.info("api_job_started", job_id=job.id, key_id=key.id, kind=kind)
         return {"id": job.id, "state": job.state, "position": await cluster_view.position(bot.scheduler, bot.store, job.id)}
+
+    async def _composed(self, key: Any, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A prompted request as Discord's commands make it (jobs/compose.py): the model preset's checkpoint
+        and settings, `auto` choosing one from the prompt, the style's template (built in, or the key's
+        server's), flags in the prompt. An API key has no age-restricted channel: what is marked nsfw is
+        refused, and the operator's SFW_NEGATIVE is added. RequestError in words."""
+        settings, choices = self.bot.settings, self.bot.choices
+        styles = dict(choices.builtin_styles)
+        styles.update((s.name, Style(s.name, s.prompt, s.negative, nsfw=s.nsfw))
+                      for s in await self.bot.store.styles(key.guild_id or 0, person(key)))
+        model, style = request.get("model"), request.get("style")
+        offered = [name for name in choices.offered_presets() if not settings.model_presets[name].nsfw]
+        if model is not None and not wants_auto(model, settings.model_presets) and model not in offered:
+            raise RequestError(f"model {model!r} is not a model preset here (/models in Discord lists them)"
+                               if model not in settings.model_presets else
+                               f"model {model!r} is not available here now (no server has it, or it is for "
+                               "age-restricted channels)")
+        if style is not None and style not in styles:
+            raise RequestError(f"style {style!r} is not a style here (the built-in ones, or this server's)")
+        options = {name: request.get(name) for name in OPTIONS}
+        composed = compose(settings, request["prompt"], options, {}, styles, offered=offered,
+                           sized=True if kind == "txt2img" else "asked" if kind == "controlnet" else False)
+        composed["loras"] = request.get("loras") or composed["loras"]
+        if not composed["loras"]:
+            del composed["loras"]
+        reasons = nsfw_reasons(settings, composed, styles)
+        if reasons:
+            raise RequestError(f"{and_list(reasons)} can only be used in age-restricted channels, not through the API")
+        if settings.sfw_negative:
+            composed["sfw_negative"] = settings.sfw_negative
+        return {**request, **{name: value for name, value in composed.items() if value is not None}}
 
     async def _inputs(self, request: dict[str, Any], images: dict[str, bytes], kind: str) -> list[str]:
         """The image (and mask) as /edit takes them: read by content, upright, fitted to the limits."""
