@@ -29,6 +29,7 @@ from cogs.generate import Generate
 from cogs.help import Help
 from cogs.history import History
 from cogs.images import Images
+from cogs.pipelines import Pipelines
 from cogs.preferences import Preferences
 from comfy.types import ComfyError
 from comfy.workflows import WorkflowError, load_set, validate
@@ -49,7 +50,7 @@ from web.thumbs import Thumbnails
 from web.webhooks import WebhookSender
 
 log = structlog.get_logger("bot")
-COGS = (Generate, Images, History, Preferences, Admin, Help)  # one per area, each with its commands and buttons
+COGS = (Generate, Images, History, Preferences, Admin, Pipelines, Help)  # one per area, each with its commands and buttons
 
 
 class ComfyBot(commands.Bot):

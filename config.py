@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     # controlnet_<type> workflow in the set (and, past canny, the preprocessor's custom nodes)
     controlnet_models: dict[str, str] = {"canny": "control_v11p_sd15_canny.pth"}
     styles_file: Path = Path(__file__).resolve().parent / "styles.toml"  # the style presets the operator edits
+    pipelines_file: Path = Path(__file__).resolve().parent / "pipelines.toml"  # the operator's pipelines (/pipeline)
     nsfw_loras: list[str] = []  # LoRA files (or shell patterns like "nsfw/*") used only in age-restricted channels
     # JSON list: node classes (or shell patterns, "module:<python module pattern>") no user workflow may use;
     # the default names nodes that run code, read or write files anywhere, or reach the network

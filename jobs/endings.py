@@ -17,13 +17,14 @@ from backends.runner import JobResult
 from comfy.types import ComfyError
 from comfy.workflows import WorkflowError
 from image_gen import RequestError
-from jobs import kinds, wording
+from jobs import kinds, stages, wording
+from jobs.pipelines import PipelineError
 from results.folder import OutputError
 from store import ACTIVE_STATES, Generation, Job
 
 log = structlog.get_logger("jobs.scheduler")  # one logger for all the scheduler's parts
 
-EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError)  # told in words; anything else is a bug
+EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError, PipelineError)  # told in words; anything else is a bug
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps",
          "control_strength")
 POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."
@@ -45,15 +46,20 @@ class Endings:
             self.metrics.gpu(result.server, gpu, cost)
             if backend is not None:
                 self.estimates.learn(backend.name, job.kind, job.request, gpu)
+            params = await self._shown_params(job, result)
+            planned = stages.plan(job, job.kind, params, len(result.files), gpu, cost)  # a pipeline's step
+            if planned is not None:
+                params["pipeline"] = planned
             job, generation = await self._store.add_result(job.id, Generation(
                 id=None, job_id=job.id, kind=job.kind, user_id=job.user_id, guild_id=job.guild_id,
-                channel_id=kinds.result_channel(job.request, job.channel_id), params=await self._shown_params(job, result),
+                channel_id=kinds.result_channel(job.request, job.channel_id), params=params,
                 files=[path.name for path in result.files], server=result.server, duration=result.timings["total"]),
                 only_from=ACTIVE_STATES)
             if job.state != "delivering":  # cancelled, and it finished anyway: kept in history, never posted
                 await self._keep_cancelled(job, generation, jlog)
                 return
-            await self._deliver(job, generation, jlog)
+            if not await self._next_stage(job, generation, jlog):
+                await self._deliver(job, generation, jlog)
         except EXPECTED_ERRORS as error:
             jlog.warning("job_error", error=str(error), error_type=type(error).__name__)
             await self._fail(job, wording.failure(error))
@@ -95,7 +101,8 @@ class Endings:
             await self._fail(job, "the result was lost before it could be posted. Try again.")
             return
         try:
-            await self._deliver(job, generation, log.bind(job_id=job.id))
+            if not await self._next_stage(job, generation, log.bind(job_id=job.id)):  # a pipeline's step
+                await self._deliver(job, generation, log.bind(job_id=job.id))
         except EXPECTED_ERRORS as error:
             log.warning("job_error", job_id=job.id, error=str(error), error_type=type(error).__name__)
             await self._fail(job, wording.failure(error))

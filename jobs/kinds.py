@@ -47,7 +47,8 @@ def files(request: Mapping[str, Any]) -> list[str]:
 # takes from the request that made it: every choice the person made. The action then sets what it changes.
 CHOICES = ("prompt", "negative_prompt", "model", "checkpoint", "steps", "cfg", "sampler", "scheduler", "loras",
            "style", "style_prompt", "style_negative", "sfw_negative", "deliver_to")
-PER_RUN = ("seed", "upload_limit")  # never passed on: a derived job draws anew and is posted where it was asked
+PER_RUN = ("seed", "upload_limit", "pipeline")  # never passed on: a derived job draws anew and is posted where it was
+# asked, and runs alone (a Reroll of a pipeline's result runs its last step again, not the pipeline)
 
 
 def derived(made: Mapping[str, Any], shown: Mapping[str, Any], *, again: bool = False) -> dict[str, Any]:
@@ -185,7 +186,8 @@ ANIMATE = Kind(
     name="animate", noun="animation",
     title=lambda shown, count: "Animation",
     models=lambda settings, request: {"video_checkpoint": settings.video_checkpoint},
-    run=lambda engine, request, source, options: animate(engine, source, seed=request.get("seed"), **options),
+    run=lambda engine, request, source, options: animate(engine, source, frames=request.get("frames"),
+                                                         fps=request.get("fps"), seed=request.get("seed"), **options),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
 )
 CONTROLNET = Kind(  # text to image whose composition follows a control image (request["input"])

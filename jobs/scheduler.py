@@ -36,6 +36,7 @@ from jobs.fairqueue import FairQueue
 from jobs.leader import Connect, Leadership
 from jobs.queue_view import QueueView
 from jobs.running import Flight, Running
+from jobs.stages import Stages
 from metrics import Metrics
 from results.folder import OutputError, OutputFolder
 from store import Generation, Job, LimitReached, Store
@@ -68,10 +69,14 @@ class Notifier(Protocol):
 
     async def job_failed(self, job: Job, reason: str) -> None: ...
 
+    async def job_advanced(self, job: Job, following: Job) -> None:
+        """A pipeline's step handed its result to the next step, `following`, which shows on the same message."""
+        ...
+
     async def job_cancelled(self, job: Job, by_user_id: int) -> None: ...
 
 
-class Scheduler(Leadership, Running, Endings, QueueView):
+class Scheduler(Leadership, Running, Endings, Stages, QueueView):
     """`cluster` (cluster.Cluster) and `connect` (leader.Connect) for several processes on one database."""
 
     def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
@@ -268,7 +273,8 @@ class Scheduler(Leadership, Running, Endings, QueueView):
     async def cancel(self, job_id: int, by_user_id: int, by: str | None = None) -> str:
         """Cancel a job in any state before delivery. Returns what happened, in words. `by` names who
         cancelled it for the job's stored error (default: the Discord user, as a mention)."""
-        job = await self._store.get_job(job_id)
+        job = await self.current_step(await self._store.get_job(job_id))  # a pipeline: the step running now
+        job_id = job.id if job is not None else job_id
         flight = self._flights.get(job_id)
         if job is not None and job.state == "cancelled":
             return "This job was already cancelled."

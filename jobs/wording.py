@@ -30,6 +30,7 @@ from comfy.types import (
     Unreachable,
 )
 from jobs import kinds
+from jobs.pipelines import PipelineError
 from image_gen import RequestError
 from results.media import BadResult
 from results.folder import OutputError
@@ -115,6 +116,16 @@ def waiting(kind: str, position: int | None, giving_up_in: float | None = None, 
     """The waiting message; with `eta`, the seconds the bot expects until the result."""
     expected = f"; about {about(eta)} to your result" if eta is not None and giving_up_in is None else ""
     return f"{EMOJI['waiting']} Waiting for your {noun(kind)}: {wait_clause(position, giving_up_in)}{expected}."
+
+
+def stage(request: dict) -> str:
+    """The first line of a pipeline step's progress message: which pipeline, and the stage it is on."""
+    pipeline = request.get("pipeline")
+    if not isinstance(pipeline, dict):
+        return ""
+    steps, index = pipeline.get("steps") or [], int(pipeline.get("step") or 0)
+    action = steps[index].get("action", "") if index < len(steps) else ""
+    return f"Pipeline **{pipeline.get('name')}**, stage {index + 1} of {len(steps)}: {action}\n"
 
 
 def starting(kind: str) -> str:
@@ -211,7 +222,7 @@ def failure(error: BaseException) -> str:
         return f"ComfyUI could not finish it. Try again; {LOG_HINT}."
     if isinstance(error, BadResult):  # its text names the file: not for people
         return f"the server sent a broken file instead of the result. Try again; {LOG_HINT}."
-    if isinstance(error, RequestError | OutputError):  # sentences of our own, about the person's request
+    if isinstance(error, RequestError | OutputError | PipelineError):  # sentences of our own, about the request
         return _sentence(str(error))
     if isinstance(error, WorkflowError):
         return f"this bot's workflow does not fit the server. {LOG_HINT.capitalize()}."

@@ -153,8 +153,17 @@ class Delivery:
 
     def _show(self, job: Job, text: str) -> None:
         self._stop_progress(job)  # a job moved off a dead server waits again: its old run stops ticking
+        text = wording.stage(job.request) + text
         if job.message_id is not None:
             self._live_message(job).update(key=text, content=text, view=cancel_view(job.id))
+
+    async def job_advanced(self, job: Job, following: Job) -> None:
+        """A pipeline's next step goes on in the same message: its edits follow the step before's."""
+        self._stop_progress(job)
+        live = self._live.pop(job.id, None)
+        if live is not None and following.message_id == job.message_id:
+            self._live[following.id] = live
+        self._show(following, wording.waiting(following.kind, None))
 
     async def job_progress(self, job: Job, event: Event) -> None:
         if job.message_id is None:
@@ -172,7 +181,7 @@ class Delivery:
         progress = self._progress.get(job.id)
         if progress is None:
             return
-        text = progress.text()
+        text = wording.stage(job.request) + progress.text()
         content: dict[str, Any] = {"content": text, "view": cancel_view(job.id)}
         if progress.preview is not None:
             extension = {"image/jpeg": "jpg", "image/webp": "webp"}.get(progress.preview_mime, "png")

@@ -26,7 +26,7 @@ COLOR_OK = 0x2ECC71
 COLOR_FAIL = 0xE74C3C
 TITLE_LIMIT, DESCRIPTION_LIMIT, FOOTER_LIMIT, AUTHOR_LIMIT = 256, 4096, 2048, 256
 FIELD_NAME_LIMIT, FIELD_VALUE_LIMIT, FIELDS_MAX, EMBED_LIMIT = 256, 1024, 25, 6000
-WIDE_FIELDS = ("Negative prompt", "From", "Why this model")  # a line of their own in the result's embed
+WIDE_FIELDS = ("Negative prompt", "From", "Why this model", "Pipeline")  # a line of their own in the result's embed
 TRY_ANOTHER = "to try another, `/generate model:<name>` (/models lists them)"  # under model:auto's choice
 
 
@@ -125,11 +125,21 @@ def result_embed(generation: Generation) -> discord.Embed:
          if params.get("control_type") else None),
         ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
         ("Time", _time(params, generation.duration)),
+        ("Pipeline", _stages(params["pipeline"]) if isinstance(params.get("pipeline"), dict) else None),
     ]
     for name, value in fields:
         if value not in (None, ""):
             embed.add_field(name=name, value=str(value), inline=name not in WIDE_FIELDS)
     return fit_embed(embed)
+
+
+def _stages(pipeline: dict[str, Any]) -> str:
+    """A pipeline result's stages, one a line: what each did and its GPU time, or why it was skipped."""
+    lines = [f"**{pipeline.get('name')}**"]
+    for stage in pipeline.get("stages") or ():
+        done = f"skipped: {stage['skipped']}" if stage.get("skipped") else f"GPU {wording.seconds(stage.get('gpu') or 0)}"
+        lines.append(f"{stage.get('step')}. {clip(str(stage.get('label')), 80)} · {done}")
+    return "\n".join(lines)
 
 
 def jump_url(source: dict[str, Any]) -> str:
