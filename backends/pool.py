@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 WATCH_INTERVAL = 0.1  # seconds between looks at the clients' connection flags (no network traffic)
 POKE_INTERVAL = 1.0  # seconds between reconnect attempts while jobs wait for a server (at most 2 s apart)
 PROBLEM_RETRY = 5.0  # seconds between reads of an unusable server's node list
+# The workflow name of a job that runs someone's own workflow (jobs/user_workflow.py): its model values
+# list the node classes ("nodes") and model files ("files": class, input, file) it needs.
+USER_WORKFLOW = "user:"
 
 
 async def open_backends(settings: Settings, workflows: Mapping[str, Any], outputs: Any, *, instance: str,
@@ -105,6 +108,9 @@ class Backend:
         or model files); [] if it can."""
         if self.problem is not None:
             return [self.problem]
+        if workflow.startswith(USER_WORKFLOW):
+            return _lacking(self.object_info, models) if not self.remote else [
+                "a RunPod endpoint runs only the operator's workflows"]
         if self.remote:  # no /object_info: the models its settings list are all there is to check
             if workflow not in self.engine.workflows:
                 return [f"the workflow set has no {workflow!r} workflow"]
@@ -124,6 +130,22 @@ class Backend:
     def learn(self, object_info: dict[str, Any]) -> None:
         self.object_info, self.problem = object_info, None
         self._fits.clear()
+
+
+def _lacking(object_info: Mapping[str, Any] | None, models: Mapping[str, Any]) -> list[str]:
+    """What a server lacks of the node classes and model files someone's own workflow needs."""
+    if object_info is None:
+        return ["its node list is not known yet"]
+    lacks = [f"it lacks the node class {name}" for name in models.get("nodes", ()) if name not in object_info]
+    for class_type, key, file in models.get("files", ()):
+        spec = (object_info.get(class_type) or {}).get("input") or {}
+        declared = {**(spec.get("required") or {}), **(spec.get("optional") or {})}.get(key)
+        options = declared[0] if isinstance(declared, list) and declared and isinstance(declared[0], list) else \
+            declared[1].get("options") if isinstance(declared, list) and len(declared) > 1 \
+            and declared[0] == "COMBO" and isinstance(declared[1], dict) else None
+        if options is not None and file not in options:
+            lacks.append(f"it lacks the model file {file!r} ({class_type}, input '{key}')")
+    return lacks
 
 
 class Pool:

@@ -7,6 +7,7 @@ restart-proof buttons it answers (registered in its `cog_load`).
 - history: /history, /favorites, /gallery, Favorite and Delete
 - preferences: /models, /settings, /style
 - admin: /admin, /usage, Report and the mod-log's buttons
+- workflows: /workflow (the ComfyUI workflows people bring), its draft's menus and buttons
 - pipelines: /pipeline (several steps run as one job)
 - help: /help
 

@@ -79,7 +79,8 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         control_type="ControlNet: what to follow in control_image (canny: its edges, if left out)",
         control_strength=f"ControlNet: how closely to follow it ({low:g}-{high:g}, default {default:g})",
         control_start="ControlNet: from which share of the steps it applies (0-1, default 0)",
-        control_end="ControlNet: until which share of the steps it applies (0-1, default 1)")
+        control_end="ControlNet: until which share of the steps it applies (0-1, default 1)",
+        workflow="One of your own ComfyUI workflows, or one shared here (/workflow list); the options set what it has")
     @app_commands.choices(aspect=[app_commands.Choice(name=f"{name} ({w}:{h})", value=name) for name, (w, h) in ASPECTS.items()])
     async def generate(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1500],
                        negative_prompt: app_commands.Range[str, 0, 1500] | None = None,
@@ -99,13 +100,18 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
                        control_image: discord.Attachment | None = None, control_type: str | None = None,
                        control_strength: app_commands.Range[float, low, high] | None = None,
                        control_start: app_commands.Range[float, 0.0, 1.0] | None = None,
-                       control_end: app_commands.Range[float, 0.0, 1.0] | None = None) -> None:
+                       control_end: app_commands.Range[float, 0.0, 1.0] | None = None,
+                       workflow: app_commands.Range[str, 1, 100] | None = None) -> None:
         bot = interaction.client  # bot.ComfyBot
         if priority and not may_use_priority(bot, interaction):
             await interaction.response.send_message("Only admins can use the priority lane.", ephemeral=True)
             return
         controls = {"control_type": control_type, "control_strength": control_strength,
                     "control_start": control_start, "control_end": control_end}
+        if workflow is not None and control_image is not None:
+            await interaction.response.send_message(
+                "A `workflow` takes no `control_image`; leave one of them out.", ephemeral=True)
+            return
         if control_image is None and any(value is not None for value in controls.values()):
             await interaction.response.send_message(
                 "The control options need a `control_image` to follow; add one, or leave them out.", ephemeral=True)
@@ -120,6 +126,10 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
         options = {"negative_prompt": negative_prompt, "aspect": aspect.value if aspect else None, "width": width,
                    "height": height, "steps": steps, "cfg": cfg, "seed": seed, "model": model, "style": style,
                    "sampler": sampler, "scheduler": scheduler, "lora": lora, "lora_strength": lora_strength}
+        if workflow is not None:  # someone's own workflow: cogs/workflows.py binds what it has
+            await bot.get_cog("Workflows").start(interaction, workflow, prompt, options, batch, callback,
+                                                 priority=1 if priority else 0)
+            return
         kind = "controlnet" if control_image is not None else "txt2img"
         try:  # a control image gives its shape unless a size is asked for
             request = await bot.choices.request_for(interaction, prompt, options, sized=True if kind == "txt2img" else "asked")
@@ -184,6 +194,10 @@ def make_commands(settings: Settings) -> list[app_commands.Command]:
     @generate.autocomplete("style")
     async def style_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return matching(await interaction.client.choices.offered_styles(interaction), current)
+
+    @generate.autocomplete("workflow")
+    async def workflow_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await interaction.client.get_cog("Workflows").names(interaction, current)
 
     @generate.autocomplete("lora")
     async def lora_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

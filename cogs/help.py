@@ -99,6 +99,8 @@ def _make(c: HelpContext) -> list[str]:
         f"• `control_image`: ControlNet, an image whose composition to follow; `control_type` "
         f"({_listed(c.control_types, 'types', 'none here')}) says what to follow, `control_strength` how closely "
         "(0 to 2, 0.8 if left out), `control_start`/`control_end` during which share of the steps.",
+        "• `workflow`: one of your own ComfyUI workflows, or one shared here (**/workflow add** brings one: its "
+        "JSON or a PNG ComfyUI saved; /workflow list, show, share, rate, restore, delete); the options set what it has.",
         "**/pipeline run name:poster prompt:<text>** runs several steps as one job (generate → upscale → detail → "
         "animate), one message naming the stage, one result; /pipeline list, show, save (from `steps` or a "
         "result's link), delete.",

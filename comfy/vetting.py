@@ -99,7 +99,7 @@ def vet(workflow: Any, servers: list[Mapping[str, Any]], settings: Any = None, *
             refusals.append("No server is known yet, so nothing can tell whether this workflow can run.")
         else:
             refusals.append("No server can run this workflow. " + " ".join(
-                f"{name.capitalize()} lacks {'; '.join(missing)}." for name, missing in lacks.items()))
+                f"{name[:1].upper() + name[1:]} lacks {'; '.join(missing)}." for name, missing in lacks.items()))
     if len(refusals) > SHOWN:
         refusals = refusals[:SHOWN] + [f"... and {len(refusals) - SHOWN} more problems like these."]
     return Verdict(tuple(refusals), lacks, runnable)

@@ -20,6 +20,7 @@ from image_gen import (ImageRequest, RequestError, check_upscale, controlnet, co
 from backends.runner import Engine, JobResult
 from backends.runpod import model_files
 from video_gen import animate
+from jobs import user_workflow
 
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
 FILES = ("input", "mask", "inputs")  # request values that name files in the output folder: pinned until the job ends
@@ -80,6 +81,8 @@ class Kind:
     buttons: tuple[str, ...] = ()  # the actions its result offers per image ("upscale", "animate")
     shown: tuple[str, ...] = ()  # request values its result shows beside the workflow's ("model", "factor")
     workflow: Callable[[Mapping[str, Any]], str] | None = None  # the workflow a request runs, when not `name`
+    load: Callable[[Any, Mapping[str, Any]], Awaitable[dict[str, Any]]] | None = None  # (store, request) -> more
+    # options for `run`, read from the store when the job runs (someone's own workflow: jobs/user_workflow.py)
 
     def workflow_for(self, request: Mapping[str, Any]) -> str:
         """The workflow that runs this request: what a server must be able to run to take it."""
@@ -198,7 +201,16 @@ CONTROLNET = Kind(  # text to image whose composition follows a control image (r
     prepare=_prepare_controlnet, image_input=True, buttons=("upscale", "vary", "animate", "zoom"),
     shown=(*SAMPLING_SHOWN, "control_type"), workflow=lambda request: f"controlnet_{request.get('control_type') or 'canny'}",
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET)}
+WORKFLOW = Kind(  # someone's own workflow (/workflow add), a version of it read from the store when it runs
+    name=user_workflow.NAME, noun="image",
+    title=lambda shown, count: f"{shown.get('workflow_name') or 'Workflow'} v{shown.get('workflow_version') or '?'}"
+    + (f": {count} images" if count > 1 else ""),
+    models=user_workflow.models, run=user_workflow.run, prepare=user_workflow.prepare,
+    buttons=("upscale", "vary", "animate", "reroll", "zoom"),
+    shown=(*SAMPLING_SHOWN, "workflow_name", "workflow_version"),
+    workflow=user_workflow.workflow_name, load=user_workflow.load,
+)
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET, WORKFLOW)}
 
 
 def get(name: str) -> Kind:

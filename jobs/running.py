@@ -130,6 +130,8 @@ class Running:
                 await self._outputs.local(name)
             source = self._settings.outputs_dir / job.request["input"]
         options = {"on_event": on_event, "prompt_id": job.prompt_id, "attach": attach}
+        if kind.load is not None:  # what the kind reads from the store to run (someone's own workflow)
+            options.update(await kind.load(self._store, job.request))
         return await kind.run(engine, job.request, source, options)
 
     async def _retry(self, job: Job, backend: Backend, started: bool, error: ComfyError, jlog: Any) -> None:

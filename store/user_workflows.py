@@ -101,7 +101,7 @@ class WorkflowVersion:
 
     workflow_id: int
     version: int
-    graph: dict[str, Any]
+    graph: dict[str, Any]  # in API format: a UI-format upload is stored converted (the column says "as uploaded")
     bindings: dict[str, Any]
     source_format: str
     restored_from: int | None  # the older version this one restored

@@ -29,6 +29,7 @@ from aiohttp import web
 from config import MIB, Settings
 from image_gen import RequestError
 from jobs.kinds import KINDS
+from jobs import user_workflow
 from safe_text import clip
 from store.api import ApiKey
 from web import openapi, webhooks
@@ -152,6 +153,8 @@ class Api:
         else:
             kind, values, images = parse_request(_parse_json(data), self.fields)
         try:
+            if kind == user_workflow.NAME:  # a workflow shared in the key's server: bound as /generate binds it
+                values = await self._workflow_request(key, values)
             accepted = await self._service.submit(key, kind, values, images)
         except RequestError as exc:
             raise request_error(str(exc), ["kind", *(spec.name for spec in self.fields)]) from None
@@ -160,6 +163,30 @@ class Api:
         state = str(accepted.get("state") or "waiting")
         return json_response({"id": job_id, "state": state, "position": position(accepted.get("position"))}, 202,
                      headers={"Location": f"{_base(request, self._settings)}{API}/generations/{job_id}"})
+
+    async def _workflow_request(self, key: ApiKey, values: dict[str, Any]) -> dict[str, Any]:
+        """The request of a job of kind "workflow": `workflow` (a name, or "#id") found among those shared in
+        the key's Discord server, its current version and the values given (a model preset as its checkpoint)."""
+        text, guild = str(values.pop("workflow")).strip(), key.guild_id or 0
+        found = None
+        if text.lstrip("#").isdigit() and len(text) < 19:
+            found = await self._store.workflow(int(text.lstrip("#")))
+            found = found if found and found.deleted_at is None and found.guild_id == guild and found.shared else None
+        if found is None:
+            found = next((w for w in await self._store.workflows_for(guild, -key.id, query=text, limit=25)
+                          if w.name == text), None)
+        if found is None:
+            raise InvalidField("workflow", f"there is no workflow {clip(text, 80)!r} shared in this key's server")
+        if "style" in values:
+            raise InvalidField("style", "style is not taken by workflow; put the style's words in the prompt")
+        if "model" in values:
+            preset = self._settings.model_presets.get(values.pop("model"))
+            if preset is None:
+                raise InvalidField("model", "model must be one of the operator's presets (/models in Discord)")
+            values["checkpoint"] = preset.checkpoint
+        version = await self._store.version(found.id, found.version)
+        return user_workflow.request_for(self._settings, found.id, found.name, version.version, version.graph,
+                                         version.bindings, values, set(values), [], [])
 
     async def get(self, request: web.Request) -> web.Response:
         key = await self._key(request)

@@ -39,15 +39,15 @@ def request_fields(settings: Settings) -> list[openapi.RequestField]:
     return [
         field("prompt", "string", "What to draw.", SAMPLING, prompted, max_length=PROMPT_MAX),
         field("negative_prompt", "string", "What to avoid.", SAMPLING, max_length=PROMPT_MAX),
-        field("width", "integer", "Width in pixels.", _of("txt2img", "controlnet"), minimum=64,
+        field("width", "integer", "Width in pixels.", _of("txt2img", "controlnet", "workflow"), minimum=64,
               maximum=settings.max_width),
-        field("height", "integer", "Height in pixels.", _of("txt2img", "controlnet"), minimum=64,
+        field("height", "integer", "Height in pixels.", _of("txt2img", "controlnet", "workflow"), minimum=64,
               maximum=settings.max_height),
         field("steps", "integer", "Sampling steps.", SAMPLING, minimum=1, maximum=settings.max_steps),
         field("cfg", "number", "How closely to follow the prompt.", SAMPLING, minimum=0, maximum=30),
         field("seed", "integer", "The same seed and settings give the same image; left out, a random one.",
               (*SAMPLING, *_of("animate")), minimum=0, maximum=SEED_LIMIT - 1),
-        field("batch", "integer", "Images in one generation.", _of("txt2img", "controlnet"), minimum=1,
+        field("batch", "integer", "Images in one generation.", _of("txt2img", "controlnet", "workflow"), minimum=1,
               maximum=settings.max_batch),
         field("model", "string", "One of the operator's model presets (/models in Discord).", SAMPLING,
               max_length=NAME_MAX),
@@ -70,6 +70,9 @@ def request_fields(settings: Settings) -> list[openapi.RequestField]:
                 minimum=least, maximum=most) for name, (least, most, default) in CONTROL.items()),
         field("image", "base64", "The image to start from (for controlnet: the control image).", IMAGE_KINDS,
               IMAGE_KINDS, max_length=IMAGE_LIMIT),
+        field("workflow", "string", "A workflow shared in the key's Discord server (/workflow share): its name, "
+              "or #id. The values given bind where it has them; one it has no place for is refused.",
+              _of("workflow"), _of("workflow"), max_length=NAME_MAX),
         field("mask", "base64", "White where the image is redrawn, black where it stays.", _of("inpaint"),
               _of("inpaint"), max_length=IMAGE_LIMIT),
     ]

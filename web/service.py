@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from jobs import cluster_view, kinds
+from jobs import cluster_view, kinds, user_workflow
 from jobs.auto_model import wants_auto
 from jobs.compose import compose, nsfw_reasons
 from jobs.styles import Style
@@ -40,7 +40,8 @@ class BotApi:
 
     async def submit(self, key: Any, kind: str, request: dict[str, Any], images: dict[str, bytes]) -> dict:
         bot, settings = self.bot, self.bot.settings
-        request = await self._composed(key, kind, dict(request)) if "prompt" in request else dict(request)
+        composed = "prompt" in request and kind != user_workflow.NAME  # a workflow's values are bound as given
+        request = await self._composed(key, kind, dict(request)) if composed else dict(request)
         names: list[str] = []
         try:
             if kind in IMAGE_KINDS:

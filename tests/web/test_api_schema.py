@@ -34,6 +34,7 @@ EXAMPLES = 30  # per operation and mode: the whole file runs in well under a min
 # (operation, status, the error's field): a documented refusal of a request the document calls valid
 REFUSALS = {("createGeneration", 400, "image"), ("createGeneration", 400, "mask"),
             ("createGeneration", 413, "image"), ("createGeneration", 413, "mask"),
+            ("createGeneration", 400, "workflow"),  # a name no workflow shared in the key's server has
             ("setWebhook", 400, "url")}
 
 
