@@ -94,6 +94,8 @@ def parse_request(body: Any, fields: list[openapi.RequestField]) -> tuple[str, d
     images: dict[str, bytes] = {}
     for spec in fields:
         value = body.get(spec.name)
+        if value is None and spec.name in body:  # the schemas have no nulls: a value, or the field left out
+            raise InvalidField(spec.name, f"{spec.name} must not be null; leave it out instead")
         if value is None:
             if kind in spec.required_for:
                 raise InvalidField(spec.name, f"{spec.name} is needed for {kind}")

@@ -141,7 +141,9 @@ class Client:
             return response, body
 
     async def submit(self, who: str = "alice", **fields) -> int:
-        response, body = await self.call("POST", f"{API}/generations", who, json={"prompt": "a fox", **fields})
+        """POST a job: "a fox" unless `prompt` is given (None leaves the field out)."""
+        body = {name: value for name, value in {"prompt": "a fox", **fields}.items() if value is not None}
+        response, body = await self.call("POST", f"{API}/generations", who, json=body)
         assert response.status == 202, body
         return body["id"]
 
@@ -391,6 +393,13 @@ async def test_another_keys_generation_is_404_as_if_missing(api):
 # --- bad input -----------------------------------------------------------------------------------
 
 IMAGE = base64.b64encode(png()).decode()
+
+
+async def test_a_null_is_refused_as_the_schemas_have_none(api):
+    response, body = await api.call("POST", f"{API}/generations", json={"prompt": "a fox", "seed": None})
+    assert_error(response, body, 400, "invalid_field", "seed")
+    assert body["error"]["message"] == "seed must not be null; leave it out instead."
+    assert api.service.submitted == []
 
 
 @pytest.mark.parametrize("fields, field", [
