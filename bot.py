@@ -31,6 +31,7 @@ from cogs.history import History
 from cogs.images import Images
 from cogs.pipelines import Pipelines
 from cogs.preferences import Preferences
+from cogs.video import Video
 from cogs.workflows import Workflows
 from comfy.types import ComfyError
 from comfy.workflows import WorkflowError, load_set, validate
@@ -51,7 +52,7 @@ from web.thumbs import Thumbnails
 from web.webhooks import WebhookSender
 
 log = structlog.get_logger("bot")
-COGS = (Generate, Images, History, Preferences, Admin, Workflows, Pipelines, Help)  # one per area, each with its commands and buttons
+COGS = (Generate, Images, History, Preferences, Admin, Workflows, Video, Pipelines, Help)  # one per area, each with its commands and buttons
 
 
 class ComfyBot(commands.Bot):

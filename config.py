@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     default_height: int = Field(512, ge=64, le=16384)
     default_frames: int = Field(14, ge=1, le=1024)
     default_fps: int = Field(8, ge=1, le=120)
+    default_motion: int = Field(127, ge=1, le=1023)  # how much moves in an animation (SVD's motion_bucket_id)
+    # custom-node video workflows, off while empty: the RIFE checkpoint of Interpolate (ComfyUI-Frame-Interpolation,
+    # e.g. rife47.pth) and the motion module of /video (ComfyUI-AnimateDiff-Evolved, e.g. mm_sd_v15_v2.ckpt)
+    interpolate_model: str = ""
+    animatediff_model: str = ""
 
     # The web app (the gallery): off while WEB_PORT is unset
     web_port: int | None = Field(None, ge=1, le=65535)

@@ -8,6 +8,7 @@ restart-proof buttons it answers (registered in its `cog_load`).
 - preferences: /models, /settings, /style
 - admin: /admin, /usage, Report and the mod-log's buttons
 - workflows: /workflow (the ComfyUI workflows people bring), its draft's menus and buttons
+- video: /video, and Upscale, Interpolate and Animate again… on a video result
 - pipelines: /pipeline (several steps run as one job)
 - help: /help
 

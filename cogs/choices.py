@@ -105,6 +105,21 @@ class Choices:
         return [name for name, model in self.settings.controlnet_models.items()
                 if pool.offers(f"controlnet_{name}", {"checkpoint": self.settings.checkpoint, "control_net": model})]
 
+    def offered_video_actions(self) -> list[str]:
+        """What a video result may offer (Upscale, Interpolate): the workflows some server can run with the
+        models the settings name (all of them while no node list is known; Interpolate only with INTERPOLATE_MODEL)."""
+        pool, s = self.bot.scheduler.pool, self.settings
+        wanted = {"video_upscale": {"upscale_model": s.upscale_model}}
+        if s.interpolate_model:
+            wanted["interpolate"] = {"interpolate_model": s.interpolate_model}
+        return [name for name, models in wanted.items() if pool.offers(name, models)]
+
+    def text_video_offered(self) -> bool:
+        """Whether /video can run: ANIMATEDIFF_MODEL is set and some server has its nodes and files."""
+        s = self.settings
+        return bool(s.animatediff_model) and self.bot.scheduler.pool.offers(
+            "text_to_video", {"checkpoint": s.checkpoint, "motion_model": s.animatediff_model})
+
     async def model_offered(self, interaction: discord.Interaction, model: str | None) -> bool:
         """True when `model` is left out, "auto" or offered; otherwise the person is told which ones are."""
         if wants_auto(model, self.settings.model_presets):

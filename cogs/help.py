@@ -116,6 +116,7 @@ def _edit(c: HelpContext) -> list[str]:
         "• `strength`: 0.05 keeps the image almost as it is, 1 redraws it all; 0.6 if left out.",
         "• `mask`: white where to redraw; or send an image whose transparent parts are to be redrawn.",
         "• `negative_prompt`, `seed`, `model`, `style` and flags as for /generate.",
+        "**/video prompt:<text>** makes a short video from words (`frames`, `fps`, `seed`), where a server can.",
         "**Apps menu** on any message with an image (right-click or long-press → *Apps*): **Vary**, **Upscale** "
         "or **Animate this image**, or **Use as ControlNet input** to draw a new picture that follows its shapes.",
     ]
@@ -125,7 +126,11 @@ def _buttons(c: HelpContext) -> list[str]:
     return [
         "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image; **8x** where it can still be posted.",
         "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
-        "🎞️ **Animate**: turns that image into a short MP4 video.",
+        "🎞️ **Animate**: turns that image into a short MP4 video. On the video, **Animate again…** opens a form with "
+        "its frames, frames per second, motion (1 still to 1023 wild) and seed to change.",
+        "🔍 **Upscale 2x** on a video: every frame upscaled, same frame rate. 🎚️ **Interpolate (2x fps)**: a frame made "
+        "between every two, twice as smooth (where a server can). A video is posted as MP4, or as WebP or GIF when "
+        "the MP4 is too large for this channel; its **Format** line says why.",
         "🎲 **Reroll**: the same request again, with a new seed.",
         "🎛️ **Remix**: a form with the prompt, seed, size, steps and CFG filled in: change them and send.",
         "🔭 **Zoom out 2x / 1.5x**: that image with a new border all around, drawn after its prompt.",

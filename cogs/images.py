@@ -93,6 +93,8 @@ class Images(AreaCog):
             request["strength"] = strength
         if zoom is not None:
             request["zoom"] = zoom
+        if kind == "animate":  # the video actions its result may offer
+            request["offers"] = self.bot.choices.offered_video_actions()
         await start_job(self.bot, interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
 
@@ -121,6 +123,8 @@ class Images(AreaCog):
             request.update(width=width, height=height, strength=VARY_SUBTLE)
         elif action == "upscale":
             request.update(factor=2, width=width, height=height)
+        else:  # the video actions its result may offer
+            request["offers"] = self.bot.choices.offered_video_actions()
         await start_job(self.bot, interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation.id if generation is not None else None)
 

@@ -48,12 +48,20 @@ def default_values(settings: Settings) -> dict[str, object]:
 
 
 CONTROLNET_PREFIX = "controlnet_"
+# workflows of custom nodes that are off until a setting names their model: workflow -> (value, setting)
+OPTIONAL_MODELS = {"interpolate": ("interpolate_model", "interpolate_model"),
+                   "text_to_video": ("motion_model", "animatediff_model")}
 
 
 def workflow_values(settings: Settings, name: str) -> dict[str, object] | None:
     """The values workflow `name` is validated with; None for a ControlNet type nobody may choose
     (CONTROLNET_MODELS names no model file for it), which is not checked."""
     values = default_values(settings)
+    if name in OPTIONAL_MODELS:  # off (and not checked) while its setting is empty
+        value, setting = OPTIONAL_MODELS[name]
+        if not getattr(settings, setting):
+            return None
+        values[value] = getattr(settings, setting)
     if name.startswith(CONTROLNET_PREFIX):
         control_net = settings.controlnet_models.get(name.removeprefix(CONTROLNET_PREFIX))
         if control_net is None:
@@ -114,7 +122,8 @@ async def _check_server(settings: Settings, url: str, workflows: dict, smoke: bo
         for name, workflow in workflows.items():
             values = workflow_values(settings, name)
             if values is None:
-                out(f"  {name:<10} not offered: CONTROLNET_MODELS names no model file for "
+                out(f"  {name:<10} not offered: {OPTIONAL_MODELS[name][1].upper()} is not set" if name in OPTIONAL_MODELS
+                    else f"  {name:<10} not offered: CONTROLNET_MODELS names no model file for "
                     f"{name.removeprefix(CONTROLNET_PREFIX)!r}")
                 continue
             problems = validate(workflow, object_info, {k: v for k, v in values.items() if k in workflow.params})
@@ -234,12 +243,16 @@ async def _smoke(engine: Engine, out: Print) -> bool:
     """Every kind of job the bot offers (kinds.KINDS), once: text to image first, then each kind that takes an
     image from its result (inpaint with a mask made here)."""
     out("Smoke test")
-    settings, source, held = engine.settings, None, []
+    settings, source, video, held = engine.settings, None, None, []
     try:
         for kind in kinds.KINDS.values():
             request = {**SMOKE, "control_type": next(iter(settings.controlnet_models), None)}
             if kind.name == "controlnet" and request["control_type"] is None:
                 out(f"  {kind.name}: skipped, ControlNet is not offered (see CONTROLNET_MODELS)")
+                continue
+            optional = OPTIONAL_MODELS.get(kind.workflow_for(request))
+            if optional is not None and not getattr(settings, optional[1]):
+                out(f"  {kind.name}: skipped, {optional[1].upper()} is not set")
                 continue
             if kind.workflow_for(request) not in engine.workflows:
                 out(f"  {kind.name}: skipped, the workflow set has no {kind.workflow_for(request)!r} workflow")
@@ -248,17 +261,23 @@ async def _smoke(engine: Engine, out: Print) -> bool:
             try:
                 if kind.image_input and source is not None:
                     request["input"] = source.name
+                if kind.video_input and video is not None:  # their input is the animation
+                    request.update(input=video.name, fps=settings.default_fps)
                 if kind.name == "inpaint" and source is not None:
                     mask = await engine.outputs.save_bytes("smoke-mask.png", _mask((SMOKE["width"], SMOKE["height"])))
                     held.append(mask)
                     request["mask"] = mask.name
-                result = await kind.run(engine, kind.prepare(settings, request), source, {})
+                result = await kind.run(engine, kind.prepare(settings, request),
+                                        video if kind.video_input else source, {})
             except (ComfyError, WorkflowError, RequestError, OutputError) as error:
                 out(f"  {kind.name}: FAILED: {error}")
                 return False
             if source is None:
                 source, kept = result.files[0], result.files[1:]
                 held.append(source)
+            elif kind.name == "animate" and video is None:
+                video, kept = result.files[0], result.files[1:]
+                held.append(video)
             else:
                 kept = result.files
             for path in kept:

@@ -26,7 +26,7 @@ log = structlog.get_logger("jobs.scheduler")  # one logger for all the scheduler
 
 EXPECTED_ERRORS = (ComfyError, RequestError, WorkflowError, OutputError, PipelineError)  # told in words; anything else is a bug
 SHOWN = ("prompt", "negative_prompt", "seed", "width", "height", "steps", "cfg", "strength", "batch", "frames", "fps",
-         "control_strength")
+         "control_strength", "format")  # format: why a video is an MP4, WebP or GIF (video_gen.posted)
 POST_FAILED = "Discord refused the result. Try again; the operator can see the details in the bot's log."
 
 

@@ -19,7 +19,8 @@ from image_gen import (ImageRequest, RequestError, check_upscale, controlnet, co
                        txt2img_values, upscale)
 from backends.runner import Engine, JobResult
 from backends.runpod import model_files
-from video_gen import animate
+from video_gen import (VIDEO_FACTORS, animate, check_animation, interpolate, text_to_video, text_video_values,
+                       upscale_video)
 from jobs import user_workflow
 
 IMAGE_FIELDS = {f.name for f in dataclasses.fields(ImageRequest)}
@@ -78,6 +79,7 @@ class Kind:
     prepare: Callable[[Settings, dict[str, Any]], dict[str, Any]] = lambda settings, request: request
     sampling: str = "Drawing"  # what its sampler's stage is called while it runs
     image_input: bool = False  # the request names an image in the output folder ("input"), uploaded first
+    video_input: bool = False  # ... and that input is one of the bot's video results (not for the HTTP API)
     buttons: tuple[str, ...] = ()  # the actions its result offers per image ("upscale", "animate")
     shown: tuple[str, ...] = ()  # request values its result shows beside the workflow's ("model", "factor")
     workflow: Callable[[Mapping[str, Any]], str] | None = None  # the workflow a request runs, when not `name`
@@ -142,7 +144,44 @@ def _prepare_upscale(settings: Settings, request: dict[str, Any]) -> dict[str, A
 
 def _prepare_animate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     request["seed"] = resolve_seed(request.get("seed"))
+    request["motion"] = int(request.get("motion") or settings.default_motion)
+    check_animation(settings, int(request.get("frames") or settings.default_frames),
+                    int(request.get("fps") or settings.default_fps), request["motion"])
     return request
+
+
+def _video(run: Runner) -> Runner:
+    """A video kind's runner, given the channel's upload limit: the format it chose to fit it, and why, is
+    in the result's values (params["format"]), which the result shows (jobs/endings.SHOWN)."""
+    async def runner(engine: Engine, request: Mapping[str, Any], source: Path | None,
+                     options: dict[str, Any]) -> JobResult:
+        return await run(engine, request, source, {**options, "limit": request.get("upload_limit")})
+    return runner
+
+
+def _prepare_video_upscale(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("factor") not in VIDEO_FACTORS:
+        raise RequestError(f"a video can be upscaled {' or '.join(f'{f}x' for f in VIDEO_FACTORS)}")
+    return request
+
+
+def _prepare_interpolate(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    """The source's frame rate is what RIFE's frames play at, twice over; the result shows the new rate."""
+    if "source_fps" not in request:
+        request["source_fps"] = int(request.get("fps") or settings.default_fps)
+        request["fps"] = 2 * request["source_fps"]
+        if request.get("frames"):
+            request["frames"] = 2 * int(request["frames"]) - 1
+    return request
+
+
+def _prepare_text_to_video(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    values = text_video_values(settings, request)  # checked, and the seed resolved once
+    request.update({key: values[key] for key in ("seed", "frames", "fps", "width", "height")})
+    return request
+
+
+VIDEO_SHOWN = ("offers",)  # the video actions servers offered when it was made
 
 
 TXT2IMG = Kind(
@@ -189,9 +228,39 @@ ANIMATE = Kind(
     name="animate", noun="animation",
     title=lambda shown, count: "Animation",
     models=lambda settings, request: {"video_checkpoint": settings.video_checkpoint},
-    run=lambda engine, request, source, options: animate(engine, source, frames=request.get("frames"),
-                                                         fps=request.get("fps"), seed=request.get("seed"), **options),
+    run=_video(lambda engine, request, source, options: animate(
+        engine, source, frames=request.get("frames"), fps=request.get("fps"), motion=request.get("motion"),
+        seed=request.get("seed"), **options)),
     prepare=_prepare_animate, sampling="Animating", image_input=True,
+    buttons=("video_upscale", "interpolate", "animate_form"), shown=("motion", *VIDEO_SHOWN),
+)
+VIDEO_UPSCALE = Kind(  # every frame of a video result (request["input"]) upscaled, at the same frame rate
+    name="video_upscale", noun="video",
+    title=lambda shown, count: f"Upscaled video {shown['factor']}x" if shown.get("factor") else "Upscaled video",
+    models=lambda settings, request: {"upscale_model": settings.upscale_model},
+    run=_video(lambda engine, request, source, options: upscale_video(engine, source, int(request["factor"]),
+                                                                      **options)),
+    prepare=_prepare_video_upscale, sampling="Upscaling", image_input=True, video_input=True, buttons=("interpolate",),
+    shown=("factor", "frames", "fps", *VIDEO_SHOWN),
+)
+INTERPOLATE = Kind(  # a frame made between every two of a video result (RIFE), at twice the frame rate
+    name="interpolate", noun="video",
+    title=lambda shown, count: "Interpolated video: twice the frame rate",
+    models=lambda settings, request: {"interpolate_model": settings.interpolate_model},
+    run=_video(lambda engine, request, source, options: interpolate(engine, source, int(request["source_fps"]),
+                                                                    **options)),
+    prepare=_prepare_interpolate, sampling="Interpolating", image_input=True, video_input=True,
+    buttons=("video_upscale",),
+    shown=("frames", "fps", "width", "height", *VIDEO_SHOWN),
+)
+TEXT_TO_VIDEO = Kind(  # /video: a short video drawn from a prompt (AnimateDiff)
+    name="text_to_video", noun="video",
+    title=lambda shown, count: "Video",
+    models=lambda settings, request: {"checkpoint": request.get("checkpoint") or settings.checkpoint,
+                                      "motion_model": settings.animatediff_model},
+    run=_video(lambda engine, request, source, options: text_to_video(engine, request, **options)),
+    prepare=_prepare_text_to_video, buttons=("video_upscale", "interpolate", "reroll"),
+    shown=("prompt", "negative_prompt", *VIDEO_SHOWN),
 )
 CONTROLNET = Kind(  # text to image whose composition follows a control image (request["input"])
     name="controlnet", noun="image",
@@ -210,7 +279,8 @@ WORKFLOW = Kind(  # someone's own workflow (/workflow add), a version of it read
     shown=(*SAMPLING_SHOWN, "workflow_name", "workflow_version"),
     workflow=user_workflow.workflow_name, load=user_workflow.load,
 )
-KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET, WORKFLOW)}
+KINDS = {kind.name: kind for kind in (TXT2IMG, IMG2IMG, INPAINT, OUTPAINT, UPSCALE, ANIMATE, CONTROLNET, WORKFLOW,
+                                       VIDEO_UPSCALE, INTERPOLATE, TEXT_TO_VIDEO)}
 
 
 def get(name: str) -> Kind:

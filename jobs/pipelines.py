@@ -25,6 +25,7 @@ from typing import Any
 
 from jobs import kinds
 from jobs.conditions import Condition, ConditionError
+from video_gen import VIDEO_FACTORS
 
 MAX_STEPS = 8
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -155,6 +156,8 @@ def check(name: str, steps: Sequence[Step], description: str = "", *, operator: 
         kind = action.kinds[media]
         if kind not in kinds.KINDS:
             raise PipelineError(f"{where} needs {kind} jobs, which this bot does not run.")
+        if kind == "video_upscale" and step.values.get("factor", 2) not in VIDEO_FACTORS:
+            raise PipelineError(f"{where}: a video is upscaled {' or '.join(f'{f}x' for f in VIDEO_FACTORS)}.")
         if step.when is not None:
             if number == 1:
                 raise PipelineError("The first step runs always: it cannot have a condition.")
@@ -244,6 +247,8 @@ def next_request(step: Step, made: Mapping[str, Any], kind: str, params: Mapping
     job_kind = action.kinds[media]
     request = kinds.derived(made, params)
     request.update(input=file, upload_limit=made.get("upload_limit"))
+    if media == "video":  # a video's own frame count and rate (interpolate doubles them)
+        request.update({key: params[key] for key in ("frames", "fps") if params.get(key)})
     values = dict(step.values)
     if step.action == "img2img":
         prompt = str(values.pop("prompt", "") or "")

@@ -1,21 +1,23 @@
-"""Files as Discord takes them: a result checked to be the image or video it claims, and an image
-fitted to an upload limit.
+"""Files as Discord takes them: a result checked to be the image or video it claims, an image
+fitted to an upload limit, and a video's format (MP4, WebP or GIF) chosen to fit one.
 
 A proxy in front of ComfyUI answers errors with a web page, which would be saved under the
 result's name; a cut download leaves a truncated image. Either would reach Discord as a broken
 attachment, so `verify` refuses it in words first. A result larger than a channel accepts can
-be re-encoded by `fit_to_limit` if it is a still image. All Pillow work runs in a thread.
+be re-encoded by `fit_to_limit` if it is a still image; a video by `choose_video_format`, from the
+frames its workflow saved beside the MP4. All Pillow work runs in a thread.
 """
 
 import asyncio
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 import structlog
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageSequence, features
 
 from results.folder import OutputError, _mib, _reason
 
@@ -265,3 +267,96 @@ def _fit_input(path: Path, max_width: int, max_height: int) -> tuple[bytes, tupl
     alpha = upright.getchannel("A")
     mask = _encode(ImageOps.invert(alpha), "PNG") if alpha.getextrema()[0] < 255 else None
     return _encode(upright.convert("RGB"), "PNG"), size, mask
+
+
+# videos ---------------------------------------------------------------------------------------
+
+_GIF_COLORS = 64  # a GIF's palette: fewer colours, fewer bytes; banding shows less in motion
+_FRAME_PIXELS = 300_000_000  # the most pixels, all frames together, read to make a video smaller (~900 MB)
+
+
+@dataclass(frozen=True)
+class VideoChoice:
+    """What a video result is posted as: `suffix` (".mp4", ".webp", ".gif"), the re-encoded file's bytes
+    (None: the MP4 as it is) and why, in words for the result's embed."""
+
+    suffix: str
+    data: bytes | None
+    reason: str
+
+
+async def choose_video_format(video: Path, frames: Path | None, limit: int) -> VideoChoice:
+    """The best format of a video that fits `limit` bytes: the MP4 when it fits (the sharpest per byte);
+    else, made from `frames` (the same frames as an animated image), at full size and then smaller: an
+    animated WebP at falling quality, or failing that a GIF of every other frame (on grainy frames its few
+    colours can take fewer bytes than WebP's). The size is kept before the frame rate. Raises TooLarge, in
+    words, when nothing fits."""
+    size = (await asyncio.to_thread(video.stat)).st_size
+    if size <= limit:
+        return VideoChoice(".mp4", None, f"MP4, {_mib(size)}: fits this channel's {_mib(limit)} limit")
+    if frames is None:
+        raise TooLarge(f"The video is {_mib(size)}; this channel accepts files up to {_mib(limit)}.")
+    choice = await asyncio.to_thread(_smaller_video, frames, size, limit)
+    log.info("video_format_chosen", file=video.name, size=size, limit=limit, format=choice.suffix,
+             fitted_size=len(choice.data or b""))
+    return choice
+
+
+def _smaller_video(frames: Path, size: int, limit: int) -> VideoChoice:
+    """Runs in a thread: at each size, the first WebP, then GIF, that fits."""
+    images, duration = _read_frames(frames)
+    over = f"the MP4 ({_mib(size)}) is over this channel's {_mib(limit)} limit"
+    halved = images[::2] if len(images) > 2 else images  # the GIF's: every other frame, each shown twice as long
+    webp = features.check("webp")
+    for scaled, scaled_half in zip(_scaled(images), _scaled(halved)):
+        smaller = _smaller(images, scaled)
+        for quality in _QUALITIES if webp else ():
+            data = _animation(scaled, "WEBP", duration, quality=quality)
+            if len(data) <= limit:
+                return VideoChoice(".webp", data, f"WebP, {_mib(len(data))}: {over}{smaller}")
+        data = _animation([_palette(image) for image in scaled_half], "GIF", duration * len(images) / len(halved),
+                          optimize=True)
+        if len(data) <= limit:
+            return VideoChoice(".gif", data, f"GIF, {_mib(len(data))}: {over}, and so is a WebP of this size; "
+                                             f"at half the frame rate{smaller}")
+    raise TooLarge(f"The video is {_mib(size)}, and even as a small WebP or GIF it is over this channel's "
+                   f"{_mib(limit)} limit; ask for fewer frames.")
+
+
+def _read_frames(path: Path) -> tuple[list[Image.Image], float]:
+    """An animated image's frames (RGB) and the milliseconds each is shown."""
+    try:
+        with Image.open(path, formats=("WEBP", "PNG", "GIF")) as animation:
+            if getattr(animation, "n_frames", 1) * animation.width * animation.height > _FRAME_PIXELS:
+                raise TooLarge(f"The video is over this channel's limit, and too long and large "
+                               f"({animation.n_frames} frames of {animation.width}×{animation.height}) to make "
+                               "smaller; ask for fewer frames.")
+            duration = float(animation.info.get("duration") or 125)
+            return [frame.convert("RGB") for frame in ImageSequence.Iterator(animation)], duration
+    except TooLarge:
+        raise
+    except Exception as exc:  # Pillow's many decoder errors
+        raise TooLarge("The video is over this channel's limit, and its frames could not be read to "
+                       "make it smaller.") from exc
+
+
+def _scaled(images: list[Image.Image]) -> Iterator[list[Image.Image]]:
+    for step in range(_SCALE_STEPS + 1):
+        scale = _SCALE**step
+        size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))
+        yield [image.resize(size, Image.Resampling.LANCZOS) for image in images] if step else images
+
+
+def _smaller(original: list[Image.Image], scaled: list[Image.Image]) -> str:
+    return "" if scaled[0].size == original[0].size else f", made smaller ({scaled[0].width}×{scaled[0].height})"
+
+
+def _palette(image: Image.Image) -> Image.Image:
+    return image.quantize(_GIF_COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
+def _animation(images: list[Image.Image], image_format: str, duration: float, **options: int | bool) -> bytes:
+    buffer = BytesIO()
+    images[0].save(buffer, image_format, save_all=True, append_images=images[1:], duration=round(duration),
+                   loop=0, **options)
+    return buffer.getvalue()

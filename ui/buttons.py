@@ -71,6 +71,59 @@ class AnimateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], templat
         await answering(interaction, "Images").on_image_button(interaction, "animate", self.generation_id, self.index, 0)
 
 
+class VideoUpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
+                         template=rf"cf:vup:(?P<gen>{ID}):(?P<factor>[24])"):
+    """Upscale on a video: every frame upscaled with the upscale model, at the same frame rate."""
+
+    def __init__(self, generation_id: int, factor: int) -> None:
+        self.generation_id, self.factor = generation_id, factor
+        super().__init__(discord.ui.Button(label=f"Upscale {factor}x", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:vup:{generation_id}:{factor}", emoji="🔍", row=0))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> VideoUpscaleButton:
+        return cls(int(match["gen"]), int(match["factor"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await answering(interaction, "Video").on_video_button(interaction, "video_upscale", self.generation_id,
+                                                              factor=self.factor)
+
+
+class InterpolateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:interp:(?P<gen>{ID})"):
+    """Interpolate: a frame made between every two, at twice the frame rate (a server with RIFE)."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Interpolate (2x fps)", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"cf:interp:{generation_id}", emoji="🎚️", row=0))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> InterpolateButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await answering(interaction, "Video").on_video_button(interaction, "interpolate", self.generation_id)
+
+
+class AnimateFormButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:animform:(?P<gen>{ID})"):
+    """Animate again…: a form with the animation's frames, frame rate, motion and seed, to change and send."""
+
+    def __init__(self, generation_id: int) -> None:
+        self.generation_id = generation_id
+        super().__init__(discord.ui.Button(label="Animate again…", style=discord.ButtonStyle.primary,
+                                           custom_id=f"cf:animform:{generation_id}", emoji="🎞️", row=0))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> AnimateFormButton:
+        return cls(int(match["gen"]))
+
+    async def clicked(self, interaction: discord.Interaction) -> None:
+        await answering(interaction, "Video").on_animate_form_button(interaction, self.generation_id)
+
+
 class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
                  template=rf"cf:vary:(?P<gen>{ID}):(?P<idx>\d{{1,2}}):(?P<how>[sS])"):
     """Vary (subtle) / Vary (strong): the image redrawn after its own prompt at a low or high strength."""
@@ -194,6 +247,16 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
             view.add_item(VaryButton(generation.id, index, True, count > 1))
         if "animate" in actions:
             view.add_item(AnimateButton(generation.id, index, count > 1))
+    # the video actions some server could run when it was made; none on a video posted as WebP or GIF, as its
+    # MP4 was too large for the channel already and would only grow
+    mp4 = bool(generation.files) and str(generation.files[0]).endswith(".mp4")
+    offered = (generation.params.get("offers") or ()) if mp4 else ()
+    if "video_upscale" in actions and "video_upscale" in offered:
+        view.add_item(VideoUpscaleButton(generation.id, 2))
+    if "interpolate" in actions and "interpolate" in offered:
+        view.add_item(InterpolateButton(generation.id))
+    if "animate_form" in actions:
+        view.add_item(AnimateFormButton(generation.id))
     if count > 1 and len(more) > len(KEEP):
         view.add_item(MoreSelect(generation.id, more))
         return view

@@ -21,7 +21,7 @@ STAGES = {
     "Loading the model": {"CheckpointLoaderSimple", "CheckpointLoader", "ImageOnlyCheckpointLoader", "UNETLoader",
                           "VAELoader", "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "LoraLoader",
                           "LoraLoaderModelOnly", "UpscaleModelLoader", "ControlNetLoader", "CLIPVisionLoader",
-                          "unCLIPCheckpointLoader", "StyleModelLoader"},
+                          "unCLIPCheckpointLoader", "StyleModelLoader", "ADE_AnimateDiffLoaderGen1"},
     "Reading the prompt": {"CLIPTextEncode", "CLIPTextEncodeSDXL", "CLIPTextEncodeSDXLRefiner", "StringConcatenate",
                            "ConditioningCombine", "ConditioningConcat", "ConditioningSetArea", "CLIPSetLastLayer"},
     "Reading the image": {"LoadImage", "LoadImageMask", "VAEEncode", "VAEEncodeForInpaint", "CLIPVisionEncode",
@@ -32,6 +32,8 @@ STAGES = {
     "Decoding": {"VAEDecode", "VAEDecodeTiled"},
     "Upscaling": {"ImageUpscaleWithModel", "ImageScaleBy", "LatentUpscale", "LatentUpscaleBy"},
     "Animating": {"SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "RepeatImageBatch"},
+    "Reading the video": {"LoadVideo", "GetVideoComponents"},
+    "Interpolating": {"RIFE VFI"},
     "Saving": {"SaveImage", "SaveAnimatedWEBP", "SaveAnimatedPNG", "SaveVideo", "SaveWEBM", "CreateVideo",
                "PreviewImage", "PreviewAny", "SaveImageWebsocket"},
 }

@@ -26,7 +26,7 @@ COLOR_OK = 0x2ECC71
 COLOR_FAIL = 0xE74C3C
 TITLE_LIMIT, DESCRIPTION_LIMIT, FOOTER_LIMIT, AUTHOR_LIMIT = 256, 4096, 2048, 256
 FIELD_NAME_LIMIT, FIELD_VALUE_LIMIT, FIELDS_MAX, EMBED_LIMIT = 256, 1024, 25, 6000
-WIDE_FIELDS = ("Negative prompt", "From", "Why this model", "Pipeline")  # a line of their own in the result's embed
+WIDE_FIELDS = ("Negative prompt", "From", "Why this model", "Format", "Pipeline")  # a line of their own in the result's embed
 TRY_ANOTHER = "to try another, `/generate model:<name>` (/models lists them)"  # under model:auto's choice
 
 
@@ -124,6 +124,8 @@ def result_embed(generation: Generation) -> discord.Embed:
         ("Control", f"{params['control_type']} at {params.get('control_strength', 1):.2f}"
          if params.get("control_type") else None),
         ("Frames", f"{params['frames']} at {params['fps']} fps" if params.get("frames") else None),
+        ("Motion", params.get("motion")),
+        ("Format", params.get("format")),  # why a video is an MP4, WebP or GIF: the channel's upload limit
         ("Time", _time(params, generation.duration)),
         ("Pipeline", _stages(params["pipeline"]) if isinstance(params.get("pipeline"), dict) else None),
     ]
@@ -208,6 +210,21 @@ def remix_modal(generation_id: int, request: dict[str, Any]) -> discord.ui.Modal
     for label, custom_id, value, style, required, limit in fields:
         modal.add_item(discord.ui.TextInput(label=label, custom_id=custom_id, style=style, required=required,
                                             max_length=limit, default=clip(str(value), limit) if value else None))
+    return modal
+
+
+ANIMATE_FIELDS = (("Frames", "frames"), ("Frames per second", "fps"), ("Motion (1 still to 1023 wild; 127 usual)",
+                                                                     "motion"), ("Seed (empty: a new one)", "seed"))
+
+
+def animate_modal(generation_id: int, values: dict[str, Any]) -> discord.ui.Modal:
+    """Animate again's form: the animation's frames, frame rate, motion and seed, to change. Read back by
+    cogs/video.py from the interaction, so it works after a restart too."""
+    modal = discord.ui.Modal(title="Animate", custom_id=f"cf:animform:{generation_id}", timeout=TOKEN_MINUTES * 60)
+    for label, custom_id in ANIMATE_FIELDS:
+        value = values.get(custom_id)
+        modal.add_item(discord.ui.TextInput(label=label, custom_id=custom_id, required=custom_id != "seed",
+                                            max_length=20, default=str(value) if value is not None else None))
     return modal
 
 

@@ -28,13 +28,12 @@ from aiohttp import web
 
 from config import MIB, Settings
 from image_gen import RequestError
-from jobs.kinds import KINDS
 from jobs import user_workflow
 from safe_text import clip
 from store.api import ApiKey
 from web import openapi, webhooks
 from web.api_errors import NO_STORE, ApiError, InvalidField, json_response
-from web.api_fields import parse_request, request_error, request_fields
+from web.api_fields import KINDS, parse_request, request_error, request_fields
 from web.api_views import API, generation_view, position
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 
 from config import MIB, Settings
 from image_gen import CONTROL, SEED_LIMIT, STRENGTH, UPSCALE_FACTORS, ZOOMS
-from jobs.kinds import KINDS
+from jobs.kinds import KINDS as ALL_KINDS
 from safe_text import clip
 from web import openapi
 from web.api_errors import ApiError, InvalidField
@@ -22,6 +22,8 @@ PROMPT_MAX = 1500  # characters, as in Discord
 NAME_MAX = 100  # characters of a model, style, sampler, scheduler or control type name
 LORAS_MAX = 3
 
+# what other programs may start: every kind but those that take one of the bot's videos (the API takes images)
+KINDS = {name: kind for name, kind in ALL_KINDS.items() if not kind.video_input}
 SAMPLING = tuple(name for name, kind in KINDS.items() if "prompt" in kind.shown)
 IMAGE_KINDS = tuple(name for name, kind in KINDS.items() if kind.image_input)
 PROMPT_OPTIONAL = ("outpaint",)  # zooming out may go without a prompt

@@ -42,7 +42,7 @@ async def test_the_kinds_whose_model_files_are_not_listed_are_named(comfy, runpo
     start = lines.index(f"RunPod endpoint {runpod.endpoint_id} at {runpod.base_url}")
     assert lines[start + 2] == ("  models: these kinds never go to it, as RUNPOD_ENDPOINTS lists no model file they need: "
                                 "upscale (RealESRGAN_x4plus.pth), animate (svd_xt.safetensors), "
-                                "controlnet (control_v11p_sd15_canny.pth)")
+                                "controlnet (control_v11p_sd15_canny.pth), video_upscale (RealESRGAN_x4plus.pth)")
 
 
 async def test_a_refused_key_fails_the_check(comfy, runpod, tmp_path):

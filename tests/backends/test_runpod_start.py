@@ -33,4 +33,4 @@ async def test_the_kinds_a_runpod_endpoint_never_gets_are_logged_once(comfy, run
     assert [entry for entry in logs if entry["event"] == "workflow_problem" and "RunPod" in entry["server"]] == []
     (trust,) = [entry for entry in logs if entry["event"] == "runpod_taken_on_trust"]
     assert trust["never_sent"] == {"upscale": "RealESRGAN_x4plus.pth", "animate": "svd_xt.safetensors",
-                                   "controlnet": "control_v11p_sd15_canny.pth"}
+                                   "controlnet": "control_v11p_sd15_canny.pth", "video_upscale": "RealESRGAN_x4plus.pth"}

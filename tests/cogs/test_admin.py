@@ -179,7 +179,7 @@ async def test_reports_reach_the_mod_log_where_moderators_delete_and_block(comfy
 async def test_reload_reads_the_presets_again_without_a_restart(comfy, discord_fake, running, tmp_path, monkeypatch):
     await running.start(bot_settings(tmp_path, comfy.url, admin_user_ids=[int(CAROL)], workflow_set="default"))
     monkeypatch.setenv("MODEL_PRESETS", '{"fresh": {"checkpoint": "sdxl.safetensors"}}')
-    assert await admin(discord_fake, "reload") == "Reloaded 10 workflows, 1 model preset and 20 built-in styles."
+    assert await admin(discord_fake, "reload") == "Reloaded 13 workflows, 1 model preset and 20 built-in styles."
     assert running.bot.settings.model_presets["fresh"].checkpoint == "sdxl.safetensors"
     monkeypatch.setenv("MODEL_PRESETS", "not json")
     assert (await admin(discord_fake, "reload")).startswith("Nothing was reloaded: config error: MODEL_PRESETS")

@@ -70,7 +70,7 @@ async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_pa
     video = await result_of(discord_fake, animate)
     (attachment,) = video.attachments
     assert attachment["filename"].endswith(".mp4") and attachment["data"][4:8] == b"ftyp"
-    assert custom_ids(video) == ["cf:fav:3", "cf:del:3", "cf:report:3"]  # a video can still be kept or deleted
+    assert custom_ids(video) == ["cf:vup:3:2", "cf:animform:3", "cf:fav:3", "cf:del:3", "cf:report:3"]  # a video: upscaled, animated again, kept
 
 
 async def test_button_on_an_old_message_works_after_a_restart(comfy, discord_fake, running, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from tests.bot_harness import bot_settings, custom_ids, result_of
 from tests.conftest import MODELS
+from tests.fakes.comfy_nodes import FRAME_INTERPOLATION, decode_mp4
 from tests.fakes.comfyui import FakeComfyUI
 
 OPERATOR = """
@@ -212,3 +213,28 @@ async def test_people_save_list_show_and_delete_their_own_pipelines(comfy, disco
         "Deleted your pipeline `again`."
     assert await said(discord_fake, await discord_fake.slash("pipeline run", {"name": "again", "prompt": "x"})) == \
         "There is no pipeline `again` here; /pipeline list shows the ones you can run."
+
+
+async def test_a_video_pipeline_animates_upscales_every_frame_and_interpolates(discord_fake, running, tmp_path):
+    comfy = FakeComfyUI(models={**MODELS, "checkpoints": [*MODELS["checkpoints"], "svd_xt.safetensors"]},
+                        custom_nodes=FRAME_INTERPOLATION)
+    await comfy.start()
+    try:
+        await ready(discord_fake, running, settings_for(tmp_path, comfy.url, interpolate_model="rife47.pth"))
+        assert await said(discord_fake, await discord_fake.slash("pipeline save", {
+            "name": "film", "steps": "generate 64x64 -> animate 4 frames 6 fps -> upscale 2x -> interpolate"})) \
+            == ("Saved your pipeline `film`: generate 64×64 → animate 4 frames 6 fps → upscale 2x → interpolate.\n"
+                "Run it with `/pipeline run name:film prompt:…`.")
+        result = await result_of(discord_fake, await discord_fake.slash(
+            "pipeline run", {"name": "film", "prompt": "waves"}), timeout=40)
+        assert result.content == "✅ <@5001>, your video is ready.", result.content
+        frames, fps = decode_mp4(result.attachments[0]["data"])
+        assert (len(frames), fps) == (2 * 4 - 1, 12)  # RIFE: a frame between every two, twice the rate
+        assert frames[0].size == (128, 128)  # every frame upscaled 2x before
+        assert [step.split(" · ")[0] for step in fields(result)["Pipeline"].splitlines()[1:]] == [
+            "1. generate 64×64", "2. animate 4 frames 6 fps", "3. upscale 2x", "4. interpolate"]
+        rife = next(node["inputs"] for node in list(comfy.prompts.values())[-1]["prompt"].values()
+                    if node["class_type"] == "RIFE VFI")
+        assert rife["multiplier"] == 2
+    finally:
+        await comfy.stop()

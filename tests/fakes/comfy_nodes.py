@@ -18,8 +18,10 @@ import json
 import posixpath
 import random
 import re
+import struct
 import time
 import traceback
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -811,6 +813,40 @@ def _video_result(sub: str, file: str) -> dict:
     return {"images": [{"filename": file, "subfolder": sub, "type": "output"}], "animated": [True]}
 
 
+# The fake's MP4: the recorded sample, then a top-level "free" box (which players skip) holding the frames,
+# zlib-packed, padded to about what H.264 would spend on them, so LoadVideo gives back the frames saved and a
+# larger or longer video is a larger file.
+FRAMES_MAGIC = b"fake-comfy-frames"
+MP4_BYTES_PER_PIXEL = 0.1  # per pixel of every frame
+
+
+def encode_mp4(images: list[Image.Image], fps: float) -> bytes:
+    w, h = (images[0].width, images[0].height) if images else (0, 0)
+    packed = zlib.compress(b"".join(im.convert("RGB").tobytes() for im in images), 1)
+    header = json.dumps({"fps": fps, "width": w, "height": h, "frames": len(images), "packed": len(packed)})
+    payload = FRAMES_MAGIC + header.encode() + b"\n" + packed
+    payload += bytes(max(0, int(npix(images) * MP4_BYTES_PER_PIXEL) - len(payload)))
+    return load_sample("video_00001_.mp4") + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+
+def decode_mp4(data: bytes) -> tuple[Images, float] | None:
+    """The frames and frame rate a fake MP4 holds; None for any other file."""
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I", data[at:at + 4])[0], data[at + 4:at + 8]
+        if size < 8:
+            return None
+        body = data[at + 8:at + size]
+        if kind == b"free" and body.startswith(FRAMES_MAGIC):
+            header, _, rest = body[len(FRAMES_MAGIC):].partition(b"\n")
+            meta = json.loads(header)
+            raw, frame = zlib.decompress(rest[:meta["packed"]]), meta["width"] * meta["height"] * 3
+            return Images(Image.frombytes("RGB", (meta["width"], meta["height"]), raw[i:i + frame])
+                          for i in range(0, len(raw), frame)), float(meta["fps"])
+        at += size
+    return None
+
+
 @node("SaveVideo")
 async def save_video(ctx, video, filename_prefix, format="auto", codec="auto"):
     w, h = (video.images[0].width, video.images[0].height) if video.images else (0, 0)
@@ -819,8 +855,27 @@ async def save_video(ctx, video, filename_prefix, format="auto", codec="auto"):
     if codec in ("auto", "h264") and format in ("auto", "mp4") and (w % 2 or h % 2):
         raise NodeError("av.error.ExternalError", H264_ERROR, TB_SAVEVIDEO)
     file = f"{name}_{counter:05}_.mp4"
-    ctx.save_file("output", sub, file, load_sample("video_00001_.mp4"))
+    ctx.save_file("output", sub, file, await ctx.compute(encode_mp4, video.images, video.fps,
+                                                         pixels=npix(video.images)))
     return (), _video_result(sub, file)
+
+
+@node("LoadVideo")
+async def load_video(ctx, file):
+    """A video of the input folder: the frames a fake MP4 holds; eight grey frames of any other video."""
+    t, sub, name = split_annotated(file)
+    data = ctx.read_file(t, sub, name)
+    if data is None:
+        raise NodeError("FileNotFoundError", f"[Errno 2] No such file or directory: '{DIRS[t]}/{name}'")
+    decoded = await ctx.compute(decode_mp4, data, pixels=len(data))
+    images, fps = decoded if decoded is not None else (Images(Image.new("RGB", (64, 64), (128, 128, 128))
+                                                              for _ in range(8)), 8.0)
+    return (FakeVideo(images, fps),), None
+
+
+@node("GetVideoComponents")
+async def get_video_components(ctx, video):
+    return (video.images, None, float(video.fps)), None
 
 
 @node("SaveWEBM")
@@ -1087,6 +1142,72 @@ async def aux_preprocessor(ctx, image, **kwargs):
     return (await ctx.compute(run, pixels=npix(image) * 2),), None
 
 
+# ---- video custom nodes: RIFE frame interpolation (ComfyUI-Frame-Interpolation) and AnimateDiff
+# (ComfyUI-AnimateDiff-Evolved); served only when given to ``custom_nodes``, e.g.
+# FakeComfyUI(custom_nodes={**FRAME_INTERPOLATION, **ANIMATEDIFF}) ----------------------------------
+
+
+def _custom_entry(name: str, display_name: str, category: str, module: str, required: dict[str, list],
+                  optional: dict[str, list], output: list[str]) -> dict[str, Any]:
+    return {
+        "input": {"required": required, "optional": optional},
+        "input_order": {"required": list(required), "optional": list(optional)},
+        "output": output, "output_is_list": [False] * len(output), "output_name": output,
+        "name": name, "display_name": display_name, "description": "", "python_module": module,
+        "category": category, "output_node": False,
+    }
+
+
+RIFE_CHECKPOINTS = ["rife47.pth", "rife49.pth", "sudo_rife4_269.662_testV1_scale1.pth"]
+FRAME_INTERPOLATION: dict[str, dict[str, Any]] = {
+    "RIFE VFI": _custom_entry(
+        "RIFE VFI", "RIFE VFI (recommend rife47 and rife49)", "ComfyUI-Frame-Interpolation/VFI",
+        "custom_nodes.ComfyUI-Frame-Interpolation",
+        {"ckpt_name": [RIFE_CHECKPOINTS, {"default": "rife47.pth"}],
+         "frames": ["IMAGE"],
+         "clear_cache_after_n_frames": ["INT", {"default": 10, "min": 1, "max": 1000}],
+         "multiplier": ["INT", {"default": 2, "min": 1}],
+         "fast_mode": ["BOOLEAN", {"default": True}],
+         "ensemble": ["BOOLEAN", {"default": True}],
+         "scale_factor": [[0.25, 0.5, 1.0, 2.0, 4.0], {"default": 1.0}]},
+        {"optional_interpolation_states": ["INTERPOLATION_STATES"]}, ["IMAGE"]),
+}
+BETA_SCHEDULES = ["autoselect", "sqrt_linear (AnimateDiff)", "linear (AnimateDiff-SDXL)", "linear (HotshotXL/default)",
+                  "avg(sqrt_linear,linear)", "lcm avg(sqrt_linear,linear)", "lcm", "lcm >> sqrt_linear", "use existing",
+                  "sqrt", "cosine", "squaredcos_cap_v2"]
+ANIMATEDIFF: dict[str, dict[str, Any]] = {
+    "ADE_AnimateDiffLoaderGen1": _custom_entry(
+        "ADE_AnimateDiffLoaderGen1", "AnimateDiff Loader 🎭🅐🅓①", "Animate Diff 🎭🅐🅓/① Gen1 nodes ①",
+        "custom_nodes.ComfyUI-AnimateDiff-Evolved",
+        {"model": ["MODEL"], "model_name": [[]],  # the files of models/animatediff_models (the fake's models knob)
+         "beta_schedule": [BETA_SCHEDULES, {"default": "autoselect"}]},
+        {"context_options": ["CONTEXT_OPTIONS"], "motion_lora": ["MOTION_LORA"], "ad_settings": ["AD_SETTINGS"],
+         "ad_keyframes": ["AD_KEYFRAMES"], "sample_settings": ["SAMPLE_SETTINGS"], "scale_multival": ["MULTIVAL"],
+         "effect_multival": ["MULTIVAL"], "per_block": ["PER_BLOCK"]}, ["MODEL"]),
+}
+
+
+@node("RIFE VFI", progress=True)
+async def rife_vfi(ctx, ckpt_name, frames, clear_cache_after_n_frames, multiplier, fast_mode, ensemble,
+                   scale_factor, optional_interpolation_states=None):
+    """`multiplier` frames for every frame but the last: the ones between are blends of their neighbours."""
+    def run() -> Images:
+        out = Images()
+        for before, after in zip(frames, frames[1:]):
+            out += [before] + [Image.blend(before, after, step / multiplier) for step in range(1, multiplier)]
+        return Images([*out, *frames[-1:]])
+
+    out = await ctx.compute(run, pixels=npix(frames) * multiplier)
+    await ctx.sleep(ctx.delay)
+    await ctx.progress(len(frames), len(frames), None)
+    return (out,), None
+
+
+@node("ADE_AnimateDiffLoaderGen1")
+async def animatediff_loader_gen1(ctx, model, model_name, beta_schedule, **optional):
+    return ({**model, "motion_model": model_name, "beta_schedule": beta_schedule},), None
+
+
 # runs classes of ``custom_nodes`` that have no simulation of their own
 PREPROCESSOR_SPEC = NodeSpec(aux_preprocessor)
 for _name in AUX_PREPROCESSORS:
@@ -1102,4 +1223,5 @@ def _load_image_is_changed(ctx, image: Any = None) -> Any:
 
 
 NODES["LoadImage"].is_changed = _load_image_is_changed
+NODES["LoadVideo"].is_changed = lambda ctx, file=None: _load_image_is_changed(ctx, file)
 NODES["SaveImageWebsocket"].is_changed = lambda ctx, **_: time.time()

@@ -71,6 +71,7 @@ MODEL_COMBOS = {  # class -> (input name, models key), injected from FakeComfyUI
     "UpscaleModelLoader": ("model_name", "upscale_models"),
     "ControlNetLoader": ("control_net_name", "controlnet"),
     "LoraLoader": ("lora_name", "loras"),
+    "ADE_AnimateDiffLoaderGen1": ("model_name", "animatediff_models"),  # a custom node, where installed
 }
 CONTENT_TYPES = {
     ".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -538,6 +539,11 @@ class FakeComfyUI:
         return sorted(n for (t, s, n) in self.files
                       if t == "input" and s == "" and n.lower().endswith(IMAGE_EXTENSIONS))
 
+    def _input_videos(self) -> list[str]:
+        """What LoadVideo lists: the input folder's files whose type is video/*."""
+        return sorted(n for (t, s, n) in self.files if t == "input" and s == "" and
+                      CONTENT_TYPES.get(posixpath.splitext(n.lower())[1], "").startswith("video/"))
+
     def _class_info(self, class_type: Any) -> dict[str, Any]:
         """The object_info entry of a class (built-in or custom), {} when there is none."""
         if not isinstance(class_type, str):
@@ -550,7 +556,8 @@ class FakeComfyUI:
         oi = dict(self.object_info)
         for cls, entry in self.custom_nodes.items():
             oi.setdefault(cls, entry)
-        patches = {"LoadImage": ("image", self._input_images()), "LoadImageMask": ("image", self._input_images())}
+        patches = {"LoadImage": ("image", self._input_images()), "LoadImageMask": ("image", self._input_images()),
+                   "LoadVideo": ("file", self._input_videos())}
         for cls, (inp, key) in MODEL_COMBOS.items():
             patches[cls] = (inp, list(self.models.get(key, [])))
         for cls, (inp, options) in patches.items():

@@ -1323,7 +1323,7 @@ async def test_model_workflows(fake, http):
                                      "animated": [True]}
     async with http.get(f"{fake.url}/view?filename=svd_00001_.mp4&subfolder=bot&type=output") as r:
         assert r.headers["Content-Type"] == "video/mp4"
-        assert await r.read() == (DATA / "samples" / "video_00001_.mp4").read_bytes()
+        assert (await r.read()).startswith((DATA / "samples" / "video_00001_.mp4").read_bytes())  # + its frames
 
 
 async def test_animated_outputs_share_the_counter(fake, http):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs import kinds
+from jobs.check import OPTIONAL_MODELS
 from config import Settings
 from image_gen import RequestError
 from comfy.workflows import load_set
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_kind_has_its_workflow_in_the_shipped_sets(workflow_set):
     settings = Settings(_env_file=None)
     default_requests = {name: {"control_type": "canny"} for name in kinds.KINDS}
-    needed = {kind.workflow_for(default_requests[name]) for name, kind in kinds.KINDS.items()}
+    needed = {kind.workflow_for(default_requests[name]) for name, kind in kinds.KINDS.items()} - set(OPTIONAL_MODELS)
     assert needed <= set(load_set(ROOT / "workflows" / workflow_set))
     assert {f"controlnet_{name}" for name in settings.controlnet_models} <= set(load_set(ROOT / "workflows" / workflow_set))
 
@@ -44,7 +45,8 @@ def test_what_a_kind_needs_and_offers():
     assert txt2img.models(settings, {"checkpoint": "sdxl.safetensors"}) == {"checkpoint": "sdxl.safetensors"}
     assert txt2img.models(settings, {}) == {"checkpoint": "base.safetensors"}
     assert (txt2img.buttons, upscale.buttons, animate.buttons) == (
-        ("upscale", "vary", "animate", "reroll", "remix", "zoom"), ("animate",), ())
+        ("upscale", "vary", "animate", "reroll", "remix", "zoom"), ("animate",),
+        ("video_upscale", "interpolate", "animate_form"))
     assert [kind.title({"factor": 4}, 2) for kind in (txt2img, upscale, animate)] == [
         "2 images", "Upscaled 4x: 2 images", "Animation"]
     assert upscale.title({"factor": 8}, 1) == "Upscaled 8x"

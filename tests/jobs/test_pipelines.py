@@ -103,6 +103,7 @@ def test_a_line_of_text_reads_sizes_factors_strengths_prompts_counts_and_conditi
     ("generate -> animate -> zoom", "Step 3 (zoom) takes an image, but the step before it makes a video."),
     ("generate -> animate when width > 9 -> upscale", "Step 2 (animate) makes a video only when its condition holds"),
     ("generate -> interpolate", "Step 2 (interpolate) takes a video, but the step before it makes an image."),
+    ("generate -> animate -> upscale 8x", "Step 3 (upscale): a video is upscaled 2x or 4x."),
     ("x" * 1001, "at most 1000 characters"),
 ])
 def test_every_line_that_cannot_be_used_gets_a_sentence(text, refusal):
@@ -136,7 +137,11 @@ def test_each_later_step_takes_the_result_before_it_and_keeps_the_persons_choice
         "style": "ink", "width": 768, "height": 512, "input": "r.png", "upload_limit": 10_000_000, "strength": 0.3})
     assert next_request(Step("img2img", {}), made, "txt2img", shown, "r.png")[1]["strength"] == 0.3
     assert next_request(Step("upscale", {"factor": 4}), made, "img2img", shown, "r.png")[1]["factor"] == 4
-    assert next_request(Step("upscale", {}), made, "animate", shown, "v.mp4")[0] == "video_upscale"
+    assert next_request(Step("upscale", {}), made, "animate", {**shown, "frames": 14, "fps": 8}, "v.mp4") == (
+        "video_upscale", {"prompt": "a fox", "negative_prompt": "blur", "model": "anime", "style": "ink",
+                          "checkpoint": "anime.safetensors", "width": 768, "height": 512, "input": "v.mp4",
+                          "upload_limit": 10_000_000, "frames": 14, "fps": 8, "factor": 2})
+    assert next_request(Step("interpolate", {}), made, "animate", {"fps": 6}, "v.mp4")[1]["fps"] == 6
     kind, request = next_request(Step("animate", {"frames": 8}), made, "upscale", shown, "u.png")
     assert kind == "animate" and request["frames"] == 8 and "seed" not in request and "pipeline" not in request
     with pytest.raises(PipelineError, match="the interpolate step takes a video, but the step before it made an image"):

@@ -25,7 +25,7 @@ from PIL import Image
 from store import engine as store_module
 from store import api as store_api
 from image_gen import RequestError
-from jobs.kinds import KINDS
+from web.api_fields import KINDS  # the kinds the API offers: not those that take a video result
 from store import Job, Store
 from store.api import ApiKey, ApiStore
 from tests.conftest import make_settings
@@ -419,6 +419,7 @@ async def test_a_null_is_refused_as_the_schemas_have_none(api):
     ({"cfg": 31}, "cfg"),
     ({"seed": -1}, "seed"),
     ({"seed": 2**53}, "seed"),
+    ({"kind": "video_upscale"}, "kind"),  # takes a video result of the bot: not offered over HTTP
     ({"batch": 99}, "batch"),
     ({"model": ["sdxl"]}, "model"),
     ({"loras": [{"name": "a"}] * 4}, "loras"),
@@ -709,6 +710,7 @@ async def test_openapi_document_shape(api):
             request_schema.validate(bad)
     schemas = document["components"]["schemas"]
     assert set(schemas["GenerationRequest"]["discriminator"]["mapping"]) == set(KINDS)
+    assert not {"video_upscale", "interpolate"} & set(KINDS) and {"animate", "text_to_video"} <= set(KINDS)
     assert schemas["Txt2imgRequest"]["properties"]["width"]["maximum"] == api.settings.max_width
 
 

@@ -23,7 +23,7 @@ from schemathesis.checks import CheckContext
 from schemathesis.core.failures import Failure
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from jobs.kinds import KINDS
+from web.api_fields import KINDS  # the kinds the API offers: not those that take a video result
 from tests.conftest import make_settings
 from tests.web.test_api import ADMIN, GUILD, FakeService, open_store
 from web import api as api_module
