@@ -126,8 +126,8 @@ def _buttons(c: HelpContext) -> list[str]:
     return [
         "🔍 **Upscale 2x / 4x**: a larger, sharper copy of that image; **8x** where it can still be posted.",
         "🪄 **Vary (subtle / strong)**: that image redrawn after its own prompt, a little or a lot.",
-        "🎞️ **Animate**: turns that image into a short MP4 video. On the video, **Animate again…** opens a form with "
-        "its frames, frames per second, motion (1 still to 1023 wild) and seed to change.",
+        "🎞️ **Animate**: a form with frames, frames per second, motion (1 still to 1023 wild) and seed, filled in; "
+        "send it and that image becomes a short video. On the video, **Animate again…** opens it with its values.",
         "🔍 **Upscale 2x** on a video: every frame upscaled, same frame rate. 🎚️ **Interpolate (2x fps)**: a frame made "
         "between every two, twice as smooth (where a server can). A video is posted as MP4, or as WebP or GIF when "
         "the MP4 is too large for this channel; its **Format** line says why.",

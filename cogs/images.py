@@ -71,9 +71,9 @@ class Images(AreaCog):
 
     async def on_image_button(self, interaction: discord.Interaction, kind: str, generation_id: int,
                               index: int, factor: int = 0, strength: float | None = None,
-                              zoom: float | None = None) -> None:
+                              zoom: float | None = None, values: dict | None = None) -> None:
         """Upscale, Vary or Animate clicked: a new job whose input is that image of that generation
-        (a variation redraws it after the prompt that made it, at `strength`)."""
+        (a variation redraws it after the prompt that made it, at `strength`; `values`: what Animate's form set)."""
         if await refuse_if_limited(self.bot, interaction):
             return
         generation = await self.bot.store.get_generation(generation_id)
@@ -94,7 +94,7 @@ class Images(AreaCog):
         if zoom is not None:
             request["zoom"] = zoom
         if kind == "animate":  # the video actions its result may offer
-            request["offers"] = self.bot.choices.offered_video_actions()
+            request.update(values or {}, offers=self.bot.choices.offered_video_actions())
         await start_job(self.bot, interaction, kind, request, message_id=callback.message_id if callback else None,
                              source_generation_id=generation_id, source_index=index)
 

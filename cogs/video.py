@@ -29,7 +29,8 @@ from video_gen import MAX_FPS, TEXT_FRAMES, check_animation
 
 log = structlog.get_logger("bot")
 
-ANIMATE_MODAL = re.compile(r"cf:animform:(?P<gen>\d{1,18})")
+ANIMATE_MODAL = re.compile(r"cf:animform:(?P<gen>\d{1,18})")  # Animate again, on an animation
+ANIMATE_IMAGE_MODAL = re.compile(r"cf:animimg:(?P<gen>\d{1,18}):(?P<idx>\d{1,2})")  # Animate, under an image
 NO_TEXT_VIDEO = ("No server of this bot can make videos from text right now: it needs the AnimateDiff-Evolved "
                  "nodes and a motion model. Animate an image instead (its Animate button, or Apps → "
                  "Animate this image).")
@@ -115,16 +116,40 @@ class Video(AreaCog):
                   "seed": params.get("seed")}
         await interaction.response.send_modal(animate_modal(generation_id, values))
 
+    async def on_animate_image_button(self, interaction: discord.Interaction, generation_id: int, index: int) -> None:
+        """Animate under an image: the form, filled in with the operator's defaults (the seed empty: a new one)."""
+        generation = await self.bot.store.get_generation(generation_id)
+        if generation is None or index >= len(generation.files):
+            await interaction.response.send_message(NOT_KNOWN, ephemeral=True)
+            return
+        settings = self.bot.settings
+        values = {"frames": settings.default_frames, "fps": settings.default_fps, "motion": settings.default_motion}
+        await interaction.response.send_modal(animate_modal(generation_id, values, index))
+
+    async def on_animate_image_submit(self, interaction: discord.Interaction, generation_id: int, index: int,
+                                      fields: dict) -> None:
+        try:
+            changes = animate_changes(self.bot.settings, fields)
+        except RequestError as error:
+            await tell(interaction, f"That animation cannot be made: {clip(str(error), 300)}.")
+            return
+        await self.bot.get_cog("Images").on_image_button(interaction, "animate", generation_id, index, values=changes)
+
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Animate again's form, read from the interaction itself: it needs nothing in memory."""
         if interaction.type != discord.InteractionType.modal_submit:
             return
         data = interaction.data or {}
-        match = ANIMATE_MODAL.fullmatch(str(data.get("custom_id", "")))
-        if match is None:
+        custom_id = str(data.get("custom_id", ""))
+        match, of_image = ANIMATE_MODAL.fullmatch(custom_id), ANIMATE_IMAGE_MODAL.fullmatch(custom_id)
+        if match is None and of_image is None:
             return
         try:
+            if of_image is not None:
+                await self.on_animate_image_submit(interaction, int(of_image["gen"]), int(of_image["idx"]),
+                                                   modal_values(data.get("components")))
+                return
             await self.on_animate_submit(interaction, int(match["gen"]), modal_values(data.get("components")))
         except Exception as error:
             await self.bot.on_item_error(interaction, error, str(data.get("custom_id", "")))

@@ -63,3 +63,11 @@ def image_size(attachment: dict) -> tuple[int, int]:
 
 def custom_ids(message: Message) -> list[str]:
     return [item["custom_id"] for row in message.components for item in row.get("components", [])]
+
+
+async def animate(discord: FakeDiscord, message_id: str, custom_id: str, values: dict | None = None, **acting):
+    """Animate under an image: the click opens its form (frames, fps, motion, seed), sent as filled in
+    (`values` changes some); the form's interaction, whose job result_of waits for."""
+    opened = await discord.click(message_id, custom_id, **acting)
+    await opened.wait_acked(3)
+    return await discord.submit_modal(opened, values or {}, **acting)

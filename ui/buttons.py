@@ -67,8 +67,8 @@ class AnimateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], templat
                              match: re.Match[str]) -> AnimateButton:
         return cls(int(match["gen"]), int(match["idx"]))
 
-    async def clicked(self, interaction: discord.Interaction) -> None:
-        await answering(interaction, "Images").on_image_button(interaction, "animate", self.generation_id, self.index, 0)
+    async def clicked(self, interaction: discord.Interaction) -> None:  # a form first: frames, fps, motion, seed
+        await answering(interaction, "Video").on_animate_image_button(interaction, self.generation_id, self.index)
 
 
 class VideoUpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],

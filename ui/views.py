@@ -217,10 +217,12 @@ ANIMATE_FIELDS = (("Frames", "frames"), ("Frames per second", "fps"), ("Motion (
                                                                      "motion"), ("Seed (empty: a new one)", "seed"))
 
 
-def animate_modal(generation_id: int, values: dict[str, Any]) -> discord.ui.Modal:
-    """Animate again's form: the animation's frames, frame rate, motion and seed, to change. Read back by
-    cogs/video.py from the interaction, so it works after a restart too."""
-    modal = discord.ui.Modal(title="Animate", custom_id=f"cf:animform:{generation_id}", timeout=TOKEN_MINUTES * 60)
+def animate_modal(generation_id: int, values: dict[str, Any], index: int | None = None) -> discord.ui.Modal:
+    """Animate's form: frames, frame rate, motion and seed, filled in with the current values. Of an image
+    (`index`: Animate under a result), or of an animation (Animate again). Read back by cogs/video.py from the
+    interaction, so it works after a restart too."""
+    custom_id = f"cf:animform:{generation_id}" if index is None else f"cf:animimg:{generation_id}:{index}"
+    modal = discord.ui.Modal(title="Animate", custom_id=custom_id, timeout=TOKEN_MINUTES * 60)
     for label, custom_id in ANIMATE_FIELDS:
         value = values.get(custom_id)
         modal.add_item(discord.ui.TextInput(label=label, custom_id=custom_id, required=custom_id != "seed",

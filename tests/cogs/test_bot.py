@@ -8,7 +8,7 @@ import os
 
 from PIL import Image
 
-from tests.bot_harness import Running, bot_settings, custom_ids, image_size, result_of
+from tests.bot_harness import Running, animate, bot_settings, custom_ids, image_size, result_of
 from tests.fakes.discord import FakeDiscord
 
 
@@ -66,8 +66,7 @@ async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_pa
     assert image_size(upscaled.attachments[0]) == (192, 128)
     assert custom_ids(upscaled) == ["cf:anim:2:0", "cf:fav:2", "cf:del:2", "cf:report:2"]
     assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "✅ <@6001>, your upscaled image is ready."
-    animate = await discord_fake.click(upscaled.id, "cf:anim:2:0")
-    video = await result_of(discord_fake, animate)
+    video = await result_of(discord_fake, await animate(discord_fake, upscaled.id, "cf:anim:2:0"))
     (attachment,) = video.attachments
     assert attachment["filename"].endswith(".mp4") and attachment["data"][4:8] == b"ftyp"
     assert custom_ids(video) == ["cf:vup:3:2", "cf:animform:3", "cf:fav:3", "cf:del:3", "cf:report:3"]  # a video: upscaled, animated again, kept
@@ -100,7 +99,7 @@ async def test_attachment_on_another_host_is_refused(comfy, discord_fake, runnin
     first = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "x", "width": 64, "height": 64}))
     for path in settings.outputs_dir.glob("*.png"):
         path.unlink()
-    click = await discord_fake.click(first.id, "cf:anim:1:0")
+    click = await animate(discord_fake, first.id, "cf:anim:1:0")
     message = await discord_fake.wait_for_message(lambda m: m.id == click.original_message_id and "cannot" in m.content)
     assert message.content == "❌ That image cannot be used: that attachment is not on Discord's CDN, so the bot will not download it."
     assert await bot.store.active_job_count(5001) == 0

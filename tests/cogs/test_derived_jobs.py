@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bot_harness import bot_settings, result_of
+from tests.bot_harness import animate, bot_settings, result_of
 from tests.conftest import MODELS
 from tests.fakes.comfyui import FakeComfyUI
 
@@ -69,7 +69,7 @@ async def test_every_action_on_a_result_keeps_its_style_loras_sampler_and_schedu
     await opened.wait_acked(3)
     await run("remix", await discord_fake.submit_modal(opened, {}))
     upscaled = await run("upscale", await discord_fake.click(first.id, "cf:up:1:0:2"))
-    await run("animate", await discord_fake.click(first.id, "cf:anim:1:0"))
+    await run("animate", await animate(discord_fake, first.id, "cf:anim:1:0"))
     sampled = [name for name in graphs if name not in ("upscale", "animate")]
     assert {name: choices_in(graphs[name]) for name in sampled} == {name: MADE for name in sampled}
     jobs = {job.kind: job.request for job in await running.bot.store.jobs_in(("delivering", "done"))}

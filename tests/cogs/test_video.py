@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.bot_harness import bot_settings, custom_ids, result_of
+from tests.bot_harness import animate, bot_settings, custom_ids, result_of
 from tests.conftest import MODELS
 from tests.fakes.comfy_nodes import ANIMATEDIFF, FRAME_INTERPOLATION, decode_mp4
 from tests.fakes.comfyui import FakeComfyUI
@@ -73,7 +73,35 @@ async def answer(discord_fake, interaction) -> str:
 async def animation(discord_fake, size: int = 64):
     image = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "a kite", "width": size, "height": size}), timeout=20)
-    return image, await result_of(discord_fake, await discord_fake.click(image.id, "cf:anim:1:0"), timeout=20)
+    return image, await result_of(discord_fake, await animate(discord_fake, image.id, "cf:anim:1:0"), timeout=20)
+
+
+async def test_animate_under_an_image_opens_a_form_with_the_defaults_filled_in(comfy, discord_fake, running, tmp_path):
+    settings = settings_for(tmp_path, comfy.url, default_motion=90)
+    await ready(discord_fake, running, settings)
+    image = await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "a kite", "width": 64, "height": 64}), timeout=20)
+    opened = await discord_fake.click(image.id, "cf:anim:1:0")
+    await opened.wait_acked(3)
+    assert opened.modal["title"] == "Animate" and opened.modal["custom_id"] == "cf:animimg:1:0"
+    form = {row["components"][0]["custom_id"]: row["components"][0].get("value") for row in opened.modal["components"]}
+    assert form == {"frames": "14", "fps": "8", "motion": "90", "seed": None}
+    assert comfy.prompts and len(comfy.prompts) == 1  # nothing runs before the form is sent
+    await running.stop()
+    await ready(discord_fake, running, settings)  # the form needs nothing in memory
+
+    refused = await discord_fake.submit_modal(opened, {"frames": "0"})
+    assert await answer(discord_fake, refused) == "That animation cannot be made: frames must be between 1 and 48 (got 0)."
+    assert len(comfy.prompts) == 1
+    again = await discord_fake.click(image.id, "cf:anim:1:0")
+    await again.wait_acked(3)
+    video = await result_of(discord_fake, await discord_fake.submit_modal(again, {"frames": "5", "seed": "77"}),
+                            timeout=20)
+    graph = graph_of(comfy, "SVD_img2vid_Conditioning")
+    conditioning = graph["3"]["inputs"]
+    assert (conditioning["video_frames"], conditioning["fps"], conditioning["motion_bucket_id"]) == (5, 8, 90)
+    assert graph["5"]["inputs"]["seed"] == 77
+    assert fields(video)["Frames"] == "5 at 8 fps" and len(decode_mp4(video.attachments[0]["data"])[0]) == 5
 
 
 async def test_animate_again_opens_a_form_with_its_values_and_checks_what_comes_back(comfy, discord_fake, running,

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from results.folder import MIB
 from store import make_store
-from tests.bot_harness import bot_settings, result_of
+from tests.bot_harness import animate, bot_settings, result_of
 from tests.results.s3_server import FaultyProxy
 from tests.results.test_keeper import bucket, keys, open_uploads, read
 
@@ -58,7 +58,7 @@ async def test_a_store_failing_mid_upload_is_retried_and_the_video_posted_once(
             return web.Response(body=video, content_type="video/mp4")
 
         comfy.override("/view", big_video, count=1)
-        message = await result_of(discord_fake, await discord_fake.click(first.id, "cf:anim:1:0"), timeout=60)
+        message = await result_of(discord_fake, await animate(discord_fake, first.id, "cf:anim:1:0"), timeout=60)
         (attachment,) = message.attachments
         assert attachment["filename"] == "animation.mp4" and attachment["data"] == video
         assert proxy.failed == 3
