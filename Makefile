@@ -50,4 +50,5 @@ bench: $(VENV)/.installed
 	$(PY) bench/cluster.py
 	$(PY) bench/s3.py
 	$(PY) bench/workflow_binding.py
+	$(PY) bench/credits.py
 	$(PY) bench/workflow_convert.py

@@ -25,6 +25,7 @@ from cogs import lifecycle
 from cogs.admin import Admin
 from cogs.choices import Choices
 from cogs.common import RateLimiter, tell
+from cogs.credits import Credits
 from cogs.generate import Generate
 from cogs.help import Help
 from cogs.history import History
@@ -52,7 +53,7 @@ from web.thumbs import Thumbnails
 from web.webhooks import WebhookSender
 
 log = structlog.get_logger("bot")
-COGS = (Generate, Images, History, Preferences, Admin, Workflows, Video, Pipelines, Help)  # one per area, each with its commands and buttons
+COGS = (Generate, Images, History, Preferences, Admin, Workflows, Video, Pipelines, Credits, Help)  # one per area, each with its commands and buttons
 
 
 class ComfyBot(commands.Bot):

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     runpod_overflow_after: float = Field(300.0, ge=0)  # send a job to RunPod when the local wait passes this
     runpod_guilds: list[int] = []  # Discord servers that may use paid RunPod capacity; empty: all
     cost_currency: str = Field("USD", max_length=8)
+    # Credits (jobs/credits.py): off unless enabled. A job costs its kind's price x its images x its size in
+    # started CREDIT_PIXELS (a kind not listed, or priced 0, is free); the daily allowance is given on a
+    # person's first priced job of a UTC day in a server
+    credits_enabled: bool = False
+    credit_prices: dict[str, int] = {"txt2img": 1, "img2img": 1, "inpaint": 1, "outpaint": 1, "controlnet": 1,
+                                     "upscale": 1, "animate": 5, "video_upscale": 5, "interpolate": 3,
+                                     "text_to_video": 5, "workflow": 1}
+    credit_pixels: int = Field(1024 * 1024, ge=64 * 64, le=2**31)
+    credits_daily_allowance: int = Field(0, ge=0, le=1_000_000)
     comfyui_auth_header: str = "Authorization"
     comfyui_auth_token: SecretStr | None = None
     comfyui_timeout: float = Field(30.0, gt=0, le=600)

@@ -70,6 +70,7 @@ class Endings:
     async def _keep_cancelled(self, job: Job, generation: Generation, jlog: Any) -> None:
         """A result of a job the person was told is cancelled: in their history, not posted."""
         await self._store.update_job(job.id, generation_id=generation.id)
+        await self._settle(job, False)  # the person was told it is cancelled: refunded
         for name in generation.files:
             self._outputs.release(self._settings.outputs_dir / name)
         jlog.info("cancelled_result_kept", generation_id=generation.id, state=job.state)
@@ -121,6 +122,7 @@ class Endings:
             self._release_input(job)
         await self._store.set_generation_message(generation.id, message_id, urls)
         await self._store.update_job(job.id, state="done")
+        await self._settle(job, True)
         self.metrics.job_finished(job.kind, "done", waited=generation.params.get("waited"),
                                   ran=generation.params.get("ran"), delivery=time.monotonic() - began)
         self._forget(job.id)
@@ -130,6 +132,7 @@ class Endings:
         self._release_input(job)
         self._forget(job.id)
         job = await self._store.update_job(job.id, only_from=ACTIVE_STATES, state="failed", error=reason)
+        await self._settle(job, False)  # failed, or cancelled meanwhile: refunded either way, once
         if job.state != "failed" or job.error != reason:  # cancelled meanwhile: the person was told that
             log.info("job_not_failed", job_id=job.id, state=job.state, reason=reason)
             return
@@ -158,6 +161,7 @@ class Endings:
         by = self._cancelled.get(job.id, job.user_id)
         log.info("job_cancelled", job_id=job.id, by=by)
         self.metrics.job_finished(job.kind, "cancelled", waited=None, ran=None)
+        await self._settle(job, False)
         self._release_input(job)
         self._forget(job.id)
         try:

@@ -37,6 +37,7 @@ from jobs.leader import Connect, Leadership
 from jobs.queue_view import QueueView
 from jobs.running import Flight, Running
 from jobs.stages import Stages
+from jobs.credits import Credits
 from metrics import Metrics
 from results.folder import OutputError, OutputFolder
 from store import Generation, Job, LimitReached, Store
@@ -76,7 +77,7 @@ class Notifier(Protocol):
     async def job_cancelled(self, job: Job, by_user_id: int) -> None: ...
 
 
-class Scheduler(Leadership, Running, Endings, Stages, QueueView):
+class Scheduler(Leadership, Running, Endings, Stages, Credits, QueueView):
     """`cluster` (cluster.Cluster) and `connect` (leader.Connect) for several processes on one database."""
 
     def __init__(self, store: Store, backends: list[Backend], outputs: OutputFolder, settings: Settings,
@@ -145,6 +146,7 @@ class Scheduler(Leadership, Running, Endings, Stages, QueueView):
             job = await self._store.add_job(dataclasses.replace(job, request=request), active_limit=limit)
         except LimitReached as error:
             raise QueueFull(wording.too_many_jobs(error.count, limit)) from None
+        job = await self._charge(job)  # with CREDITS_ENABLED: its price reserved, or refused in words
         log.info("job_accepted", job_id=job.id, kind=job.kind, user_id=job.user_id, priority=job.priority)
         if not self.leading:  # the leader queues it
             await self.tell_leader("job", str(job.id))

@@ -103,6 +103,12 @@ class Stages:
             return True
         self._release_input(job)
         self._forget(job.id)
+        await self._settle(job, True)
+        try:  # each step is priced on its own (CREDITS_ENABLED)
+            stored = await self._charge(stored, cancel=False)
+        except RequestError as error:
+            await self._fail(stored, f"step {index + 1} of the pipeline ({step.label()}) cannot run: {error}")
+            return True
         self.metrics.job_finished(job.kind, "done", waited=generation.params.get("waited"),
                                   ran=generation.params.get("ran"))
         jlog.info("pipeline_advanced", step=index + 1, next_job=stored.id, generation_id=generation.id)

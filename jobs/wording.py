@@ -128,6 +128,21 @@ def stage(request: dict) -> str:
     return f"Pipeline **{pipeline.get('name')}**, stage {index + 1} of {len(steps)}: {action}\n"
 
 
+def cost_line(request: dict) -> str:
+    """The line a priced job's message starts with (jobs/credits.py)."""
+    charged = request.get("credits")
+    if not isinstance(charged, dict):
+        return ""
+    return f"This costs {plural(int(charged['price']), 'credit')}; you have {int(charged['balance'])} left.\n"
+
+
+def short_of_credits(cost: int, balance: int) -> str:
+    """Why a job is refused for want of credits, and what the person can do."""
+    owed = " (you owe the bot credits)" if balance < 0 else ""
+    return (f"this costs {plural(cost, 'credit')} and you have {plural(balance, 'credit')}{owed}. /credits buy "
+            "adds more where the operator sells them, and someone can give you theirs with /credits gift")
+
+
 def starting(kind: str) -> str:
     return f"{EMOJI['waiting']} Starting: your {noun(kind)} is next on the GPU."
 

@@ -23,6 +23,7 @@ from store import api as store_api
 from store import gallery as store_gallery
 from store import people as store_people
 from store import processes as store_processes
+from store import credits as store_credits
 from store import pipelines as store_pipelines
 from store import user_workflows as store_user_workflows
 from store.records import StoreError
@@ -111,6 +112,8 @@ _MIGRATIONS = (
     store_user_workflows.MIGRATION,
     # 12: the pipelines people save (store/pipelines.py).
     store_pipelines.MIGRATION,
+    # 13: credits: the ledger and each person's balance (store/credits.py).
+    store_credits.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.

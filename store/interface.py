@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from store.admin import Usage
 from store.api import ApiKey, Delivery
+from store.credits import Entry, Reserved
 from store.gallery import Query
 from store.people import SavedStyle
 from store.pipelines import SavedPipeline
@@ -321,8 +322,38 @@ class PipelinesInterface(Protocol):
         ...
 
 
+class CreditsInterface(Protocol):
+    """The credits ledger: entries appended with each person's balance, a job's reservation and settlement."""
+
+    async def balance(self, guild_id: int, user_id: int) -> int:
+        """The person's balance in that server (0 before any entry)."""
+        ...
+
+    async def add_credits(self, guild_id: int, user_id: int, kind: str, amount: int, reason: str, *,
+                          actor_id: int | None = None, payment_id: str | None = None,
+                          floor: int | None = None) -> Entry | None:
+        """Append an entry and move the balance; None when refused by `floor` or a payment already counted."""
+        ...
+
+    async def gift(self, guild_id: int, giver_id: int, receiver_id: int, amount: int) -> Entry | None:
+        """Move credits between two people at once; None when the giver has too few."""
+        ...
+
+    async def reserve(self, guild_id: int, user_id: int, job_id: int, price: int, reason: str) -> Reserved:
+        """Take a queued job's price once, unless the balance is short."""
+        ...
+
+    async def settle(self, job_id: int, succeeded: bool, reason: str) -> Entry | None:
+        """End a job's reservation once: spent, or refunded."""
+        ...
+
+    async def credit_history(self, guild_id: int, user_id: int, limit: int = 20) -> list[Entry]:
+        """The person's newest entries, newest first."""
+        ...
+
+
 class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface,
-                     ProcessesInterface, UserWorkflowsInterface, PipelinesInterface, Protocol):
+                     ProcessesInterface, UserWorkflowsInterface, PipelinesInterface, CreditsInterface, Protocol):
     """The whole store: the areas' methods, and opening, closing and the installation's id."""
 
     async def open(self) -> None:

@@ -153,7 +153,7 @@ class Delivery:
 
     def _show(self, job: Job, text: str) -> None:
         self._stop_progress(job)  # a job moved off a dead server waits again: its old run stops ticking
-        text = wording.stage(job.request) + text
+        text = wording.stage(job.request) + wording.cost_line(job.request) + text
         if job.message_id is not None:
             self._live_message(job).update(key=text, content=text, view=cancel_view(job.id))
 
@@ -181,7 +181,7 @@ class Delivery:
         progress = self._progress.get(job.id)
         if progress is None:
             return
-        text = wording.stage(job.request) + progress.text()
+        text = wording.stage(job.request) + wording.cost_line(job.request) + progress.text()
         content: dict[str, Any] = {"content": text, "view": cancel_view(job.id)}
         if progress.preview is not None:
             extension = {"image/jpeg": "jpg", "image/webp": "webp"}.get(progress.preview_mime, "png")

@@ -171,6 +171,8 @@ async def fill(path: Path, *, prompt: str = "a fox in snow", style_prompt: str =
         await store.share(flow.id, True, 12)
         await store.rate(flow.id, 12, 4)
         await store.save_pipeline(SavedPipeline(31, 11, "poster", [{"action": "generate", "width": 768}]), limit=5)
+        await store.add_credits(31, 11, "grant", 5, "welcome", actor_id=12)
+        await store.reserve(31, 11, first.id, 2, "txt2img")
     finally:
         await store.close()
 
@@ -196,7 +198,7 @@ async def test_a_database_with_rows_in_every_table_is_copied_row_for_row(tmp_pat
                               "VALUES ('txt2img', 1, 2, '{}', 'waiting', 0, 0) RETURNING id")
     assert job[0]["id"] == max(row["id"] for row in before["jobs"]) + 1
     for table in ("generations", "styles", "saved_queries", "audit", "api_keys", "webhook_deliveries",
-                  "user_workflows", "pipelines"):
+                  "user_workflows", "pipelines", "credit_entries"):
         following = await fetch(pg_dsn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))")
         assert following[0][0] == max(row["id"] for row in before[table]) + 1, table
 
@@ -219,7 +221,7 @@ async def test_the_previous_releases_database_is_brought_up_to_date_on_a_copy_an
     # the tables of the migrations since are empty; the rows there were are all there, handovers 0
     newer = {table for table in after if table not in before}
     assert newer == {"processes", "command_hits", "user_workflows", "workflow_versions", "workflow_ratings",
-                     "pipelines"}
+                     "pipelines", "credit_entries", "credit_balances"}
     assert not any(after[table] for table in newer)
     assert_same_rows(before, {table: rows for table, rows in after.items() if table in before},
                      added={"jobs.handovers": 0})
