@@ -52,3 +52,5 @@ bench: $(VENV)/.installed
 	$(PY) bench/workflow_binding.py
 	$(PY) bench/credits.py
 	$(PY) bench/workflow_convert.py
+	$(PY) bench/moderation.py
+	$(PY) bench/shares.py

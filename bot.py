@@ -30,8 +30,11 @@ from cogs.generate import Generate
 from cogs.help import Help
 from cogs.history import History
 from cogs.images import Images
+from cogs.moderation import ModerationQueue
+from cogs.payments import Payments
 from cogs.pipelines import Pipelines
 from cogs.preferences import Preferences
+from cogs.sharing import Sharing
 from cogs.video import Video
 from cogs.workflows import Workflows
 from comfy.types import ComfyError
@@ -53,7 +56,7 @@ from web.thumbs import Thumbnails
 from web.webhooks import WebhookSender
 
 log = structlog.get_logger("bot")
-COGS = (Generate, Images, History, Preferences, Admin, Workflows, Video, Pipelines, Credits, Help)  # one per area, each with its commands and buttons
+COGS = (Generate, Images, History, Preferences, Admin, ModerationQueue, Workflows, Video, Pipelines, Credits, Payments, Sharing, Help)  # one per area, each with its commands and buttons
 
 
 class ComfyBot(commands.Bot):

@@ -11,10 +11,10 @@ import base64
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
@@ -30,6 +30,12 @@ DEFAULT_DENY_NODES = (
     "LoadPromptsFromFile //Inspire",
     "*url*", "*http*", "*request*", "*webhook*", "*download*", "module:comfy_api_nodes*",  # reach the network
 )
+
+
+# Moderation: a category's score at or above its threshold flags a prompt or result (None: never flagged)
+Thresholds = dict[str, Annotated[float, Field(ge=0, le=1)] | None]
+MODERATION_THRESHOLDS = {"sexual": 0.5, "sexual/minors": 0.2, "violence/graphic": 0.6, "self-harm/intent": 0.6,
+                         "self-harm/instructions": 0.6, "hate/threatening": 0.6, "illicit/violent": 0.7}
 
 
 class ModelPreset(BaseModel):
@@ -65,6 +71,15 @@ class RunPodEndpoint(BaseModel):
     price_per_second: float = Field(0.0, ge=0)  # what RunPod bills per second of a worker's time
     concurrency: int = Field(2, ge=1, le=100)  # jobs sent to it at once
     base_url: str = "https://api.runpod.ai/v2"
+
+
+class CreditPack(BaseModel):
+    """What /credits buy sells: `credits` for `amount` in the currency's smallest unit (cents), via Stripe."""
+
+    credits: int = Field(ge=1, le=1_000_000)
+    amount: int = Field(ge=50, le=99_999_999)  # Stripe's least charge is about 50 cents; its most 8 digits
+    currency: str = Field("usd", pattern=r"^[a-z]{3}$")  # ISO 4217, lower case, as Stripe writes it
+    description: str = Field("", max_length=200)
 
 
 class Settings(BaseSettings):
@@ -157,6 +172,24 @@ class Settings(BaseSettings):
     gallery_link_hours: float = Field(24.0, gt=0, le=24 * 30)
     webhook_private_ok: bool = False  # let API webhooks reach private addresses (receivers on the operator's network)
 
+    # Buying credits with Stripe Checkout (jobs/payments.py): off while STRIPE_SECRET_KEY is unset or credits are off
+    stripe_secret_key: SecretStr | None = None  # sk_live_… or sk_test_…; masked like every secret
+    stripe_webhook_secret: SecretStr | None = None  # whsec_…: POST /stripe/webhook refuses every event while unset
+    stripe_api_base: str = "https://api.stripe.com"  # another address only for tests or an egress proxy
+    # JSON: {"small": {"credits": 100, "amount": 500, "currency": "usd"}}; at most 5 (one row of Discord buttons)
+    credit_packs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 _-]{1,40}$")], CreditPack] = Field(
+        {}, max_length=5)
+
+    # Moderation of prompts and results by an OpenAI-compatible endpoint: off while MODERATION_URL is unset
+    moderation_url: str | None = None  # e.g. https://api.openai.com/v1 (POST {url}/moderations)
+    moderation_api_key: SecretStr | None = None
+    moderation_model: str = Field("omni-moderation-latest", max_length=100)
+    # JSON: category -> score from which it is flagged (null: never); categories left out follow the provider's flag
+    moderation_thresholds: Thresholds = MODERATION_THRESHOLDS
+    moderation_nsfw_thresholds: Thresholds = {**MODERATION_THRESHOLDS, "sexual": None, "violence/graphic": 0.9}
+    moderation_timeout: float = Field(10.0, gt=0, le=120)  # seconds one check may take
+    moderation_on_error: Literal["hold", "post"] = "hold"  # the provider down or slow: hold for a moderator, or post
+
     # Several processes and machines (README, "From one process to many")
     database_url: SecretStr | None = None  # postgresql://user:password@host/db; unset: SQLite in DATA_DIR
     database_pool_size: int = Field(10, ge=2, le=200)  # connections each process may hold
@@ -196,7 +229,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an s3:// URL naming a bucket, for example s3://bot-results/outputs")
         return value
 
-    @field_validator("s3_endpoint_url", "s3_public_url")
+    @field_validator("s3_endpoint_url", "s3_public_url", "moderation_url", "stripe_api_base")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else _checked_url(value)
@@ -212,7 +245,8 @@ class Settings(BaseSettings):
         return self
 
     @field_validator("discord_token", "comfyui_auth_token", "web_secret", "database_url", "s3_access_key_id",
-                     "s3_secret_access_key", mode="before")
+                     "s3_secret_access_key", "stripe_secret_key", "stripe_webhook_secret",
+                     "moderation_url", "moderation_api_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -278,7 +312,9 @@ class Settings(BaseSettings):
         (when percent-encoded), and the `user:password` of HTTP basic auth as it goes on the wire.
         """
         found = [token.get_secret_value() for token in (self.discord_token, self.comfyui_auth_token, self.web_secret,
-                                                         self.s3_secret_access_key,
+                                                         self.s3_secret_access_key, self.stripe_secret_key,
+                                                         self.stripe_webhook_secret,
+                                                         self.moderation_api_key,
                                                          *(endpoint.api_key for endpoint in self.runpod_endpoints))
                  if token]
         database = urlsplit(self.database_url.get_secret_value()) if self.database_url else None

@@ -135,3 +135,39 @@ async def link_secret(store: SecretKeeper, settings: Settings) -> str:
 
 def _mac(secret: str, payload: bytes, context: bytes) -> bytes:
     return hmac.new(secret.encode("utf-8"), context + payload, hashlib.sha256).digest()
+
+
+# Share links (issue 21): the public page of one result. The token is the share's random id (stored,
+# so it can be revoked) followed by the first bytes of its HMAC under the link secret (never stored):
+# the page checks the HMAC before it asks the database, and a changed WEB_SECRET ends every share link.
+_SHARE_CONTEXT = b"comfyui-bot share link\x00"
+_SHARE_MAC_SIZE = 15  # 120 bits of the HMAC: 20 characters
+SHARE_ID_LENGTH = 20  # characters of store.shares' random ids (15 bytes)
+SHARE_TOKEN_LENGTH = SHARE_ID_LENGTH + _SHARE_MAC_SIZE * 4 // 3  # 40
+_SHARE_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def share_token(secret: str, share_id: str) -> str:
+    """The token of a share's link: its id, then its signature."""
+    if not secret:
+        raise ValueError("the secret is empty")
+    if len(share_id) != SHARE_ID_LENGTH or not set(share_id) <= _SHARE_CHARACTERS:
+        raise ValueError("a share id is 20 URL-safe characters")
+    mac = _mac(secret, share_id.encode("ascii"), _SHARE_CONTEXT)[:_SHARE_MAC_SIZE]
+    return share_id + base64.urlsafe_b64encode(mac).decode("ascii")
+
+
+def verify_share(secret: str, token: str) -> str:
+    """The share id a token names; LinkError("not valid") if it was changed or is malformed. Whether the
+    share still exists is the store's to say."""
+    if len(token) != SHARE_TOKEN_LENGTH or not set(token) <= _SHARE_CHARACTERS:
+        raise LinkError("not valid")
+    share_id = token[:SHARE_ID_LENGTH]
+    if not hmac.compare_digest(share_token(secret, share_id), token):
+        raise LinkError("not valid")
+    return share_id
+
+
+def share_url(settings: Settings, secret: str, share_id: str) -> str:
+    """The public page of a share: `{web_base_url}/s/{token}`; ValueError when the web app is off."""
+    return f"{_base(settings)}/s/{share_token(secret, share_id)}"

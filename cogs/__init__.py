@@ -7,9 +7,11 @@ restart-proof buttons it answers (registered in its `cog_load`).
 - history: /history, /favorites, /gallery, Favorite and Delete
 - preferences: /models, /settings, /style
 - admin: /admin, /usage, Report and the mod-log's buttons
+- moderation: results held by the moderation check, their mod-log card and its Release and Delete
 - workflows: /workflow (the ComfyUI workflows people bring), its draft's menus and buttons
 - video: /video, and Upscale, Interpolate and Animate again… on a video result
 - pipelines: /pipeline (several steps run as one job)
+- sharing: the Share button (a public page of one result) and /share revoke
 - help: /help
 
 Shared by them: common (answering, limits, starting a job), choices (what people may choose here and

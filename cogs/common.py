@@ -110,7 +110,8 @@ async def start_job(bot: Any, interaction: discord.Interaction, kind: str, reque
     request["upload_limit"] = interaction.filesize_limit or bot.settings.upload_limit
     try:
         images = int(request.get("batch") or len(request.get("inputs") or ()) or 1)
-        refusal = await bot.limits.refusal(interaction.guild_id, interaction.user.id, request, images)
+        refusal = await bot.limits.refusal(interaction.guild_id, interaction.user.id, request, images,
+                                           channel_id=interaction.channel_id)
         if refusal is not None:  # blocked, a blocked term, a quota reached: nothing is queued
             raise RequestError(refusal)
         job = await bot.scheduler.submit(Job(

@@ -135,7 +135,8 @@ def _buttons(c: HelpContext) -> list[str]:
         "🎛️ **Remix**: a form with the prompt, seed, size, steps and CFG filled in: change them and send.",
         "🔭 **Zoom out 2x / 1.5x**: that image with a new border all around, drawn after its prompt.",
         "⭐ **Favorite**: keep it in /favorites. 🗑️ **Delete**: for whoever made it, or a moderator. "
-        "🚩 **Report**: show it to this server's moderators.",
+        "🚩 **Report**: show it to this server's moderators. 🔗 **Share**: a public page of it for whoever made it, "
+        "with or without the prompt; **Revoke** or /share revoke takes it down.",
         "✖️ **Cancel**, while a job waits or runs: for whoever started it, or a moderator.",
         "In a batch, the buttons are numbered like the images (#1, #2), and the **More** menu holds Reroll, Remix, "
         "**Upscale all**, Zoom out and Upscale 8x.",
@@ -181,6 +182,10 @@ def _work(c: HelpContext) -> list[str]:
         "**/gallery** gives you a private link to all your results here on a web page (it expires; keep it "
         "to yourself).",
         "**/usage** shows what you made and used today and this month, and your limits.",
+        "**/credits**, where jobs cost credits: `balance` (and the prices), `history`, `gift`; `buy`, where the bot "
+        "sells them: a private button per pack opens Stripe's payment page, and the credits reach your balance "
+        "here once it is paid (a refund or dispute takes them back). A job's message says what it costs; a job "
+        "that fails or is cancelled is refunded.",
     ]
 
 

@@ -176,6 +176,8 @@ class Images(AreaCog):
             await self.bot.get_cog("History").on_delete_button(interaction, generation_id, False)
         elif action == "report":
             await self.bot.get_cog("Admin").on_report_button(interaction, generation_id)
+        elif action == "share":
+            await self.bot.get_cog("Sharing").on_share_button(interaction, generation_id)
         elif action == "all" and argument in ("2", "4"):
             await self.on_upscale_all(interaction, generation_id, int(argument))
         elif action in ("zoom", "zoom15") and argument.isdigit() and len(argument) <= 2:

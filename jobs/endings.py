@@ -33,6 +33,8 @@ POST_FAILED = "Discord refused the result. Try again; the operator can see the d
 class Endings:
     """The methods of scheduler.Scheduler that end jobs."""
 
+    moderation: Any = None  # jobs.moderation.Moderation when MODERATION_URL is set (the bot sets it)
+
     async def _finish(self, job: Job, result: JobResult, jlog: Any) -> None:
         try:  # GPU time as ComfyUI's events measured it (execution start to success), and what it cost
             gpu = result.timings.get("running", 0.0)
@@ -115,6 +117,8 @@ class Endings:
         began = time.monotonic()
         try:  # with OUTPUT_STORE, a result this process has no copy of (made by another) is fetched
             files = [await self._outputs.local(name, hold=True) for name in generation.files]
+            if self.moderation is not None and await self.moderation.holds(job, generation, files, jlog):
+                return  # held for a moderator (jobs/moderation.py), also after a restart: the job stays delivering
             message_id, urls = await self._notifier.deliver(job, generation, files)
         finally:
             for name in generation.files:

@@ -14,6 +14,7 @@ import structlog
 
 from config import Settings
 from jobs import wording
+from jobs.moderation import Moderation
 from jobs.scheduler import Scheduler
 from store import Store
 
@@ -97,8 +98,12 @@ class Limits:
         currency = self.settings.cost_currency
         return f"You: {usage_line(mine, currency)}. This server: {usage_line(here, currency)}."
 
-    async def refusal(self, guild_id: int | None, user_id: int, request: dict, images: int) -> str | None:
-        """Why this job may not queue (blocked member, blocked term, a quota reached), as a sentence; None if it may."""
+    moderation: Moderation | None = None  # the moderation provider's check (MODERATION_URL), set by the bot
+
+    async def refusal(self, guild_id: int | None, user_id: int, request: dict, images: int,
+                      channel_id: int | None = None) -> str | None:
+        """Why this job may not queue (blocked member, blocked term, flagged by moderation, a quota reached), as a
+        sentence; None if it may. `channel_id` (when known) picks the age-restricted channels' thresholds."""
         guild = guild_id or 0
         blocks = await self.store.controls("block")
         if f"{guild}:{user_id}" in blocks:
@@ -106,6 +111,9 @@ class Limits:
         texts = [str(request.get(key) or "") for key in ("prompt", "negative_prompt", "style_prompt", "style_negative")]
         if await self._has_blocked_term(guild, texts):
             return "your prompt has a word or phrase this server does not allow; change it and try again"
+        if self.moderation is not None and (flagged := await self.moderation.prompt_refusal(
+                guild, user_id, texts, channel_id, request)) is not None:
+            return flagged
         return await self._quota_refusal(guild_id, user_id, images)
 
     async def _has_blocked_term(self, guild: int, texts: list[str]) -> bool:

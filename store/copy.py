@@ -52,7 +52,8 @@ BATCH = 2000  # rows per copy_records_to_table
 # filled in a second pass, once the generations are there.
 TABLES = ("meta", "jobs", "generations", "favorites", "preferences", "styles", "saved_queries", "audit",
           "controls", "api_keys", "api_jobs", "webhook_deliveries", "processes", "command_hits", "user_workflows",
-          "workflow_versions", "workflow_ratings", "pipelines", "credit_entries", "credit_balances")
+          "workflow_versions", "workflow_ratings", "pipelines", "credit_entries", "credit_balances",
+          "checkout_sessions", "payment_events", "moderation_holds", "shares")
 LATER = {"jobs": ("generation_id", "source_generation_id")}
 SQLITE_SKIPPED = ("sqlite_", "generations_text")  # SQLite's own tables; the prompts' FTS5 index and its shadows
 POSTGRES_SKIPPED = ("schema_version",)  # each engine keeps its version its own way

@@ -8,7 +8,8 @@ in memory. Callers get dataclasses; no SQL leaves the store's modules: jobs.py f
 generations, people.py for people's defaults and styles, gallery.py for favorites and search,
 admin.py for admin controls, audit and usage, api.py for API keys and webhooks, processes.py for the
 processes sharing the database and the shared rate limit, user_workflows.py for the workflows people bring, pipelines.py for the pipelines
-people save, credits.py for the credits ledger.
+people save, credits.py for the credits ledger, payments.py for Stripe payments, moderation.py for held
+results, shares.py for shared results' pages.
 store/interface.py lists every method, which both engines implement.
 """
 
@@ -19,20 +20,23 @@ from store.engine import SQLiteEngine
 from store.gallery import GalleryStore
 from store.jobs import JobStore
 from store.credits import CreditsStore
+from store.moderation import ModerationStore
+from store.payments import PaymentsStore
 from store.people import PeopleStore
 from store.pipelines import PipelinesStore
 from store.postgres.engine import PostgresEngine
 from store.processes import ProcessesStore
+from store.shares import SharesStore
 from store.user_workflows import UserWorkflowsStore
 
 
 class Store(SQLiteEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
-            UserWorkflowsStore, PipelinesStore, CreditsStore):
+            UserWorkflowsStore, PipelinesStore, CreditsStore, PaymentsStore, ModerationStore, SharesStore):
     """The database file at `path`; open() before use, close() when done."""
 
 
 class PostgresStore(PostgresEngine, JobStore, PeopleStore, GalleryStore, AdminStore, ApiStore, ProcessesStore,
-                    UserWorkflowsStore, PipelinesStore, CreditsStore):
+                    UserWorkflowsStore, PipelinesStore, CreditsStore, PaymentsStore, ModerationStore, SharesStore):
     """The PostgreSQL database at `dsn`; open() before use, close() when done."""
 
 

@@ -24,7 +24,10 @@ from store import gallery as store_gallery
 from store import people as store_people
 from store import processes as store_processes
 from store import credits as store_credits
+from store import moderation as store_moderation
+from store import payments as store_payments
 from store import pipelines as store_pipelines
+from store import shares as store_shares
 from store import user_workflows as store_user_workflows
 from store.records import StoreError
 
@@ -114,6 +117,12 @@ _MIGRATIONS = (
     store_pipelines.MIGRATION,
     # 13: credits: the ledger and each person's balance (store/credits.py).
     store_credits.MIGRATION,
+    # 14: payments: Stripe Checkout sessions and the webhook events handled (store/payments.py).
+    store_payments.MIGRATION,
+    # 15: results held by moderation (store/moderation.py).
+    store_moderation.MIGRATION,
+    # 16: shared results' public pages (store/shares.py).
+    store_shares.MIGRATION,
 )
 
 # Explanations of SQLite's primary result codes, as sentences naming the file.

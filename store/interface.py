@@ -8,13 +8,12 @@ from typing import Any, Protocol
 
 from store.admin import Usage
 from store.api import ApiKey, Delivery
-from store.credits import Entry, Reserved
 from store.gallery import Query
 from store.people import SavedStyle
-from store.pipelines import SavedPipeline
 from store.processes import ProcessRecord
+from store.interface_features import (CreditsInterface, ModerationInterface, PaymentsInterface, PipelinesInterface,
+                                      SharesInterface, UserWorkflowsInterface)
 from store.records import Generation, Job
-from store.user_workflows import UserWorkflow, WorkflowVersion
 
 
 class JobsInterface(Protocol):
@@ -255,105 +254,9 @@ class ProcessesInterface(Protocol):
         ...
 
 
-class UserWorkflowsInterface(Protocol):
-    """The workflows people bring: their own and the server's shared ones, versioned and rated."""
-
-    async def save_workflow(self, guild_id: int, owner_id: int, name: str, graph: dict[str, Any], *,
-                            bindings: dict[str, Any], source_format: str, limit: int,
-                            tags: Iterable[str] | None = None, by: int | None = None) -> UserWorkflow | None:
-        """Save a new workflow or a new version of the owner's one of that name; None past `limit` others."""
-        ...
-
-    async def workflow(self, workflow_id: int) -> UserWorkflow | None:
-        """The workflow with that id, a deleted one too, or None."""
-        ...
-
-    async def workflow_by_name(self, guild_id: int, owner_id: int, name: str) -> UserWorkflow | None:
-        """The owner's workflow of that name in that server, not a deleted one, or None."""
-        ...
-
-    async def workflows_for(self, guild_id: int, user_id: int, query: str | None = None, tag: str | None = None,
-                            limit: int = 25, offset: int = 0) -> list[UserWorkflow]:
-        """The person's own workflows and the server's shared ones matching `query` and `tag`, the person's first."""
-        ...
-
-    async def versions(self, workflow_id: int) -> list[WorkflowVersion]:
-        """Every version of a workflow, the newest first."""
-        ...
-
-    async def version(self, workflow_id: int, version: int) -> WorkflowVersion | None:
-        """One version of a workflow, or None."""
-        ...
-
-    async def restore_version(self, workflow_id: int, version: int, by: int) -> UserWorkflow | None:
-        """Make an older version the newest again, as a new version; None without the workflow or version."""
-        ...
-
-    async def share(self, workflow_id: int, shared: bool, by: int) -> UserWorkflow | None:
-        """Share a workflow with its server, or stop; None without it."""
-        ...
-
-    async def delete_workflow(self, workflow_id: int) -> bool:
-        """Hide a workflow (its versions stay for old jobs); False without it."""
-        ...
-
-    async def rate(self, workflow_id: int, user_id: int, stars: int) -> tuple[float, int] | None:
-        """Rate 1 to 5 stars, replacing the person's earlier rating; the average and count now, None without it."""
-        ...
-
-    async def rating(self, workflow_id: int) -> tuple[float | None, int]:
-        """The average stars (None before the first rating) and how many people rated."""
-        ...
-
-
-class PipelinesInterface(Protocol):
-    """The pipelines people save."""
-
-    async def save_pipeline(self, pipeline: SavedPipeline, *, limit: int) -> bool:
-        """Save or replace a pipeline; False when its owner already has `limit` others there."""
-        ...
-
-    async def pipelines(self, guild_id: int, owner_id: int) -> list[SavedPipeline]:
-        """The person's pipelines in that server, by name."""
-        ...
-
-    async def delete_pipeline(self, guild_id: int, owner_id: int, name: str) -> bool:
-        """Forget a pipeline; False when there was none."""
-        ...
-
-
-class CreditsInterface(Protocol):
-    """The credits ledger: entries appended with each person's balance, a job's reservation and settlement."""
-
-    async def balance(self, guild_id: int, user_id: int) -> int:
-        """The person's balance in that server (0 before any entry)."""
-        ...
-
-    async def add_credits(self, guild_id: int, user_id: int, kind: str, amount: int, reason: str, *,
-                          actor_id: int | None = None, payment_id: str | None = None,
-                          floor: int | None = None) -> Entry | None:
-        """Append an entry and move the balance; None when refused by `floor` or a payment already counted."""
-        ...
-
-    async def gift(self, guild_id: int, giver_id: int, receiver_id: int, amount: int) -> Entry | None:
-        """Move credits between two people at once; None when the giver has too few."""
-        ...
-
-    async def reserve(self, guild_id: int, user_id: int, job_id: int, price: int, reason: str) -> Reserved:
-        """Take a queued job's price once, unless the balance is short."""
-        ...
-
-    async def settle(self, job_id: int, succeeded: bool, reason: str) -> Entry | None:
-        """End a job's reservation once: spent, or refunded."""
-        ...
-
-    async def credit_history(self, guild_id: int, user_id: int, limit: int = 20) -> list[Entry]:
-        """The person's newest entries, newest first."""
-        ...
-
-
 class StoreInterface(JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface,
-                     ProcessesInterface, UserWorkflowsInterface, PipelinesInterface, CreditsInterface, Protocol):
+                     ProcessesInterface, UserWorkflowsInterface, PipelinesInterface, CreditsInterface,
+                     PaymentsInterface, ModerationInterface, SharesInterface, Protocol):
     """The whole store: the areas' methods, and opening, closing and the installation's id."""
 
     async def open(self) -> None:

@@ -16,6 +16,7 @@ import discord
 from image_gen import upscale_fits
 from jobs import kinds
 from store import Generation
+from ui.share_button import ShareButton
 
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
 
@@ -267,7 +268,7 @@ def result_view(generation: Generation, post_limit: int = 0) -> discord.ui.View 
                       ZoomButton(generation.id, 0, row=1) if action == "zoom" else
                       ZoomButton(generation.id, 0, row=1, zoom=1.5) if action == "zoom15" else
                       UpscaleButton(generation.id, 0, 8, row=1) if action == "up8" else
-                      FavoriteButton(generation.id) if action == "favorite" else
+                      FavoriteButton(generation.id) if action == "favorite" else ShareButton(generation.id) if action == "share" else
                       DeleteButton(generation.id) if action == "delete" else ReportButton(generation.id))
     return view
 
@@ -303,7 +304,7 @@ def more_options(generation: Generation, actions: tuple[str, ...], post_limit: i
 
 KEEP = [("favorite", "Favorite", "Keep it in /favorites (or take it out)", "⭐"),
         ("delete", "Delete", "Remove this result (its owner or a moderator)", "🗑️"),
-        ("report", "Report", "Show it to this server's moderators", "🚩")]
+        ("report", "Report", "Show it to this server's moderators", "🚩"), ("share", "Share", "A public page of it", "🔗")]
 
 
 class FavoriteButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:fav:(?P<gen>{ID})"):

@@ -258,6 +258,14 @@ class Delivery:
         await self._post(job, FAILURE_PART, content=wording.failed(job.kind, reason, job.user_id))
         await self._remove_progress(job)
 
+    async def job_held(self, job: Job, reason: str) -> None:
+        """The result waits for a moderator (jobs/moderation.py): its progress message says so, and why."""
+        if not kinds.from_discord(job.channel_id) or job.message_id is None:
+            return
+        said = (f"⏳ Your {wording.noun(job.kind)} is waiting for a moderator before it is posted ({reason}). "
+                "It is posted here if they release it; either way you will be told.")
+        await self._quietly(self._forget(job).finish(content=said, attachments=[], embeds=[], view=None))
+
     async def job_cancelled(self, job: Job, by_user_id: int) -> None:
         if not kinds.from_discord(job.channel_id):
             await self._bot.api_job_ended(job, None, "cancelled")

@@ -1,9 +1,10 @@
 """The bot's web app: `make_app` builds the aiohttp application from the areas' routes, `WebServer` runs
 it in the bot's event loop.
 
-The gallery (web/gallery.py) is always there; so are the public operational routes /metrics, /healthz
-and /readyz (web/health.py). The admin dashboard (web/dashboard.py) and the HTTP API (web/api.py) are
-mounted when the bot gives them. Every response carries SECURITY_HEADERS.
+The gallery (web/gallery.py) is always there, with the public pages of shared results (web/shares.py);
+so are the public operational routes /metrics, /healthz and /readyz (web/health.py). The admin
+dashboard (web/dashboard.py) and the HTTP API (web/api.py) are mounted when the bot gives them. Every
+response carries SECURITY_HEADERS.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from aiohttp import web
 from config import Settings
 from store import Store
 from web import api as api_routes
-from web import dashboard, health
+from web import dashboard, health, stripe_webhook
 from web import gallery as gallery_routes
+from web import shares as share_routes
 
 if TYPE_CHECKING:
     from metrics import Metrics
@@ -50,8 +52,10 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     """
     app = web.Application(middlewares=[gallery_routes.error_pages], client_max_size=64 * 1024)
     gallery = gallery_routes.add_routes(app, store, settings, clock, results)
+    share_routes.add_routes(app, store, settings, results)  # public pages of shared results: /s/{token}
     app[HEADERS] = security_headers(settings)
     health.add_routes(app, metrics, ready)
+    stripe_webhook.add_routes(app, store, settings)  # POST /stripe/webhook, Checkout's return pages
     if admin is not None:
         dashboard.add_routes(app, admin, store, settings, clock, gallery.templates, gallery.error_page)
     if api is not None:

@@ -34,7 +34,7 @@ from links import LinkError, link_secret, verify_admin
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("pause", "resume", "block", "unblock", "drain", "undrain")
+ACTIONS = ("pause", "resume", "block", "unblock", "drain", "undrain", "release", "delete")
 VALUE_MAX = 500  # characters of a form's value passed on
 MESSAGE_MAX = 300  # characters of the sentence shown at the top
 TEXT_MAX = 300  # characters of a prompt, error, problem or reason shown
@@ -59,17 +59,19 @@ class AdminPanel(Protocol):
          "failures": [{"at": float, "kind": str, "user_id": int, "error": str}],
          "reports": [{"at": float, "reporter_id": int, "author_id": int, "generation_id": int,
                       "link": str | None}],
-         "blocked": [{"user_id": int, "reason": str}]}
+         "blocked": [{"user_id": int, "reason": str}],
+         "held": [{"hold_id": int, "at": float, "user_id": int, "channel_id": int, "reason": str}]}
 
         usage_by_day: up to 30 days, oldest first (days missing between two given ones are drawn as
-        zero); failures: newest first, up to 20; reports: newest first.
+        zero); failures: newest first, up to 20; reports: newest first; held (results moderation holds
+        back): oldest first.
         """
         ...
 
     async def act(self, guild_id: int | None, actor_id: int, action: str, value: str) -> str:
         """Do `action` in `guild_id` for `actor_id` (who holds the link), if that person may: "pause",
         "resume", "block" (value "<user id> <reason>"), "unblock" (value: user id), "drain" or
-        "undrain" (value: server number). Returns the sentence to show ("Paused."); raises ValueError
+        "undrain" (value: server number), "release" or "delete" (value: a held result's number). Returns the sentence to show ("Paused."); raises ValueError
         with a sentence for a bad value."""
         ...
 
@@ -212,6 +214,9 @@ class Dashboard:
             "charts": [bar_chart(days, "images", "Images per day", "images", 0),
                        bar_chart(days, "gpu_seconds", "GPU seconds per day", "GPU seconds", 1)],
             "failures": failures, "reports": reports, "blocked": blocked, "processes": processes,
+            "held": [{"hold_id": item.get("hold_id"), "at": _when(item.get("at")), "user_id": item.get("user_id"),
+                      "channel_id": item.get("channel_id"), "reason": text(item.get("reason"))}
+                     for item in data.get("held") or []],
         }
 
 

@@ -45,7 +45,10 @@ class BotPanel:
                 "running": sum(1 for job in running if job.guild_id == guild_id), "processes": processes,
                 "queue": queue, "servers": servers, "usage_by_day": await bot.store.usage_by_day(guild_id, since),
                 "currency": bot.settings.cost_currency, "failures": await bot.store.recent_failures(guild_id, 20),
-                "reports": reports, "blocked": blocked}
+                "reports": reports, "blocked": blocked, "held": [
+                    {"hold_id": hold.id, "at": hold.created_at, "user_id": hold.user_id, "channel_id": hold.channel_id,
+                     "reason": hold.reason} for hold in await scheduler.moderation.pending(guild_id or 0)]
+                if scheduler.moderation is not None else []}
 
     async def act(self, guild_id: int | None, actor_id: int, action: str, value: str) -> str:
         """One form's action; the link was handed only to admins of that server, and bot-wide actions
@@ -67,6 +70,11 @@ class BotPanel:
             if not value.strip().isdigit() or len(value.strip()) > 3:
                 raise ValueError("Give the server's number, as the list shows it.")
             return await bot.limits.drain(guild_id or 0, actor_id, int(value), action == "drain")
+        if action in ("release", "delete") and bot.scheduler.moderation is not None:  # a held result (moderation)
+            if not value.strip().isdigit() or len(value.strip()) > 18:
+                raise ValueError("Give the held result's number, as the list shows it.")
+            decide = bot.scheduler.moderation.release if action == "release" else bot.scheduler.moderation.delete
+            return await decide(int(value), guild_id or 0, actor_id)
         raise ValueError(f"Unknown action {clip(action, 20)!r}.")
 
 

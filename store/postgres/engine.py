@@ -19,8 +19,8 @@ import asyncpg
 import structlog
 
 from store import engine as sqlite_engine
-from store.postgres import (admin, api, credits, gallery, jobs, people,  # noqa: F401  (they register the twins)
-                            pipelines, processes, user_workflows)
+from store.postgres import (admin, api, credits, gallery, jobs, moderation,  # noqa: F401  (they register the twins)
+                            payments, people, pipelines, processes, shares, user_workflows)
 from store.postgres.schema import MIGRATIONS, migrate
 from store.postgres.twins import TWINS, twin_of
 from store.records import LimitReached, StoreError

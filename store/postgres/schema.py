@@ -26,6 +26,9 @@ from typing import Any
 
 import asyncpg
 
+from store.postgres import moderation as pg_moderation
+from store.postgres import payments as pg_payments
+from store.postgres import shares as pg_shares
 from store.records import StoreError
 
 # Bounds of every wait of migrate(), in seconds.
@@ -261,6 +264,12 @@ MIGRATIONS = (
         PRIMARY KEY (guild_id, user_id)
     );
     """,
+    # 14: payments: Stripe Checkout sessions and the webhook events handled (store/payments.py).
+    pg_payments.MIGRATION,
+    # 15: results held by moderation (store/moderation.py).
+    pg_moderation.MIGRATION,
+    # 16: shared results' public pages (store/shares.py).
+    pg_shares.MIGRATION,
 )
 
 

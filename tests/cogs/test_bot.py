@@ -33,7 +33,7 @@ async def test_generate_shows_progress_then_images_with_buttons(comfy, discord_f
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Seed"] == "42" and fields["Size"] == "128×96"
     assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:remix:1", "cf:zoom:1:0", "cf:zoom:1:0:15",
-        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1"]
+        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1", "cf:share:1"]
     assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
     assert attachment["filename"] == "image.png"
     (posted,) = comfy.prompts.values()
@@ -52,10 +52,10 @@ async def test_batch_of_four_has_buttons_per_image(comfy, discord_fake, running,
     (menu,) = message.components[4]["components"]
     assert menu["type"] == 3 and menu["custom_id"] == "cf:more:1"
     assert [option["value"] for option in menu["options"]] == [
-        "reroll", "remix", "all:2", "all:4", "favorite", "delete", "report",
+        "reroll", "remix", "all:2", "all:4", "favorite", "delete", "report", "share",
         *(f"{action}:{i}" for i in range(4) for action in ("zoom", "zoom15", "up8"))]
-    assert [option["label"] for option in menu["options"]][:8] == [
-        "Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Favorite", "Delete", "Report", "Zoom out 2x #1"]
+    assert [option["label"] for option in menu["options"]][:9] == [
+        "Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Favorite", "Delete", "Report", "Share", "Zoom out 2x #1"]
 
 
 async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_path):
@@ -64,12 +64,12 @@ async def test_upscale_then_animate_buttons(comfy, discord_fake, running, tmp_pa
     click = await discord_fake.click(first.id, "cf:up:1:0:2", user_id="6001", username="bob")
     upscaled = await result_of(discord_fake, click)
     assert image_size(upscaled.attachments[0]) == (192, 128)
-    assert custom_ids(upscaled) == ["cf:anim:2:0", "cf:fav:2", "cf:del:2", "cf:report:2"]
+    assert custom_ids(upscaled) == ["cf:anim:2:0", "cf:fav:2", "cf:del:2", "cf:report:2", "cf:share:2"]
     assert upscaled.embeds[0]["title"] == "Upscaled 2x" and upscaled.content == "✅ <@6001>, your upscaled image is ready."
     video = await result_of(discord_fake, await animate(discord_fake, upscaled.id, "cf:anim:2:0"))
     (attachment,) = video.attachments
     assert attachment["filename"].endswith(".mp4") and attachment["data"][4:8] == b"ftyp"
-    assert custom_ids(video) == ["cf:vup:3:2", "cf:animform:3", "cf:fav:3", "cf:del:3", "cf:report:3"]  # a video: upscaled, animated again, kept
+    assert custom_ids(video) == ["cf:vup:3:2", "cf:animform:3", "cf:fav:3", "cf:del:3", "cf:report:3", "cf:share:3"]  # a video: upscaled, animated again, kept
 
 
 async def test_button_on_an_old_message_works_after_a_restart(comfy, discord_fake, running, tmp_path):
@@ -222,7 +222,7 @@ async def test_job_past_the_token_lifetime_is_delivered_in_the_channel(comfy, mo
         message = await fake.wait_for_message(lambda m: m.interaction_id is None and m.attachments, timeout=15)
         assert message.content == "✅ <@5001>, your image is ready." and message.mentions == ["5001"]
         assert custom_ids(message) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:remix:1", "cf:zoom:1:0", "cf:zoom:1:0:15",
-        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1"]
+        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1", "cf:share:1"]
         original = fake.messages[interaction.original_message_id]
         assert await fake.wait_for(lambda: original.deleted)  # deleted through the channel: the token has expired
         assert not [v for v in fake.violations if "token-expired" in v]

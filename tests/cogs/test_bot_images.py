@@ -17,7 +17,7 @@ async def test_upscale_8x_is_offered_where_the_result_can_still_be_posted(comfy,
     await running.start(bot_settings(tmp_path, comfy.url, max_width=2048, max_height=2048))
     small = await result_of(discord_fake, await discord_fake.slash("generate", {"prompt": "a fox", "width": 96,
                                                                                 "height": 64}))
-    assert custom_ids(small)[-4] == "cf:up:1:0:8" and small.components[1]["components"][-1]["label"] == "Upscale 8x"
+    assert custom_ids(small)[-5] == "cf:up:1:0:8" and small.components[1]["components"][-1]["label"] == "Upscale 8x"
     upscaled = await result_of(discord_fake, await discord_fake.click(small.id, "cf:up:1:0:8"), timeout=15)
     assert upscaled.embeds[0]["title"] == "Upscaled 8x" and image_size(upscaled.attachments[0]) == (768, 512)
     fields = {field["name"]: field["value"] for field in upscaled.embeds[0]["fields"]}
@@ -41,7 +41,7 @@ async def test_a_batch_menu_rerolls_zooms_and_upscales_after_a_restart(comfy, di
     batch = await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "two owls", "batch": 2, "width": 64, "height": 64, "seed": 3}))
     assert [option["value"] for option in menu_of(batch)["options"]] == [
-        "reroll", "remix", "all:2", "all:4", "favorite", "delete", "report", "zoom:0", "zoom15:0", "up8:0", "zoom:1", "zoom15:1", "up8:1"]
+        "reroll", "remix", "all:2", "all:4", "favorite", "delete", "report", "share", "zoom:0", "zoom15:0", "up8:0", "zoom:1", "zoom15:1", "up8:1"]
     await running.stop()
     await running.start(settings)  # the menu needs nothing in memory
 
@@ -79,7 +79,7 @@ async def test_upscale_all_is_one_job_with_every_image_of_the_batch(comfy, disco
     assert len(loads) == 4 and [comfy.read_file("input", "", name) for name in loads] == [
         attachment["data"] for attachment in batch.attachments]
     assert sum(node["class_type"] == "ImageBatch" for node in graph.values()) == 3
-    assert custom_ids(upscaled) == [*(f"cf:anim:2:{i}" for i in range(3)), "cf:fav:2", "cf:del:2", "cf:report:2", "cf:anim:2:3"]  # each upscaled image can be animated
+    assert custom_ids(upscaled) == [*(f"cf:anim:2:{i}" for i in range(3)), "cf:fav:2", "cf:del:2", "cf:report:2", "cf:share:2", "cf:anim:2:3"]  # each upscaled image can be animated
 
 
 async def test_a_menu_option_the_bot_no_longer_knows_is_answered_in_words(comfy, discord_fake, running, tmp_path):

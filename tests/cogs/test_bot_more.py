@@ -176,7 +176,7 @@ async def test_a_button_works_for_another_user_and_mentions_the_clicker(comfy, d
     assert fields["Size"] == "128×128" and upscaled.embeds[0]["description"] == "share"
     assert discord_fake.messages[first.id].content == "✅ <@5001>, your image is ready."  # alice's is left alone
     assert custom_ids(discord_fake.messages[first.id]) == ["cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:reroll:1", "cf:remix:1", "cf:zoom:1:0", "cf:zoom:1:0:15",
-        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1"]
+        "cf:up:1:0:8", "cf:fav:1", "cf:del:1", "cf:report:1", "cf:share:1"]
 
 
 # 7. JSON logs -----------------------------------------------------------------------------------------

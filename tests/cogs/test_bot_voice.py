@@ -59,7 +59,8 @@ async def test_a_session_shows_no_ids_node_classes_or_server_files(comfy, discor
                       "Upscale 2x #2", "Upscale 4x #2", "Vary (subtle) #2", "Vary (strong) #2", "Animate #2",
                       "More: reroll, zoom out, upscale all…"]
     options = [option["label"] for option in first.components[-1]["components"][0]["options"]]
-    assert options == ["Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Favorite", "Delete", "Report", "Zoom out 2x #1",
+    assert options == ["Reroll", "Remix", "Upscale all 2x", "Upscale all 4x", "Favorite", "Delete", "Report", "Share",
+                       "Zoom out 2x #1",
                        "Zoom out 1.5x #1", "Upscale 8x #1", "Zoom out 2x #2", "Zoom out 1.5x #2", "Upscale 8x #2"]
 
 
@@ -162,7 +163,7 @@ async def test_edit_redraws_an_attachment_fitted_and_upright(comfy, discord_fake
     assert embed["title"] == "Edited image" and fields["Strength"] == "0.40" and fields["Size"] == "608×1024"
     assert [c["custom_id"] for row in result.components for c in row["components"]] == [
         "cf:up:1:0:2", "cf:up:1:0:4", "cf:vary:1:0:s", "cf:vary:1:0:S", "cf:anim:1:0", "cf:zoom:1:0",
-        "cf:zoom:1:0:15", "cf:fav:1", "cf:del:1", "cf:report:1"]
+        "cf:zoom:1:0:15", "cf:fav:1", "cf:del:1", "cf:report:1", "cf:share:1"]
 
 
 async def test_edit_runs_the_default_workflow_with_strength_as_denoise(comfy, discord_fake, running, tmp_path):

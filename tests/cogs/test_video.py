@@ -115,7 +115,7 @@ async def test_animate_again_opens_a_form_with_its_values_and_checks_what_comes_
     assert shown["Frames"] == "14 at 8 fps" and shown["Motion"] == "127"
     assert shown["Format"] == f"MP4, {len(attachment['data']) / 1024:.1f} KiB: fits this channel's 8.0 MiB limit"
     # no server has RIFE: Upscale (core nodes) is offered on the video, Interpolate is not
-    assert custom_ids(video) == ["cf:vup:2:2", "cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2"]
+    assert custom_ids(video) == ["cf:vup:2:2", "cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2", "cf:share:2"]
     first = graph_of(comfy, "SVD_img2vid_Conditioning")
     seed = first["5"]["inputs"]["seed"]
 
@@ -161,7 +161,7 @@ async def test_upscale_and_interpolate_a_video_where_a_server_has_rife(comfy, co
     await ready(discord_fake, running, settings_for(tmp_path, plain.url, comfyui_urls=[plain.url, comfy.url],
                                                     interpolate_model="rife47.pth"))
     _, video = await animation(discord_fake)
-    assert custom_ids(video) == ["cf:vup:2:2", "cf:interp:2", "cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2"]
+    assert custom_ids(video) == ["cf:vup:2:2", "cf:interp:2", "cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2", "cf:share:2"]
     posted = video.attachments[0]["data"]
 
     upscaled = await result_of(discord_fake, await discord_fake.click(video.id, "cf:vup:2:2"), timeout=20)
@@ -174,7 +174,7 @@ async def test_upscale_and_interpolate_a_video_where_a_server_has_rife(comfy, co
     assert (len(frames), fps, frames[0].size) == (14, 8.0, (128, 128))  # every frame, same frame rate
     assert upscaled.embeds[0]["title"] == "Upscaled video 2x" and upscaled.content.endswith("your video is ready.")
     assert fields(upscaled)["Size"] == "128×128" and fields(upscaled)["Frames"] == "14 at 8 fps"
-    assert custom_ids(upscaled) == ["cf:interp:3", "cf:fav:3", "cf:del:3", "cf:report:3"]
+    assert custom_ids(upscaled) == ["cf:interp:3", "cf:fav:3", "cf:del:3", "cf:report:3", "cf:share:3"]
 
     smoother = await result_of(discord_fake, await discord_fake.click(video.id, "cf:interp:2"), timeout=20)
     graph = graph_of(comfy, "RIFE VFI")  # on the server that has RIFE, never the other
@@ -189,7 +189,7 @@ async def test_upscale_and_interpolate_a_video_where_a_server_has_rife(comfy, co
     assert frames[1].tobytes() == between.tobytes()  # a frame made between the first two
     assert smoother.embeds[0]["title"] == "Interpolated video: twice the frame rate"
     assert fields(smoother)["Frames"] == "27 at 16 fps"
-    assert custom_ids(smoother) == ["cf:vup:4:2", "cf:fav:4", "cf:del:4", "cf:report:4"]
+    assert custom_ids(smoother) == ["cf:vup:4:2", "cf:fav:4", "cf:del:4", "cf:report:4", "cf:share:4"]
 
 
 async def test_a_video_too_large_for_the_channel_is_posted_as_webp_with_the_reason(comfy, discord_fake, running,
@@ -206,7 +206,7 @@ async def test_a_video_too_large_for_the_channel_is_posted_as_webp_with_the_reas
     assert fields(video)["Format"] == (f"WebP, {len(attachment['data']) / 1024:.1f} KiB: the MP4 "
                                        f"({len(mp4[0]) / 1024:.1f} KiB) is over this channel's 64.0 KiB limit")
     # larger still once upscaled: a video posted as WebP offers no Upscale, only Animate again…
-    assert custom_ids(video) == ["cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2"]
+    assert custom_ids(video) == ["cf:animform:2", "cf:fav:2", "cf:del:2", "cf:report:2", "cf:share:2"]
     discord_fake.messages[video.id].components[0]["components"][0]["custom_id"] = "cf:vup:2:2"  # a forged id
     refused = await discord_fake.click(video.id, "cf:vup:2:2")
     assert await answer(discord_fake, refused) == ("This video was posted as WebP, as its MP4 is too large for "
@@ -238,6 +238,6 @@ async def test_video_from_text_only_where_a_server_has_animatediff(comfy, comfy_
     assert (len(frames), fps, frames[0].size) == (8, 10.0, (512, 512))
     assert made.embeds[0]["title"] == "Video" and made.embeds[0]["description"] == "a paper boat"
     assert fields(made)["Frames"] == "8 at 10 fps" and fields(made)["Format"].startswith("MP4, ")
-    assert custom_ids(made) == ["cf:vup:1:2", "cf:reroll:1", "cf:fav:1", "cf:del:1", "cf:report:1"]
+    assert custom_ids(made) == ["cf:vup:1:2", "cf:reroll:1", "cf:fav:1", "cf:del:1", "cf:report:1", "cf:share:1"]
     too_many = await discord_fake.slash("video", {"prompt": "a paper boat", "frames": 32, "fps": 10})
     assert (await result_of(discord_fake, too_many, timeout=20)).attachments  # 32: AnimateDiff's most

@@ -18,6 +18,8 @@ import asyncpg
 
 from store.core import Store
 from store.gallery import Query
+from store.moderation import Hold
+from store.payments import CheckoutSession
 from store.people import SavedStyle
 from store.pipelines import SavedPipeline
 from store.postgres.schema import MIGRATIONS, migrate
@@ -173,6 +175,15 @@ async def fill(path: Path, *, prompt: str = "a fox in snow", style_prompt: str =
         await store.save_pipeline(SavedPipeline(31, 11, "poster", [{"action": "generate", "width": 768}]), limit=5)
         await store.add_credits(31, 11, "grant", 5, "welcome", actor_id=12)
         await store.reserve(31, 11, first.id, 2, "txt2img")
+        shared = await store.share_result(done.id, 31, 11, True)
+        await store.share_result(done.id, 31, 11, False)
+        await store.revoke_share(shared.token, 12)
+        await store.add_checkout_session(CheckoutSession("cs_1", 31, 11, "small", 100, 500, "usd"))
+        await store.complete_checkout_session("cs_1", "pi_1")
+        await store.note_payment_event("evt_1", "checkout.session.completed", "pi_1", 1000.0)
+        await store.finish_payment_event("evt_1")
+        held = await store.add_hold(Hold(None, upscale.id, done.id, 31, 12, 21, "flagged: violence", {"violence": 0.9}))
+        await store.decide_hold(held.id, "released", 13)
     finally:
         await store.close()
 
@@ -198,7 +209,7 @@ async def test_a_database_with_rows_in_every_table_is_copied_row_for_row(tmp_pat
                               "VALUES ('txt2img', 1, 2, '{}', 'waiting', 0, 0) RETURNING id")
     assert job[0]["id"] == max(row["id"] for row in before["jobs"]) + 1
     for table in ("generations", "styles", "saved_queries", "audit", "api_keys", "webhook_deliveries",
-                  "user_workflows", "pipelines", "credit_entries"):
+                  "user_workflows", "pipelines", "credit_entries", "moderation_holds"):
         following = await fetch(pg_dsn, f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))")
         assert following[0][0] == max(row["id"] for row in before[table]) + 1, table
 
@@ -221,7 +232,8 @@ async def test_the_previous_releases_database_is_brought_up_to_date_on_a_copy_an
     # the tables of the migrations since are empty; the rows there were are all there, handovers 0
     newer = {table for table in after if table not in before}
     assert newer == {"processes", "command_hits", "user_workflows", "workflow_versions", "workflow_ratings",
-                     "pipelines", "credit_entries", "credit_balances"}
+                     "pipelines", "credit_entries", "credit_balances", "shares", "checkout_sessions",
+                     "payment_events", "moderation_holds"}
     assert not any(after[table] for table in newer)
     assert_same_rows(before, {table: rows for table, rows in after.items() if table in before},
                      added={"jobs.handovers": 0})

@@ -7,7 +7,8 @@ import pytest
 
 from store import Store, StoreInterface
 from store.interface import (AdminInterface, ApiInterface, GalleryInterface, JobsInterface, PeopleInterface,
-                             CreditsInterface, PipelinesInterface, ProcessesInterface, UserWorkflowsInterface)
+                             PipelinesInterface, ProcessesInterface, UserWorkflowsInterface, CreditsInterface,
+                             PaymentsInterface, ModerationInterface, SharesInterface)
 
 
 def public_methods(cls: type) -> dict[str, object]:
@@ -33,7 +34,8 @@ def test_every_public_method_of_the_store_is_in_the_interface():
 
 def test_the_interface_is_the_areas_together():
     areas = [JobsInterface, PeopleInterface, GalleryInterface, AdminInterface, ApiInterface, ProcessesInterface,
-             UserWorkflowsInterface, PipelinesInterface, CreditsInterface]
+             UserWorkflowsInterface, PipelinesInterface, CreditsInterface, PaymentsInterface, ModerationInterface,
+             SharesInterface]
     names = [name for area in areas for name in public_methods(area)]
     assert len(names) == len(set(names)), "a method is in two areas"
     assert set(public_methods(StoreInterface)) == {*names, "open", "close", "instance_id"}
