@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     cost_currency: str = Field("USD", max_length=8)
     # Credits (jobs/credits.py): off unless enabled. A job costs its kind's price x its images x its size in
     # started CREDIT_PIXELS (a kind not listed, or priced 0, is free); the daily allowance is given on a
-    # person's first priced job of a UTC day in a server
+    # person's first priced job of a UTC day in a server, and what is left of an earlier day's then expires
     credits_enabled: bool = False
     credit_prices: dict[str, int] = {"txt2img": 1, "img2img": 1, "inpaint": 1, "outpaint": 1, "controlnet": 1,
                                      "upscale": 1, "animate": 5, "video_upscale": 5, "interpolate": 3,

@@ -49,7 +49,8 @@ class Credits(AreaCog):
                  "wait until your balance is back above their price." if have < 0 else ""),
                  f"Prices per image, per started {settings.credit_pixels / 1024 / 1024:g} megapixels: {prices}."]
         if settings.credits_daily_allowance:
-            lines.append(f"Each day your first paid job here brings {wording.plural(settings.credits_daily_allowance, 'free credit')}.")
+            lines.append(f"Each day your first paid job here brings {wording.plural(settings.credits_daily_allowance, 'free credit')}"
+                         " (what is left of them expires the next day).")
         lines.append("/credits history shows what came and went; /credits buy adds more where the operator sells "
                      "them; /credits gift gives some of yours to someone.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)

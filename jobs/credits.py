@@ -10,7 +10,8 @@ debt included) and the job's message says it (wording.cost_line: "This costs 3 c
 is settled once: spent when its result was made, refunded in full when it failed or was cancelled. Every step of
 a pipeline is a job, priced on its own. Jobs of the HTTP API are not priced: its keys are the operator's, made
 by admins, and have no person to pay. With CREDITS_DAILY_ALLOWANCE, a person's first priced job of a UTC day
-in a server first receives that many free credits (once a day; unused ones are kept).
+in a server first receives that many free credits (once a day); what is left of an earlier day's expires then
+(an "expiry" entry; free credits count as spent last, so at most the balance expires).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def price(settings: Settings, kind: str, request: Mapping[str, Any]) -> int:
     return base * max(1, images) * max(1, math.ceil(pixels / settings.credit_pixels))
 
 
+def today() -> str:
+    """The UTC day, as the allowance's entries name it."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
 class Credits:
     """The methods of scheduler.Scheduler that charge jobs."""
 
@@ -64,11 +70,20 @@ class Credits:
         return await self._store.update_job(job.id, request=request)
 
     async def _allowance(self, job: Job) -> None:
+        """Today's free credits, once; first, what is left of an earlier day's expires (free credits are
+        spent last: what expires is at most the balance)."""
         daily = self._settings.credits_daily_allowance
-        if daily > 0:
-            day = time.strftime("%Y-%m-%d", time.gmtime())
-            await self._store.add_credits(job.guild_id, job.user_id, "allowance", daily, f"daily allowance {day}",
-                                          payment_id=f"allowance:{job.guild_id}:{job.user_id}:{day}")
+        if daily <= 0:
+            return
+        guild, user, day = job.guild_id, job.user_id, today()
+        given = f"allowance:{guild}:{user}:{day}"
+        last = await self._store.last_credit_entry(guild, user, "allowance")
+        if last is not None and last.payment_id != given:
+            unused = min(last.amount, await self._store.balance(guild, user))
+            if unused > 0:  # once per allowance, whoever asks first
+                await self._store.add_credits(guild, user, "expiry", -unused, f"{last.reason}: unused, expired",
+                                              payment_id=f"expiry:{last.payment_id}")
+        await self._store.add_credits(guild, user, "allowance", daily, f"daily allowance {day}", payment_id=given)
 
     async def _settle(self, job: Job, succeeded: bool) -> None:
         """End a priced job's reservation once (a job never priced has none: nothing happens)."""

@@ -43,6 +43,35 @@ def term_pattern(term: str, regex: bool) -> re.Pattern[str]:
     return re.compile(term if regex else rf"(?<!\w){re.escape(term)}(?!\w)", re.IGNORECASE)
 
 
+BLOCKED = "blocked term"  # the one category TermsProvider scores
+
+
+class TermsProvider:
+    """The blocked words and phrases of /admin terms as a moderation provider (the Provider protocol of
+    jobs/moderation_providers.py, beside the OpenAI-compatible endpoint): a text holding one scores 1.0 in
+    BLOCKED, which it flags itself; images are not its to judge. Limits.refusal runs it first, without the
+    network, and its refusal has its own sentence."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def scores(self, guild_id: int, texts: list[str], images: list[bytes]) -> tuple[dict[str, float], set[str]]:
+        terms = [(scope.split(":", 1)[1], value.get("regex", False)) for scope, value in
+                 (await self.store.controls("term")).items() if scope.split(":", 1)[0] == str(guild_id)]
+        if not terms:
+            return {}, set()
+
+        def check() -> bool:
+            return any(term_pattern(term, regex).search(text) for term, regex in terms for text in texts if text)
+
+        try:  # in a thread, bounded: an admin's regular expression must never stall the bot
+            hit = await asyncio.wait_for(asyncio.to_thread(check), TERM_CHECK_TIMEOUT)
+        except TimeoutError:
+            log.warning("blocked_terms_check_timed_out", guild_id=guild_id)
+            hit = True
+        return ({BLOCKED: 1.0}, {BLOCKED}) if hit else ({}, set())
+
+
 class Limits:
     """The checks before a job queues, and the switches admins turn, each written to the audit log."""
 
@@ -50,6 +79,7 @@ class Limits:
         self.store = store
         self.settings = settings
         self.scheduler = scheduler
+        self.terms = TermsProvider(store)
 
     # the actions /admin, the mod-log and the dashboard share; each is written to the audit log -----
 
@@ -117,19 +147,8 @@ class Limits:
         return await self._quota_refusal(guild_id, user_id, images)
 
     async def _has_blocked_term(self, guild: int, texts: list[str]) -> bool:
-        terms = [(scope.split(":", 1)[1], value.get("regex", False)) for scope, value in
-                 (await self.store.controls("term")).items() if scope.split(":", 1)[0] == str(guild)]
-        if not terms:
-            return False
-
-        def check() -> bool:
-            return any(term_pattern(term, regex).search(text) for term, regex in terms for text in texts if text)
-
-        try:  # in a thread, bounded: an admin's regular expression must never stall the bot
-            return await asyncio.wait_for(asyncio.to_thread(check), TERM_CHECK_TIMEOUT)
-        except TimeoutError:
-            log.warning("blocked_terms_check_timed_out", guild_id=guild)
-            return True
+        _, flagged = await self.terms.scores(guild, texts, [])
+        return bool(flagged)
 
     async def _quota_refusal(self, guild_id: int | None, user: int, images: int) -> str | None:
         guild = guild_id or 0

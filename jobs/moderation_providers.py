@@ -1,6 +1,7 @@
 """Moderation providers: something that scores a prompt's text or a result's images by category (the
-`Provider` protocol). The blocked words and phrases of /admin terms stay jobs/limits.py's own check, run
-first: no network, and its refusal has its own sentence.
+`Provider` protocol). Two implement it: the blocked words and phrases of /admin terms (jobs/limits.py's
+TermsProvider, run first by the checks before a job queues: no network, and its refusal has its own
+sentence), and:
 
 - `OpenAIModeration`: an OpenAI-compatible moderation endpoint (POST {MODERATION_URL}/moderations, the
   model MODERATION_MODEL, `Authorization: Bearer MODERATION_API_KEY`), which answers per-category scores for

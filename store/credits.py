@@ -113,6 +113,10 @@ class CreditsStore:
         has no reservation or was settled already."""
         return await self._run(_settle, job_id, succeeded, reason)
 
+    async def last_credit_entry(self, guild_id: int, user_id: int, kind: str) -> Entry | None:
+        """The person's newest entry of that kind there, if any."""
+        return await self._run(_select_last, guild_id, user_id, kind)
+
     async def credit_history(self, guild_id: int, user_id: int, limit: int = 20) -> list[Entry]:
         """The person's newest entries, newest first."""
         return await self._run(_select_history, guild_id, user_id, limit)
@@ -195,9 +199,15 @@ def _settle(db: sqlite3.Connection, job_id: int, succeeded: bool, reason: str) -
     return _transaction(db, work)
 
 
-def _select_entry(db: sqlite3.Connection, where: str, args: tuple) -> Entry | None:
-    row = db.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE {where} ORDER BY id LIMIT 1", args).fetchone()
+def _select_entry(db: sqlite3.Connection, where: str, args: tuple, newest: bool = False) -> Entry | None:
+    order = "id DESC" if newest else "id"
+    row = db.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE {where} ORDER BY {order} LIMIT 1",
+                     args).fetchone()
     return None if row is None else Entry(*row)
+
+
+def _select_last(db: sqlite3.Connection, guild_id: int, user_id: int, kind: str) -> Entry | None:
+    return _select_entry(db, "guild_id = ? AND user_id = ? AND kind = ?", (guild_id, user_id, kind), newest=True)
 
 
 def _select_history(db: sqlite3.Connection, guild_id: int, user_id: int, limit: int) -> list[Entry]:

@@ -187,6 +187,10 @@ class CreditsInterface(Protocol):
         """End a job's reservation once: spent, or refunded."""
         ...
 
+    async def last_credit_entry(self, guild_id: int, user_id: int, kind: str) -> Entry | None:
+        """The person's newest entry of that kind there, if any."""
+        ...
+
     async def credit_history(self, guild_id: int, user_id: int, limit: int = 20) -> list[Entry]:
         """The person's newest entries, newest first."""
         ...

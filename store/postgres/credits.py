@@ -101,6 +101,13 @@ async def _select_entry(conn: asyncpg.Connection, where: str, *args: object) -> 
     return None if row is None else Entry(*row)
 
 
+@twin_of(sqlite_credits._select_last)
+async def _select_last(conn: asyncpg.Connection, guild_id: int, user_id: int, kind: str) -> Entry | None:
+    row = await conn.fetchrow(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE guild_id = $1 AND user_id = $2 "
+                              "AND kind = $3 ORDER BY id DESC LIMIT 1", guild_id, user_id, kind)
+    return None if row is None else Entry(*row)
+
+
 @twin_of(sqlite_credits._select_history)
 async def _select_history(conn: asyncpg.Connection, guild_id: int, user_id: int, limit: int) -> list[Entry]:
     rows = await conn.fetch(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE guild_id = $1 AND user_id = $2 "

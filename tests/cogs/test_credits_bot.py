@@ -90,7 +90,7 @@ async def test_a_job_costs_what_it_says_and_a_failed_or_cancelled_one_is_refunde
         "-1 job queued (job 1) · balance 2", "+3 granted: welcome · balance 3"]
 
 
-async def test_gifts_take_backs_debts_and_the_daily_allowance(comfy, discord_fake, running, tmp_path):
+async def test_gifts_take_backs_debts_and_the_daily_allowance(comfy, discord_fake, running, tmp_path, monkeypatch):
     await running.start(settings_for(tmp_path, comfy.url, credits_daily_allowance=2))
     await grant(discord_fake, ANN, 5)
     assert await credits(discord_fake, "gift", {"person": BOB, "amount": 4}) == \
@@ -114,3 +114,13 @@ async def test_gifts_take_backs_debts_and_the_daily_allowance(comfy, discord_fak
     assert (await result_of(discord_fake, await discord_fake.slash(
         "generate", {"prompt": "y", "width": 64, "height": 64}, user_id=BOB))).attachments
     assert await running.bot.store.balance(int(discord_fake.guild_id), int(BOB)) == 5
+    # the next day: what is left of yesterday's free credits expires (all 2: free credits are spent last),
+    # then today's come
+    monkeypatch.setattr("jobs.credits.today", lambda: "2999-01-01")
+    assert (await result_of(discord_fake, await discord_fake.slash(
+        "generate", {"prompt": "z", "width": 64, "height": 64}, user_id=BOB))).attachments
+    assert await running.bot.store.balance(int(discord_fake.guild_id), int(BOB)) == 4
+    lines = [line.split("> ", 1)[1] for line in (await credits(discord_fake, "history", user_id=BOB)).splitlines()]
+    assert [line for line in lines if "job done" not in line][:4] == [
+        "-1 job queued (job 3) · balance 4", "+2 daily allowance · balance 5", "-2 expired · balance 3",
+        "-1 job queued (job 2) · balance 5"]

@@ -127,3 +127,25 @@ def test_a_result_flagged_for_sexual_minors_is_never_shown_on_a_card():
 
     assert not shown_to_moderators(held("flagged: sexual, sexual/minors"))
     assert shown_to_moderators(held("flagged: sexual")) and shown_to_moderators(held("the moderation check could not run"))
+
+
+async def test_the_term_list_is_a_provider_too_scoring_a_blocked_term_in_a_text(tmp_path):
+    """/admin terms' words through the Provider protocol (jobs/limits.TermsProvider): whole words, any case, or
+    a regular expression; per Discord server; never an image's business."""
+    from jobs.limits import BLOCKED, TermsProvider
+    from store import Store
+
+    store = Store(tmp_path / "bot.sqlite3")
+    await store.open()
+    try:
+        await store.set_control("term", "31:red fox", {"regex": False})
+        await store.set_control("term", "31:b[a4]d", {"regex": True})
+        terms = TermsProvider(store)
+        assert await terms.scores(31, ["a RED FOX at dawn"], []) == ({BLOCKED: 1.0}, {BLOCKED})
+        assert await terms.scores(31, ["", "so b4d"], []) == ({BLOCKED: 1.0}, {BLOCKED})
+        assert await terms.scores(31, ["a redfox"], [b"\x89PNG"]) == ({}, set())  # not a whole word
+        assert await terms.scores(32, ["a red fox"], []) == ({}, set())  # another server's list
+        flagged = judge(*(await terms.scores(31, ["red fox"], [])), {})
+        assert flagged.flagged == [BLOCKED] and flagged.reason() == "blocked term"
+    finally:
+        await store.close()

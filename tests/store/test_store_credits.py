@@ -66,6 +66,9 @@ async def test_payments_count_once_gifts_move_at_once_and_floors_refuse(any_stor
             continue
         raise AssertionError("not refused")
     assert await sums(any_store) == {(GUILD, ANN): -20, (GUILD, BOB): 0}
+    assert (await any_store.last_credit_entry(GUILD, BOB, "take")).amount == -20  # the newest of its kind
+    assert (await any_store.last_credit_entry(GUILD, ANN, "gift")).balance == 30
+    assert await any_store.last_credit_entry(GUILD, ANN, "expiry") is None
 
 
 ACTIONS = st.lists(st.one_of(
