@@ -23,6 +23,12 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt \
 
 FROM python:3.11-slim-bookworm AS runtime
 
+# The bot's version (version.py; tests/test_version.py keeps the two equal): the release workflow
+# passes the tag's. `docker inspect` shows it; `python bot.py --version` and /metrics say the same.
+ARG VERSION=1.0.0
+LABEL org.opencontainers.image.title="ComfyUI Discord bot" \
+      org.opencontainers.image.version="${VERSION}"
+
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -48,6 +48,7 @@ from results.keeper import make_results, retention_loop
 from results.inputs import Inputs
 from store import ACTIVE_STATES, StoreError, make_store
 from ui.delivery import TOKEN_LIFETIME, Delivery
+from version import VERSION
 from web.api_views import file_urls
 from web.app import WebServer
 from web.panel import BotPanel
@@ -80,7 +81,7 @@ class ComfyBot(commands.Bot):
         self.limits: Limits | None = None
         self.web: WebServer | None = None
         self.metrics = Metrics()
-        self.webhooks = WebhookSender(self.store, allow_private=settings.webhook_private_ok)
+        self.webhooks = WebhookSender(self.store, allow_private=settings.webhook_private_ok, metrics=self.metrics)
         self.thumbs = Thumbnails(settings.outputs_dir, settings.data_dir / "thumbs",  # /history's and the gallery's
                                  results=self.outputs if settings.output_store else None)
         self.background: list[asyncio.Task[None]] = []  # cancelled first when the bot stops
@@ -279,6 +280,7 @@ async def run(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot.py", description="A Discord bot that makes images and videos with ComfyUI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     subcommands = parser.add_subparsers(dest="command")
     check = subcommands.add_parser("check", help="check the settings, the ComfyUI server and the workflows")
     check.add_argument("--smoke", action="store_true", help="also run every kind of job once")

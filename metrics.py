@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from version import VERSION
+
 log = structlog.get_logger(__name__)
 
 LABEL_CHARS = 100  # a label value's length at most
@@ -130,6 +132,15 @@ class Metrics:
                              "jobs to the servers), else 0. Summed over the processes, exactly 1.", registry=r)
         self.processes = Gauge("comfybot_processes", "Bot processes sharing the database, heard from lately "
                                "(1 for a bot alone).", registry=r)
+        self.webhook_due = Gauge("comfybot_webhook_deliveries_due", "Webhook deliveries due at the sender's last "
+                                 "pass (at most one batch): above 0 for long, the backlog grows.", registry=r)
+        # The process' own: this registry has no default collectors, every name it serves starts with comfybot_.
+        self.build_info = Gauge("comfybot_build_info", "Always 1; its label is the running bot's version.",
+                                ["version"], registry=r)
+        self.build_info.labels(VERSION).set(1)
+        self.start_time = Gauge("comfybot_start_time_seconds", "When this bot process started, in Unix seconds: "
+                                "its changes count the restarts.", registry=r)
+        self.start_time.set(time.time())
 
     # --- recording ----------------------------------------------------------------------
 
@@ -201,6 +212,13 @@ class Metrics:
     def discord(self, connected: bool) -> None:
         """Connected to Discord's gateway (ready or resumed) or not (disconnected)."""
         self.discord_connected.set(1 if connected else 0)
+
+    @_never_raises
+    def webhooks(self, due: int) -> None:
+        """The webhook sender found `due` deliveries due at its last pass."""
+        value = _seconds(due)
+        if value is not None:
+            self.webhook_due.set(value)
 
     @_never_raises
     def cluster(self, *, leading: bool, processes: int) -> None:

@@ -56,6 +56,7 @@ METRICS = {
     "comfybot_cost_total", "comfybot_errors_total", "comfybot_event_loop_lag_seconds_bucket",
     "comfybot_discord_connected",
 }
+HOST_SOCKETS = {"/var/run/docker.sock"}  # Alloy reads the bot containers' logs through it, read-only
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE", re.IGNORECASE)
 
 
@@ -640,7 +641,10 @@ def test_volumes_are_declared_and_bind_mounts_exist(compose):
     for name, service in compose["services"].items():
         for source, target in mounts(service):
             assert target.startswith("/"), f"{name}: {target}"
-            if source.startswith((".", "/", "~")):
+            if source in HOST_SOCKETS:
+                assert target == source and (service.get("volumes") or []).count(f"{source}:{target}:ro") == 1, \
+                    f"{name}: the host's {source} only read-only"
+            elif source.startswith((".", "/", "~")):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repository"
             elif source:
                 assert source in declared, f"{name} uses volume {source}, not declared under volumes:"
@@ -651,10 +655,12 @@ def test_volumes_are_declared_and_bind_mounts_exist(compose):
 def test_monitoring_profile(compose):
     services = compose["services"]
     monitoring = {name for name, s in services.items() if "monitoring" in (s.get("profiles") or [])}
-    assert monitoring == {"prometheus", "grafana"}
+    assert monitoring == {"prometheus", "grafana", "loki", "alloy"}
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     assert ("./deploy/prometheus.yml", "/etc/prometheus/prometheus.yml") in mounts(services["prometheus"])
+    rules = yaml.safe_load(PROMETHEUS.read_text())["rule_files"]
+    assert ("./deploy/alerts.yml", rules[0]) in mounts(services["prometheus"]) and len(rules) == 1
     assert not published(services["prometheus"]), "Grafana reaches Prometheus on the compose network"
     assert published(services["grafana"]) == {3000}
 
@@ -704,9 +710,11 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose):
     assert mounted.get("/etc/grafana/provisioning") == "./deploy/grafana/provisioning"
     datasources = [ds for f in (PROVISIONING / "datasources").glob("*.y*ml")
                    for ds in yaml.safe_load(f.read_text())["datasources"]]
-    assert [ds["type"] for ds in datasources] == ["prometheus"]
-    url = urlsplit(datasources[0]["url"])
-    assert url.hostname == "prometheus" and url.hostname in compose["services"] and url.port == 9090
+    assert sorted(ds["type"] for ds in datasources) == ["loki", "prometheus"]
+    for ds in datasources:
+        url = urlsplit(ds["url"])
+        assert url.hostname == ds["type"] and url.hostname in compose["services"], ds["name"]
+        assert url.port == {"prometheus": 9090, "loki": 3100}[ds["type"]], ds["name"]
     providers = [p for f in (PROVISIONING / "dashboards").glob("*.y*ml")
                  for p in yaml.safe_load(f.read_text())["providers"]]
     assert len(providers) == 1 and providers[0]["type"] == "file"
@@ -729,7 +737,9 @@ def panels(dashboard: dict) -> list[dict]:
 
 
 def expressions(dashboard: dict) -> list[str]:
-    return [target["expr"] for panel in panels(dashboard) for target in panel["targets"]]
+    """The PromQL of the dashboard's Prometheus panels (the logs panel queries Loki)."""
+    return [target["expr"] for panel in panels(dashboard) if panel["datasource"]["type"] == "prometheus"
+            for target in panel["targets"]]
 
 
 def test_dashboard_identity_and_datasource_variable(dashboard):
@@ -737,12 +747,15 @@ def test_dashboard_identity_and_datasource_variable(dashboard):
     assert 36 <= dashboard["schemaVersion"] <= 41
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["loki"]["type"] == "datasource" and variables["loki"]["query"] == "loki"
     for panel in panels(dashboard):
-        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        kind = panel["datasource"]["type"]
+        uid = {"prometheus": "${datasource}", "loki": "${loki}"}[kind]
+        assert panel["datasource"]["uid"] == uid, panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert target["datasource"] == panel["datasource"], panel["title"]
     uids = re.findall(r'"uid":\s*"([^"]*)"', DASHBOARD.read_text())
-    assert set(uids) <= {"comfybot", "${datasource}", "-- Grafana --"}, "no datasource uid of one Grafana"
+    assert set(uids) <= {"comfybot", "${datasource}", "${loki}", "-- Grafana --"}, "no datasource uid of one Grafana"
 
 
 def test_dashboard_layout(dashboard):

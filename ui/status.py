@@ -10,6 +10,7 @@ from jobs.cluster_view import Member
 from jobs.queue_view import Status
 from safe_text import clip
 from ui.views import COLOR_FAIL, COLOR_OK, fit_embed
+from version import VERSION
 
 SERVERS_SHOWN = 15  # with the queue and the caller's jobs, the embed stays within Discord's 6000 characters
 
@@ -47,6 +48,7 @@ def status_embed(status: Status, members: list[Member] | None = None) -> discord
     embed.add_field(name="Your jobs", inline=False, value="\n".join(mine) or "You have no jobs waiting or running.")
     if members:
         embed.add_field(name="Bot processes", inline=False, value="\n".join(member_lines(members)))
+    embed.set_footer(text=f"Bot version {VERSION}")
     return fit_embed(embed)
 
 

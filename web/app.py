@@ -20,6 +20,7 @@ from aiohttp import web
 from config import Settings
 from store import Store
 from web import api as api_routes
+from web import api_docs
 from web import dashboard, health, stripe_webhook
 from web import gallery as gallery_routes
 from web import shares as share_routes
@@ -48,7 +49,8 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
 
     Also the public /metrics (404 without `metrics`), /healthz and /readyz (`ready()` gives (ready,
     reason); ready without it): see web/health.py. With `admin`, the admin dashboard at /admin/{token}
-    (web/dashboard.py); without, /admin/* is 404. With `api`, the HTTP API under /api/v1 (web/api.py).
+    (web/dashboard.py); without, /admin/* is 404. With `api`, the HTTP API under /api/v1 (web/api.py)
+    and its explorer at /api/docs (web/api_docs.py).
     """
     app = web.Application(middlewares=[gallery_routes.error_pages], client_max_size=64 * 1024)
     gallery = gallery_routes.add_routes(app, store, settings, clock, results)
@@ -61,6 +63,8 @@ def make_app(store: Store, settings: Settings, *, clock: Callable[[], float] = t
     if api is not None:
         api_routes.add_routes(app, api, store, settings)
     app.on_response_prepare.append(_secure)
+    if api is not None:  # after _secure: the explorer's page sets its own policy (web/api_docs.py)
+        api_docs.add_routes(app)
     return app
 
 

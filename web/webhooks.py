@@ -217,8 +217,9 @@ class WebhookSender:
 
     def __init__(self, store: Any, *, timeout: float = TIMEOUT, backoff: tuple[float, ...] = BACKOFF,
                  clock: Callable[[], float] = time.time, allow_private: bool = False, jitter: float = 0.1,
-                 batch: int = 20, parallel: int = 8) -> None:
+                 batch: int = 20, parallel: int = 8, metrics: Any = None) -> None:
         self._store = store
+        self._metrics = metrics  # metrics.Metrics: the deliveries due at each pass (the backlog alert's gauge)
         self._timeout = timeout
         self._backoff = tuple(backoff)
         self._attempts = len(self._backoff) + 1
@@ -256,6 +257,8 @@ class WebhookSender:
                 self._pruned_at = now
                 await self._store.prune_deliveries(now - KEEP_FINISHED)
             due = await self._store.due_deliveries(now, self._batch)
+            if self._metrics is not None:
+                self._metrics.webhooks(len(due))
             await asyncio.gather(*(self._attempt(delivery) for delivery in due))
             return len(due)
 
