@@ -23,7 +23,7 @@ from image_gen import SEED_LIMIT, RequestError
 from jobs import kinds, wording
 from results.folder import OutputError
 from safe_text import clip
-from ui.buttons import AnimateFormButton, InterpolateButton, VideoUpscaleButton
+from ui.video_buttons import AnimateFormButton, InterpolateButton, VideoUpscaleButton
 from ui.views import animate_modal
 from video_gen import MAX_FPS, TEXT_FRAMES, check_animation
 

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 # set-up masks signed links, so it sits just above the other shared utilities)
 TIERS = {"bot": 7, "cogs": 6, "web": 6, "ui": 5, "jobs": 4, "image_gen": 4, "video_gen": 4, "backends": 3, "cluster": 3,
          "comfy": 2, "store": 2, "results": 2, "logs": 1.5, "tasks": 1, "safe_text": 1, "metrics": 1, "links": 1,
-         "config": 0, "version": 0,
+         "config": 0, "config_models": -1, "version": 0,
          "examples": 8}  # examples/: programs that use the HTTP API from outside; they import nothing of the bot
 JOBS_TIER = {"jobs", "image_gen", "video_gen"}  # the card's image_gen and video_gen belong with jobs
 DISCORD_SIDE = {"bot", "cogs", "ui"}

@@ -9,34 +9,17 @@ restarts. Nothing here holds job state.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import discord
 
 from image_gen import upscale_fits
 from jobs import kinds
 from store import Generation
+from ui.guarded import ID, _Guarded, answering  # noqa: F401  (cogs import them from here too)
 from ui.share_button import ShareButton
+from ui.video_buttons import AnimateFormButton, InterpolateButton, VideoUpscaleButton
 
 VARY_SUBTLE, VARY_STRONG = 0.35, 0.75  # the strengths of Vary (subtle) and Vary (strong)
-
-
-def answering(interaction: discord.Interaction, cog: str) -> Any:
-    """The cog that answers a click, looked up by its name (ui/ sits below the cogs)."""
-    return interaction.client.get_cog(cog)
-
-
-ID = r"\d{1,18}"  # ids in custom_ids: longer ones are out of SQLite's range and match no button
-
-
-class _Guarded:
-    """A button whose failure is answered in words (bot.on_item_error), never left as "interaction failed"."""
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            await self.clicked(interaction)
-        except Exception as error:
-            await interaction.client.on_item_error(interaction, error, self.custom_id)
 
 
 class UpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
@@ -70,59 +53,6 @@ class AnimateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], templat
 
     async def clicked(self, interaction: discord.Interaction) -> None:  # a form first: frames, fps, motion, seed
         await answering(interaction, "Video").on_animate_image_button(interaction, self.generation_id, self.index)
-
-
-class VideoUpscaleButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
-                         template=rf"cf:vup:(?P<gen>{ID}):(?P<factor>[24])"):
-    """Upscale on a video: every frame upscaled with the upscale model, at the same frame rate."""
-
-    def __init__(self, generation_id: int, factor: int) -> None:
-        self.generation_id, self.factor = generation_id, factor
-        super().__init__(discord.ui.Button(label=f"Upscale {factor}x", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"cf:vup:{generation_id}:{factor}", emoji="🔍", row=0))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> VideoUpscaleButton:
-        return cls(int(match["gen"]), int(match["factor"]))
-
-    async def clicked(self, interaction: discord.Interaction) -> None:
-        await answering(interaction, "Video").on_video_button(interaction, "video_upscale", self.generation_id,
-                                                              factor=self.factor)
-
-
-class InterpolateButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:interp:(?P<gen>{ID})"):
-    """Interpolate: a frame made between every two, at twice the frame rate (a server with RIFE)."""
-
-    def __init__(self, generation_id: int) -> None:
-        self.generation_id = generation_id
-        super().__init__(discord.ui.Button(label="Interpolate (2x fps)", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"cf:interp:{generation_id}", emoji="🎚️", row=0))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> InterpolateButton:
-        return cls(int(match["gen"]))
-
-    async def clicked(self, interaction: discord.Interaction) -> None:
-        await answering(interaction, "Video").on_video_button(interaction, "interpolate", self.generation_id)
-
-
-class AnimateFormButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button], template=rf"cf:animform:(?P<gen>{ID})"):
-    """Animate again…: a form with the animation's frames, frame rate, motion and seed, to change and send."""
-
-    def __init__(self, generation_id: int) -> None:
-        self.generation_id = generation_id
-        super().__init__(discord.ui.Button(label="Animate again…", style=discord.ButtonStyle.primary,
-                                           custom_id=f"cf:animform:{generation_id}", emoji="🎞️", row=0))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str]) -> AnimateFormButton:
-        return cls(int(match["gen"]))
-
-    async def clicked(self, interaction: discord.Interaction) -> None:
-        await answering(interaction, "Video").on_animate_form_button(interaction, self.generation_id)
 
 
 class VaryButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button],
