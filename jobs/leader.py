@@ -32,6 +32,8 @@ from store import ACTIVE_STATES, StoreError
 
 log = structlog.get_logger("jobs.scheduler")
 
+STOP_TIMEOUT = 15.0  # seconds the scheduler's close waits for its tasks to end
+
 CATCH_UP = 15.0  # seconds between the leader's looks at the store for notices it missed
 
 Connect = Callable[[bool], Awaitable[list[Backend]]]  # (as the leader?) -> started backends
@@ -71,8 +73,14 @@ class Leadership:
         return 0
 
     async def close(self) -> None:
-        """Stop; active jobs stay in the store and are taken up by the next leader."""
-        await cancel_all((self._leadership, self._watching, *self._loops, *self._tasks), timeout=None)
+        """Stop, within STOP_TIMEOUT; active jobs stay in the store and are taken up by the next leader. (A
+        leader standing down while the process goes on waits for its flights without a bound: one left running
+        could deliver beside the next leader; a process that stops takes them with it.)"""
+        running = (self._leadership, self._watching, *self._loops, *self._tasks)
+        await cancel_all(running, timeout=STOP_TIMEOUT)
+        left = [task.get_name() for task in running if task is not None and not task.done()]
+        if left:
+            log.warning("scheduler_stop_timed_out", seconds=STOP_TIMEOUT, tasks=left[:10])
 
     async def _lead(self) -> None:
         """Forever: wait for the lease, lead while it is held, stand down when it is lost."""
