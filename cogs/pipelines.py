@@ -15,7 +15,7 @@ from cogs.common import AreaCog, refuse_if_limited, start_job
 from cogs.generate import matching
 from image_gen import SEED_LIMIT
 from jobs import kinds, wording
-from jobs.pipelines import (ACTIONS, MAX_STEPS, VIDEO_KINDS, Pipeline, PipelineError, Step, check, check_name,
+from jobs.pipelines import (ACTIONS, MAX_STEPS, Pipeline, PipelineError, Step, check, check_name,
                             from_chain, load, parse_steps)
 from safe_text import clip
 from store import SavedPipeline
@@ -92,15 +92,13 @@ class Pipelines(AreaCog):
 
     def _unservable(self, found: Pipeline, request: dict) -> str | None:
         """Why some step of the pipeline cannot run on any server now, or None."""
-        media = None
-        for number, step in enumerate(found.steps, start=1):
-            kind = kinds.get(ACTIONS[step.action].kinds[media])
+        for number, (step, name) in enumerate(zip(found.steps, found.kinds, strict=True), start=1):
+            kind = kinds.get(name)
             models = kind.models(self.bot.settings, request)
             reasons = self.bot.scheduler.pool.unservable(kind.workflow_for(request), models)
             if reasons:
                 return f"step {number} ({step.label()}) cannot run on any server now: " + wording.unservable(models,
                                                                                                            reasons)
-            media = "video" if kind.name in VIDEO_KINDS else "image"
         return None
 
     @pipeline.command(name="save", description="Save a pipeline of your own, from its steps or a result's chain")

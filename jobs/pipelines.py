@@ -119,12 +119,18 @@ class Pipeline:
     steps: tuple[Step, ...]
     description: str = ""
     operator: bool = True  # the operator's (the TOML file); False: a person's own
+    kinds: tuple[str, ...] = ()  # the job kind each step runs as, as `check` found them
 
     def summary(self) -> str:
         return " → ".join(step.label() for step in self.steps)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [step.to_json() for step in self.steps]
+
+
+def media_of(kind: str) -> str:
+    """What a job of that kind makes: "video" or "image"."""
+    return "video" if kind in VIDEO_KINDS else "image"
 
 
 def article(media: str) -> str:
@@ -144,6 +150,7 @@ def check(name: str, steps: Sequence[Step], description: str = "", *, operator: 
     if not 1 <= len(steps) <= MAX_STEPS:
         raise PipelineError(f"A pipeline has 1 to {MAX_STEPS} steps (this one has {len(steps)}).")
     media: str | None = None
+    step_kinds = []
     for number, step in enumerate(steps, start=1):
         where = f"Step {number} ({step.action})"
         action = ACTIONS[step.action]
@@ -165,14 +172,15 @@ def check(name: str, steps: Sequence[Step], description: str = "", *, operator: 
                 Condition.parse(step.when, set(VALUES))
             except ConditionError as error:
                 raise PipelineError(f"{where}: {error}") from None
-        made = "video" if kind in VIDEO_KINDS else "image"
+        made = media_of(kind)
         if step.when is not None and made != media and number < len(steps):
             raise PipelineError(f"{where} makes {article(made)} only when its condition holds, so the steps after it could "
                                 "not know what they take: give it no condition, or make it the last step.")
         media = made
+        step_kinds.append(kind)
     if len(description) > 200:
         raise PipelineError("A pipeline's description has at most 200 characters.")
-    return Pipeline(name, tuple(steps), description, operator)
+    return Pipeline(name, tuple(steps), description, operator, tuple(step_kinds))
 
 
 def load(path: Path) -> dict[str, Pipeline]:
@@ -231,7 +239,7 @@ def values_of(kind: str, params: Mapping[str, Any], files: int, step: int) -> di
     """What a condition sees: the result's values (None where it has none), its kind and media, and the step."""
     values: dict[str, Any] = dict.fromkeys(VALUES)
     values.update({key: params.get(key) for key in VALUES if key in params})
-    values.update(batch=files, kind=kind, media="video" if kind in VIDEO_KINDS else "image", step=step)
+    values.update(batch=files, kind=kind, media=media_of(kind), step=step)
     return values
 
 
@@ -239,7 +247,7 @@ def next_request(step: Step, made: Mapping[str, Any], kind: str, params: Mapping
                  file: str) -> tuple[str, dict[str, Any]]:
     """The job kind and request of a step after the first: it takes `file`, the result of a job of `kind`
     whose request was `made` and whose shown values are `params`, and keeps the person's choices."""
-    media = "video" if kind in VIDEO_KINDS else "image"
+    media = media_of(kind)
     action = ACTIONS[step.action]
     if media not in action.kinds:
         raise PipelineError(f"the {step.action} step takes {' or '.join(article(m) for m in action.kinds if m)}, "

@@ -74,7 +74,6 @@ class Stages:
         try:
             kind, request = next_request(step, job.request, generation.kind, generation.params, generation.files[0])
             request["pipeline"] = {**job.request["pipeline"], "step": index, "stages": shown["stages"]}
-            request.pop("next", None)
             declared = kinds.get(kind)
             request = declared.prepare(self._settings, request)
             models = declared.models(self._settings, request)
